@@ -1,0 +1,124 @@
+"""Command line: `selfimprove run PIPELINE.yaml [--set key=value ...]`, `selfimprove report RUN_DIR`."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Self-improvement loops for reasoning LMs: one YAML file per method.")
+console = Console(stderr=True)
+
+
+def _quiet_libraries() -> None:
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    import warnings
+
+    warnings.filterwarnings("ignore", category=UserWarning)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    try:
+        import datasets
+
+        datasets.disable_progress_bars()
+        datasets.logging.set_verbosity_error()
+    except ImportError:
+        pass
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    except ImportError:
+        pass
+
+
+def _fail(message: str, code: int) -> None:
+    console.print(f"[bold red]error:[/bold red] {message}")
+    raise typer.Exit(code)
+
+
+def print_summary(summary: dict) -> None:
+    from .report import metrics_rows, stage_rows
+
+    headers, rows = metrics_rows(summary)
+    t = Table(title=f"{summary['name']}: held-out metrics (%, ± half 95% CI)")
+    for h in headers:
+        t.add_column(h)
+    for r in rows:
+        t.add_row(*r)
+    console.print(t)
+    s = Table(title="stages")
+    for h in ("iteration", "stage", "seconds", "counts"):
+        s.add_column(h, overflow="fold")
+    for r in stage_rows(summary):
+        s.add_row(*r)
+    console.print(s)
+
+
+@app.command()
+def run(
+    pipeline: Path = typer.Argument(..., help="Pipeline YAML, e.g. pipelines/quickstart.yaml"),
+    set_: Optional[List[str]] = typer.Option(None, "--set", help="Override a config value: --set generate.n=4 (repeatable)"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Validate the config and the datasets, then stop (no model is loaded)."),
+    run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="Parent folder of runs (default: run_dir in the YAML)."),
+):
+    """Run (or resume) a self-improvement pipeline. Finished stages are skipped."""
+    from .config import load_pipeline
+    from .errors import SelfImproveError
+
+    overrides = list(set_ or [])
+    if run_dir is not None:
+        overrides.append(f"run_dir={run_dir}")
+    try:
+        cfg = load_pipeline(pipeline, overrides)
+        _quiet_libraries()
+        from .loop import prepare, run_pipeline
+
+        if dry_run:
+            ctx, (train_rows, eval_rows) = prepare(cfg, console)
+            console.print(f"config OK: {len(train_rows)} train prompts, {len(eval_rows)} eval prompts, run folder {ctx.store.root}")
+            return
+        summary = run_pipeline(cfg, console)
+    except SelfImproveError as e:
+        _fail(str(e), e.exit_code)
+    print_summary(summary)
+    root = Path(cfg.run_dir) / cfg.name
+    console.print(f"report: {root / 'report.html'}\nsummary: {root / 'summary.json'}")
+
+
+@app.command()
+def report(run: Path = typer.Argument(..., help="Run folder, e.g. runs/quickstart")):
+    """Rebuild summary.json, accuracy.png and report.html from a run folder's tables and manifests."""
+    from .report import build_summary, write_report
+
+    if not (run / "config.json").exists():
+        _fail(f"{run} is not a run folder (no config.json)", 2)
+    summary = build_summary(run)
+    path = write_report(run, summary)
+    print_summary(summary)
+    console.print(f"report: {path}")
+
+
+@app.command()
+def version():
+    """Print the versions of selfimprove and the libraries it drives."""
+    from .store import library_versions
+
+    for k, v in library_versions().items():
+        print(f"{k} {v}")
+
+
+def main() -> None:  # pragma: no cover
+    logging.basicConfig(level=logging.WARNING)
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())

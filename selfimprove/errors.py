@@ -1,0 +1,21 @@
+"""Errors a user can act on: the CLI prints their message (no traceback) and exits with `exit_code`."""
+
+
+class SelfImproveError(Exception):
+    exit_code = 1
+
+
+class ConfigError(SelfImproveError, ValueError):
+    """A configuration or input-data problem; the message names the YAML path. Exit code 2."""
+
+    exit_code = 2
+
+
+class ModelError(SelfImproveError, RuntimeError):
+    """A model reference that cannot be resolved or loaded. Exit code 3."""
+
+    exit_code = 3
+
+
+class StageError(SelfImproveError, RuntimeError):
+    """A stage cannot proceed (for example no training rows were selected). Exit code 1."""

@@ -1,0 +1,115 @@
+"""Evaluation metrics: greedy accuracy, unbiased pass@k, maj@k, and 95% bootstrap intervals over problems."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k (Chen et al. 2021): 1 - C(n-c, k) / C(n, k), computed stably.
+
+    >>> pass_at_k(10, 0, 1), pass_at_k(10, 10, 5), round(pass_at_k(10, 3, 1), 3)
+    (0.0, 1.0, 0.3)
+    """
+    if k > n:
+        raise ValueError(f"k={k} > n={n}")
+    if n - c < k:
+        return 1.0
+    return float(1.0 - np.prod(1.0 - k / np.arange(n - c + 1, n + 1)))
+
+
+def majority_correct(clusters: list[int | None], correct: list[bool | None], k: int) -> bool:
+    """Is the most-voted answer among the first k samples correct?
+
+    Votes count equivalence clusters; samples without an answer do not vote. Ties go to the
+    cluster whose first sample came earliest (deterministic, independent of answer text).
+
+    >>> majority_correct([0, 1, 1, 0], [False, True, True, False], 4)
+    False
+    >>> majority_correct([0, 1, 1, None], [False, True, True, False], 4)
+    True
+    """
+    counts: dict[int, int] = {}
+    first: dict[int, int] = {}
+    for i, c in enumerate(clusters[:k]):
+        if c is None:
+            continue
+        counts[c] = counts.get(c, 0) + 1
+        first.setdefault(c, i)
+    if not counts:
+        return False
+    top = max(counts, key=lambda c: (counts[c], -first[c]))
+    return bool(correct[first[top]])
+
+
+def bootstrap_ci(values: np.ndarray, resamples: int = 1000, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean of per-problem values."""
+    values = np.asarray(values, dtype=float)
+    if len(values) == 0:
+        return (float("nan"), float("nan"))
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(values), size=(resamples, len(values)))
+    means = values[idx].mean(axis=1)
+    lo, hi = np.quantile(means, [(1 - level) / 2, 1 - (1 - level) / 2])
+    return float(lo), float(hi)
+
+
+def ks_for(n: int) -> list[int]:
+    """1, 2, 4, ... up to n, and n itself."""
+    ks, k = [], 1
+    while k <= n:
+        ks.append(k)
+        k *= 2
+    if n not in ks:
+        ks.append(n)
+    return ks
+
+
+def compute_metrics(
+    greedy: list[dict] | None, samples: list[dict] | None, *, resamples: int = 1000, seed: int = 0
+) -> dict:
+    """Metrics from scored rows (`prompt_id`, `correct`, and for samples `cluster`).
+
+    `accuracy` from greedy rows; `pass@k` (unbiased, every k in 1,2,4..n) and `maj@k` from the
+    sampled rows. Each metric `m` has `m_ci` = [low, high], a 95% bootstrap over problems.
+    """
+    out: dict = {}
+    per_problem: dict[str, np.ndarray] = {}
+    if greedy:
+        acc = np.array([bool(r.get("correct")) for r in sorted(greedy, key=lambda r: r["prompt_id"])], dtype=float)
+        per_problem["accuracy"] = acc
+        out["num_problems"] = len(acc)
+    if samples:
+        groups: dict[str, list[dict]] = {}
+        for r in samples:
+            groups.setdefault(r["prompt_id"], []).append(r)
+        pids = sorted(groups)
+        n = min(len(g) for g in groups.values())
+        for k in ks_for(n):
+            vals = []
+            for pid in pids:
+                g = sorted(groups[pid], key=lambda r: r["sample_id"])[:n]
+                c = sum(bool(r.get("correct")) for r in g)
+                vals.append(pass_at_k(n, c, k))
+            per_problem[f"pass@{k}"] = np.array(vals)
+        for k in ks_for(n):
+            if k == 1:
+                continue
+            vals = []
+            for pid in pids:
+                g = sorted(groups[pid], key=lambda r: r["sample_id"])
+                vals.append(majority_correct([r.get("cluster") for r in g], [r.get("correct") for r in g], k))
+            per_problem[f"maj@{k}"] = np.array(vals, dtype=float)
+        out["samples_per_problem"] = n
+        out.setdefault("num_problems", len(pids))
+    for name, vals in per_problem.items():
+        out[name] = float(vals.mean())
+        out[f"{name}_ci"] = list(bootstrap_ci(vals, resamples, seed))
+    return out
+
+
+def format_metric(value: float, ci: list[float] | None) -> str:
+    """`41.2 ± 2.7` (percent; ± is half the interval width)."""
+    if ci is None or any(np.isnan(ci)):
+        return f"{100 * value:.1f}"
+    return f"{100 * value:.1f} ± {100 * (ci[1] - ci[0]) / 2:.1f}"

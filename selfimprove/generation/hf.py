@@ -1,0 +1,123 @@
+"""transformers backend: batched `model.generate` with length-sorted batches, n samples, log-probs.
+
+The CPU default. float32 on CPU (bf16 has no fast kernels on most CPUs); prompts are sorted by
+length so each batch pads little, and the batch holds `batch_size` sequences (prompts x n).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+
+from .base import Completion, Generator, GeneratorInfo, ProgressFn, Request, SamplingParams, cut_at_stop
+
+log = logging.getLogger("selfimprove.generation")
+
+
+def pick_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    if dtype == "auto":
+        return torch.float32 if device.type == "cpu" else torch.bfloat16
+    return getattr(torch, dtype)
+
+
+def load_causal_lm(model_path, dtype: str = "auto", device: str = "auto", adapter: Path | None = None):
+    """Load a causal LM + tokenizer for inference (left padding, pad token set)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    dev = pick_device(device)
+    tok = AutoTokenizer.from_pretrained(model_path)
+    tok.padding_side = "left"
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=pick_dtype(dtype, dev))
+    if adapter is not None:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
+    model.to(dev).eval()
+    return model, tok
+
+
+class TransformersGenerator(Generator):
+    def __init__(self, model_path, backend, adapter: Path | None = None):
+        self.model, self.tok = load_causal_lm(model_path, backend.dtype, backend.device, adapter)
+        self.device = self.model.device
+        self.batch_size = backend.batch_size
+        self.info = GeneratorInfo("transformers", str(model_path), {"dtype": str(self.model.dtype), "device": str(self.device)})
+        eos = self.model.generation_config.eos_token_id
+        self.eos_ids = set(eos if isinstance(eos, list) else [eos]) | {self.tok.eos_token_id}
+        self.eos_ids.add(self.tok.pad_token_id)  # rows that finished early are padded
+        self.eos_ids.discard(None)
+
+    def render(self, messages: list[dict]) -> str:
+        return self.tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+    def generate(self, requests: list[Request], params: SamplingParams, progress: ProgressFn | None = None) -> list[list[Completion]]:
+        texts = [self.render(r.messages) for r in requests]
+        lengths = [len(self.tok(t, add_special_tokens=False).input_ids) for t in texts]
+        order = sorted(range(len(texts)), key=lambda i: -lengths[i])  # longest first: OOM shows up early
+        per_batch = max(1, self.batch_size // params.n)
+        torch.manual_seed(params.seed)
+        results: list[list[Completion] | None] = [None] * len(texts)
+        for start in range(0, len(order), per_batch):
+            idx = order[start : start + per_batch]
+            outs = self._generate_batch([texts[i] for i in idx], params)
+            for j, i in enumerate(idx):
+                results[i] = outs[j * params.n : (j + 1) * params.n]
+            if progress:
+                progress(len(idx))
+        return results  # type: ignore[return-value]
+
+    @torch.inference_mode()
+    def _generate_batch(self, texts: list[str], params: SamplingParams) -> list[Completion]:
+        enc = self.tok(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
+        sample = params.temperature > 0
+        kwargs = dict(
+            max_new_tokens=params.max_tokens,
+            do_sample=sample,
+            num_return_sequences=params.n,
+            pad_token_id=self.tok.pad_token_id,
+            return_dict_in_generate=True,
+            output_logits=params.logprobs,
+        )
+        if sample:
+            kwargs.update(temperature=params.temperature, top_p=params.top_p, top_k=0)
+        else:
+            kwargs.update(temperature=None, top_p=None, top_k=None)
+        if params.stop:
+            kwargs.update(stop_strings=list(params.stop), tokenizer=self.tok)
+        out = self.model.generate(**enc, **kwargs)
+        new = out.sequences[:, enc.input_ids.shape[1] :]
+        logprob_steps = None
+        if params.logprobs and out.logits:
+            # log p(token) under the model itself (temperature 1), one step at a time to bound memory
+            logprob_steps = torch.stack(
+                [torch.log_softmax(step.float(), dim=-1).gather(1, new[:, t : t + 1]).squeeze(1) for t, step in enumerate(out.logits)],
+                dim=1,
+            )
+        completions = []
+        for row in range(new.shape[0]):
+            ids = new[row].tolist()
+            n_tok, hit_eos = len(ids), False
+            for t, token in enumerate(ids):
+                if token in self.eos_ids:
+                    n_tok, hit_eos = t + 1, True
+                    break
+            text = self.tok.decode(ids[:n_tok], skip_special_tokens=True)
+            text, hit_stop = cut_at_stop(text, params.stop)
+            lp = float(logprob_steps[row, :n_tok].sum()) if logprob_steps is not None else None
+            completions.append(Completion(text, n_tok, lp, "stop" if (hit_eos or hit_stop) else "length"))
+        return completions
+
+    def close(self) -> None:
+        del self.model
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()

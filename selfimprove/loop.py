@@ -1,0 +1,82 @@
+"""The self-improvement loop: prompts -> [generate -> score -> select -> train -> eval] x iterations.
+
+Iteration 0 evaluates the base model. Iteration k samples from model k-1 (or trains from the base
+model when `train.init: base`), and its trained model is `iter_k`. Every stage is skipped when
+its manifest matches, so a rerun of a finished pipeline does no work.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from rich.console import Console
+
+from .config import PipelineConfig, ConfigError
+from .prompts import PromptLibrary
+from .scoring import make_scorers
+from .stages.context import RunContext
+from .stages.data import load_prompt_rows, prompts_stage
+from .stages.evaluate import eval_stage
+from .stages.generate import generate_stage
+from .stages.score import score_stage
+from .stages.select import select_stage
+from .stages.train import train_stage
+from .store import atomic_write_json
+from .tasks import make_task
+
+log = logging.getLogger("selfimprove")
+
+
+def prepare(cfg: PipelineConfig, console: Console | None = None) -> tuple[RunContext, tuple[list[dict], list[dict]]]:
+    """Everything that can fail on bad input, before any model loads: task, templates, scorers, datasets."""
+    prompts = PromptLibrary(cfg.prompts_dir)
+    task = make_task(cfg.task, prompts)
+    make_scorers(cfg.score, task)
+    rows = load_prompt_rows(cfg_ctx := RunContext(cfg, task, prompts, console))
+    if "train" in cfg.stages and "select" not in cfg.stages:
+        raise ConfigError("stages: train needs select (it trains on the selected rows)")
+    if "select" in cfg.stages and "score" not in cfg.stages:
+        raise ConfigError("stages: select needs score")
+    if "score" in cfg.stages and "generate" not in cfg.stages:
+        raise ConfigError("stages: score needs generate")
+    if cfg.iterations > 0 and "train" not in cfg.stages and "eval" in cfg.stages:
+        log.info("no train stage: every iteration evaluates the base model")
+    return cfg_ctx, rows
+
+
+def run_pipeline(cfg: PipelineConfig, console: Console | None = None) -> dict:
+    """Run (or resume) the whole pipeline; returns the summary that is also written to summary.json."""
+    from .report import build_summary, write_report
+
+    ctx, rows = prepare(cfg, console)
+    ctx.store.root.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(ctx.store.root / "config.json", cfg.model_dump())
+    try:
+        train_sd, eval_sd = prompts_stage(ctx, rows)
+        if "eval" in cfg.stages:
+            eval_stage(ctx, 0, eval_sd, ctx.base_model())
+        selects = []
+        current = ctx.base_model()
+        for k in range(1, cfg.iterations + 1):
+            if "generate" not in cfg.stages:
+                break
+            samples = generate_stage(ctx, k, train_sd, current)
+            if "score" not in cfg.stages:
+                continue
+            scored = score_stage(ctx, k, train_sd, samples)
+            if "select" not in cfg.stages:
+                continue
+            selected = select_stage(ctx, k, train_sd, scored, selects)
+            selects.append(selected)
+            if "train" not in cfg.stages:
+                continue
+            start = ctx.base_model() if cfg.train.init == "base" else current
+            train_stage(ctx, k, selected, start)
+            current = ctx.iteration_model(k)
+            if "eval" in cfg.stages:
+                eval_stage(ctx, k, eval_sd, current)
+    finally:
+        ctx.release_generator()
+    summary = build_summary(ctx.store.root, ctx.reports)
+    write_report(ctx.store.root, summary)
+    return summary

@@ -1,0 +1,64 @@
+"""Prompt templates are Jinja2 files in `prompts/`, referenced by name from YAML.
+
+Search order: the pipeline's `prompts_dir`, then the templates bundled with the package.
+Each rendered template's name and content hash go into the stage manifest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from functools import lru_cache
+from pathlib import Path
+
+import jinja2
+
+
+def bundled_prompts_dir() -> Path:
+    """`prompts/` of a source checkout (editable install) or the copy packed into the wheel."""
+    here = Path(__file__).resolve().parent
+    for cand in (here.parent / "prompts", here / "_bundled" / "prompts"):
+        if cand.is_dir():
+            return cand
+    raise FileNotFoundError("bundled prompts/ folder not found; reinstall selfimprove")
+
+
+class PromptLibrary:
+    """Finds and renders templates; `StrictUndefined` turns a missing variable into an error."""
+
+    def __init__(self, extra_dir: str | Path | None = None):
+        dirs = [Path(extra_dir)] if extra_dir else []
+        dirs.append(bundled_prompts_dir())
+        self.dirs = dirs
+        self.env = jinja2.Environment(
+            loader=jinja2.FileSystemLoader([str(d) for d in dirs]),
+            undefined=jinja2.StrictUndefined,
+            keep_trailing_newline=False,
+            autoescape=False,
+        )
+
+    def names(self) -> list[str]:
+        out = set()
+        for d in self.dirs:
+            out.update(p.stem for p in d.glob("*.jinja"))
+        return sorted(out)
+
+    def exists(self, name: str) -> bool:
+        return any((d / f"{name}.jinja").is_file() for d in self.dirs)
+
+    def source(self, name: str) -> str:
+        for d in self.dirs:
+            p = d / f"{name}.jinja"
+            if p.is_file():
+                return p.read_text()
+        raise KeyError(name)
+
+    def digest(self, name: str) -> str:
+        return hashlib.sha256(self.source(name).encode()).hexdigest()[:16]
+
+    def render(self, name: str, **variables) -> str:
+        return self.env.get_template(f"{name}.jinja").render(**variables).strip()
+
+
+@lru_cache(maxsize=8)
+def library(extra_dir: str | None = None) -> PromptLibrary:
+    return PromptLibrary(extra_dir)

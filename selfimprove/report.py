@@ -1,0 +1,164 @@
+"""Run summary and HTML report, rebuilt from the run directory's manifests at any time.
+
+`summary.json`: per iteration the held-out metrics (each with `<name>_ci`) and every stage's
+counts and seconds. `report.html`: accuracy-per-iteration plot (also `accuracy.png`) and tables.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from pathlib import Path
+
+from .evals import format_metric
+from .store import MANIFEST, atomic_write_bytes, atomic_write_json, read_json
+
+STAGE_ORDER = ["train_prompts", "eval_prompts", "generate", "score", "select", "train", "eval"]
+HEADLINE = ["accuracy", "pass@1", "maj@4", "maj@8", "pass@4", "pass@8"]
+
+
+def _manifests(folder: Path) -> dict[str, dict]:
+    out = {}
+    for p in sorted(folder.glob(f"*/{MANIFEST}")):
+        m = read_json(p)
+        if m.get("status") == "complete":
+            out[p.parent.name] = m
+    return dict(sorted(out.items(), key=lambda kv: STAGE_ORDER.index(kv[0]) if kv[0] in STAGE_ORDER else 99))
+
+
+def _stage_entry(m: dict, skipped: bool | None) -> dict:
+    entry = {"seconds": m.get("seconds"), "counts": m.get("counts", {})}
+    if skipped is not None:
+        entry["skipped_this_run"] = skipped
+    if "train" in m:
+        entry["train"] = m["train"]
+    return entry
+
+
+def build_summary(root: Path, reports=None) -> dict:
+    """Collect every finished stage's manifest under `root` into one JSON-able dict."""
+    root = Path(root)
+    skipped = {(r.iteration, r.stage): r.skipped for r in (reports or [])}
+    cfg = read_json(root / "config.json") if (root / "config.json").exists() else {}
+    summary: dict = {"name": cfg.get("name", root.name), "model": cfg.get("model"), "task": (cfg.get("task") or {}).get("name")}
+    summary["data"] = {k: _stage_entry(m, skipped.get((None, k))) for k, m in _manifests(root / "data").items()}
+    iters = []
+    for d in sorted(root.glob("iter_*"), key=lambda p: int(p.name.split("_")[1])):
+        k = int(d.name.split("_")[1])
+        ms = _manifests(d)
+        entry: dict = {"iteration": k, "model_ref": cfg.get("model") if k == 0 else f"iter_{k}", "stages": {}}
+        for stage, m in ms.items():
+            entry["stages"][stage] = _stage_entry(m, skipped.get((k, stage)))
+            if stage == "eval":
+                entry["metrics"] = m.get("metrics", {})
+        iters.append(entry)
+    summary["iterations"] = iters
+    summary["total_seconds"] = round(
+        sum(s["seconds"] or 0 for s in summary["data"].values())
+        + sum(s["seconds"] or 0 for it in iters for s in it["stages"].values()),
+        1,
+    )
+    return summary
+
+
+def metric_names(summary: dict) -> list[str]:
+    names: list[str] = []
+    for it in summary["iterations"]:
+        for k, v in (it.get("metrics") or {}).items():
+            if isinstance(v, float) and not k.endswith("_ci") and k not in names:
+                names.append(k)
+    return sorted(names, key=lambda n: (HEADLINE.index(n) if n in HEADLINE else 50, n))
+
+
+def accuracy_plot(summary: dict) -> bytes | None:
+    """PNG of held-out metrics per iteration with 95% interval bars (iteration 0 = base model)."""
+    its = [it for it in summary["iterations"] if it.get("metrics")]
+    if not its:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.6), dpi=110)
+    for name in [n for n in metric_names(summary) if n in ("accuracy", "pass@1") or n.startswith("maj@")][:3]:
+        xs, ys, lo, hi = [], [], [], []
+        for it in its:
+            m = it["metrics"]
+            if name in m:
+                xs.append(it["iteration"])
+                ys.append(100 * m[name])
+                ci = m.get(f"{name}_ci", [m[name], m[name]])
+                lo.append(100 * (m[name] - ci[0]))
+                hi.append(100 * (ci[1] - m[name]))
+        ax.errorbar(xs, ys, yerr=[lo, hi], marker="o", capsize=4, label=name)
+    ax.set_xlabel("iteration (0 = base model)")
+    ax.set_ylabel("held-out %")
+    ax.set_xticks([it["iteration"] for it in its])
+    ax.set_title(f"{summary['name']}: held-out metrics (95% bootstrap CI)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _table(headers: list[str], rows: list[list[str]]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>" for r in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def metrics_rows(summary: dict) -> tuple[list[str], list[list[str]]]:
+    names = metric_names(summary)
+    rows = []
+    for it in summary["iterations"]:
+        m = it.get("metrics") or {}
+        if not m:
+            continue
+        rows.append([str(it["iteration"]), it["model_ref"] or ""] + [format_metric(m[n], m.get(f"{n}_ci")) if n in m else "" for n in names])
+    return ["iteration", "model"] + names, rows
+
+
+def stage_rows(summary: dict) -> list[list[str]]:
+    rows = []
+    for name, s in summary["data"].items():
+        rows.append(["data", name, f"{s['seconds'] or 0:.1f}", _counts(s["counts"])])
+    for it in summary["iterations"]:
+        for name, s in it["stages"].items():
+            rows.append([str(it["iteration"]), name, f"{s['seconds'] or 0:.1f}", _counts(s["counts"])])
+    return rows
+
+
+def _counts(c: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in c.items() if v is not None)
+
+
+def write_report(root: Path, summary: dict) -> Path:
+    """Write summary.json, accuracy.png and report.html into the run folder; returns the HTML path."""
+    root = Path(root)
+    atomic_write_json(root / "summary.json", summary)
+    png = accuracy_plot(summary)
+    img = ""
+    if png:
+        atomic_write_bytes(root / "accuracy.png", png)
+        img = f'<img alt="held-out accuracy per iteration" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
+    mh, mr = metrics_rows(summary)
+    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>selfimprove: {html.escape(summary['name'])}</title>
+<style>body{{font-family:system-ui,sans-serif;margin:2em;max-width:1100px}}table{{border-collapse:collapse;margin:1em 0}}
+td,th{{border:1px solid #ccc;padding:4px 8px;font-size:14px;text-align:left}}th{{background:#f3f3f3}}code{{background:#f6f6f6}}</style></head><body>
+<h1>Run <code>{html.escape(summary['name'])}</code></h1>
+<p>model <code>{html.escape(str(summary.get('model')))}</code>, task <code>{html.escape(str(summary.get('task')))}</code>,
+stage time {summary['total_seconds']} s. Metrics in %, ± half the 95% bootstrap interval over problems.</p>
+{img}
+<h2>Held-out metrics per iteration</h2>{_table(mh, mr)}
+<h2>Stages: counts and timings</h2>{_table(["iteration", "stage", "seconds", "counts"], stage_rows(summary))}
+<h2>summary.json</h2><pre>{html.escape(json.dumps(summary, indent=1)[:20000])}</pre>
+</body></html>"""
+    path = root / "report.html"
+    atomic_write_bytes(path, page.encode())
+    return path

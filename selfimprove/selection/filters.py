@@ -1,0 +1,86 @@
+"""Sample filters: correct-only, finished-only, vote-share threshold, dedup, per-prompt cap, balance.
+
+Each returns the kept rows and the loop records how many each filter dropped.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+
+from ..config import SelectConfig
+
+
+def _norm(text: str) -> str:
+    return re.sub(r"\s+", " ", text).strip()
+
+
+def keep_correct(rows: list[dict]) -> list[dict]:
+    return [r for r in rows if r.get("correct") is True]
+
+
+def keep_finished(rows: list[dict]) -> list[dict]:
+    return [r for r in rows if r.get("finish_reason") != "length"]
+
+
+def keep_vote_share(rows: list[dict], min_share: float) -> list[dict]:
+    return [r for r in rows if (r.get("vote_share") or 0.0) >= min_share]
+
+
+def dedup(rows: list[dict]) -> list[dict]:
+    """First occurrence of each (prompt, whitespace-normalised completion)."""
+    seen, out = set(), []
+    for r in rows:
+        key = (r["prompt_id"], _norm(r["completion"]))
+        if key not in seen:
+            seen.add(key)
+            out.append(r)
+    return out
+
+
+def cap_per_prompt(rows: list[dict], cap: int, rng: random.Random) -> list[dict]:
+    """At most `cap` rows per prompt, chosen at random (seeded) so no position bias creeps in."""
+    groups: dict[str, list[dict]] = {}
+    for r in rows:
+        groups.setdefault(r["prompt_id"], []).append(r)
+    out = []
+    for pid in groups:
+        g = groups[pid]
+        out.extend(g if len(g) <= cap else rng.sample(g, cap))
+    return out
+
+
+def balance(rows: list[dict], rng: random.Random) -> list[dict]:
+    """The same count for every kept prompt (the smallest), so easy prompts do not dominate."""
+    groups: dict[str, list[dict]] = {}
+    for r in rows:
+        groups.setdefault(r["prompt_id"], []).append(r)
+    if not groups:
+        return []
+    k = min(len(g) for g in groups.values())
+    return cap_per_prompt(rows, max(1, k), rng)
+
+
+def select_samples(rows: list[dict], cfg: SelectConfig, seed: int) -> tuple[list[dict], dict[str, int]]:
+    """Apply the configured filters in a fixed order; return kept rows and counts after each step."""
+    rng = random.Random(seed)
+    counts = {"input": len(rows)}
+    steps = []
+    if cfg.require_finished:
+        steps.append(("finished", keep_finished))
+    if cfg.correct_only:
+        steps.append(("correct", keep_correct))
+    if cfg.min_vote_share is not None:
+        steps.append(("vote_share", lambda rs: keep_vote_share(rs, cfg.min_vote_share)))
+    if cfg.dedup:
+        steps.append(("dedup", dedup))
+    if cfg.max_per_prompt is not None:
+        steps.append(("max_per_prompt", lambda rs: cap_per_prompt(rs, cfg.max_per_prompt, rng)))
+    if cfg.balance:
+        steps.append(("balance", lambda rs: balance(rs, rng)))
+    for name, fn in steps:
+        rows = fn(rows)
+        counts[f"after_{name}"] = len(rows)
+    counts["kept"] = len(rows)
+    counts["prompts_kept"] = len({r["prompt_id"] for r in rows})
+    return rows, counts

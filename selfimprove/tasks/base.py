@@ -1,0 +1,87 @@
+"""Task interface: where prompts come from, how they are phrased, how answers are read and checked."""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from ..config import ConfigError, SplitConfig, TaskConfig
+from ..prompts import PromptLibrary
+from .equivalence import shared_equivalence
+
+
+class NoOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Task(ABC):
+    """A task turns a split config into prompt rows and grades completions against `reference`.
+
+    Prompt rows (the `prompts` table): `prompt_id`, `messages`, `reference`, `task`, `question`, `meta` (JSON object as text).
+    """
+
+    name: ClassVar[str]
+    default_template: ClassVar[str]
+    default_system_template: ClassVar[str | None] = None
+    Options: ClassVar[type[BaseModel]] = NoOptions
+    fields: ClassVar[tuple[str, ...]] = ()  # logical fields a dataset row must map to
+
+    def __init__(self, cfg: TaskConfig, prompts: PromptLibrary):
+        try:
+            self.options = self.Options.model_validate(cfg.options)
+        except ValidationError as e:
+            msgs = [f"task.options.{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors()]
+            raise ConfigError("invalid task options:\n  " + "\n  ".join(msgs)) from None
+        self.prompts = prompts
+        self.template = cfg.prompt_template or self.default_template
+        self.system_template = cfg.system_prompt_template or self.default_system_template
+        for key, name in (("task.prompt_template", self.template), ("task.system_prompt_template", self.system_template)):
+            if name is not None and not prompts.exists(name):
+                raise ConfigError(f"{key}: no template {name!r} in {[str(d) for d in prompts.dirs]} (known: {prompts.names()})")
+
+    def template_info(self) -> dict:
+        info = {"template": self.template, "template_sha": self.prompts.digest(self.template)}
+        if self.system_template:
+            info.update(system_template=self.system_template, system_template_sha=self.prompts.digest(self.system_template))
+        return info
+
+    def messages(self, question: str) -> list[dict]:
+        msgs = []
+        if self.system_template:
+            msgs.append({"role": "system", "content": self.prompts.render(self.system_template)})
+        msgs.append({"role": "user", "content": self.prompts.render(self.template, question=question)})
+        return msgs
+
+    def load(self, split: SplitConfig, where: str) -> list[dict]:
+        """Prompt rows for one split; `where` is the YAML path (`data.train`) used in error messages."""
+        rows = []
+        for item in self.load_items(split, where):
+            rows.append(
+                {
+                    "prompt_id": str(item["prompt_id"]),
+                    "task": self.name,
+                    "question": item["question"],
+                    "reference": item["reference"],
+                    "messages": self.messages(item["question"]),
+                    "meta": json.dumps({k: v for k, v in (item.get("meta") or {}).items()}, sort_keys=True, default=str),
+                }
+            )
+        ids = [r["prompt_id"] for r in rows]
+        if len(set(ids)) != len(ids):
+            raise ConfigError(f"{where}: prompt ids are not unique")
+        return rows
+
+    @abstractmethod
+    def load_items(self, split: SplitConfig, where: str) -> list[dict[str, Any]]:
+        """Dicts with `prompt_id`, `question`, `reference` (gold answer string), optional `meta`."""
+
+    @abstractmethod
+    def extract_answer(self, completion: str) -> str | None:
+        """The final answer stated in a completion, or None."""
+
+    def check(self, references: list[str], answers: list[str | None]) -> list[tuple[bool, str | None]]:
+        """(correct, error) per pair, by math-verify equivalence."""
+        return shared_equivalence().same(list(zip(references, answers)))

@@ -1,0 +1,51 @@
+"""Shared fixtures: a tiny random-initialised model with SmolLM2's real tokenizer, shared data paths."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def builtin_model_path() -> Path:
+    """The real SmolLM2-135M-Instruct, dequantized once into the user cache."""
+    from selfimprove.models import resolve_builtin
+
+    return resolve_builtin("smollm2-135m-instruct")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_path(tmp_path_factory, builtin_model_path) -> Path:
+    """2 layers, hidden 64, SmolLM2's tokenizer and chat template: real code paths in seconds."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    out = tmp_path_factory.mktemp("tiny-model")
+    cfg = AutoConfig.from_pretrained(builtin_model_path)
+    cfg.num_hidden_layers = 2
+    cfg.hidden_size = 64
+    cfg.intermediate_size = 128
+    cfg.num_attention_heads = 4
+    cfg.num_key_value_heads = 2
+    cfg.head_dim = 16
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32)
+    model.save_pretrained(out)
+    AutoTokenizer.from_pretrained(builtin_model_path).save_pretrained(out)
+    return out
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip("../shared/data not present")
+    return SHARED_DATA

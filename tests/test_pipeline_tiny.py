@@ -1,0 +1,91 @@
+"""The whole loop on the tiny model: every stage's real code (generation, scoring, TRL+PEFT training,
+merging, eval, report), manifest skipping on rerun, and reruns limited to what a config change touches."""
+
+import json
+import textwrap
+
+import pytest
+from typer.testing import CliRunner
+
+from selfimprove.cli import app
+from selfimprove.config import load_pipeline
+from selfimprove.errors import StageError
+from selfimprove.loop import run_pipeline
+from selfimprove.store import load_dataset_table, read_table
+
+
+@pytest.fixture
+def pipeline(tmp_path, tiny_model_path):
+    p = tmp_path / "tiny.yaml"
+    p.write_text(textwrap.dedent(f"""
+        name: tiny
+        run_dir: {tmp_path / 'runs'}
+        model: {tiny_model_path}
+        iterations: 2
+        task: {{name: arithmetic, options: {{digits: 1}}}}
+        data:
+          train: {{size: 6, seed: 1}}
+          eval: {{size: 5, seed: 2}}
+        backend: {{batch_size: 16}}
+        generate: {{n: 3, temperature: 1.0, max_tokens: 12, shard_size: 4}}
+        select: {{correct_only: false, require_finished: false, max_per_prompt: 2}}
+        train: {{epochs: 1, batch_size: 4, lora: {{r: 4, alpha: 8}}}}
+        eval: {{greedy: true, n: 2, max_tokens: 8, bootstrap: 50}}
+    """))
+    return p
+
+
+def test_full_loop_then_rerun_does_nothing(pipeline, tmp_path):
+    cfg = load_pipeline(pipeline)
+    summary = run_pipeline(cfg)
+    root = tmp_path / "runs" / "tiny"
+    assert [it["iteration"] for it in summary["iterations"]] == [0, 1, 2]
+    for it in summary["iterations"]:
+        m = it["metrics"]
+        assert 0 <= m["accuracy"] <= 1 and len(m["accuracy_ci"]) == 2 and "pass@2" in m and "maj@2" in m
+    it1 = summary["iterations"][1]["stages"]
+    assert it1["generate"]["counts"]["samples"] == 18
+    assert it1["select"]["counts"]["kept"] == 12
+    assert it1["train"]["train"]["steps"] == 3
+    # lineage: iteration 2 sampled from iter_1's merged model
+    samples = read_table(root / "iter_2" / "generate" / "table.parquet")
+    assert {s["model_ref"] for s in samples} == {"iter_1"}
+    assert (root / "iter_2" / "train" / "model" / "model.safetensors").exists()
+    assert (root / "iter_2" / "train" / "adapter" / "adapter_config.json").exists()
+    assert load_dataset_table(root / "iter_1" / "score").num_rows == 18
+    for name in ("report.html", "summary.json", "accuracy.png"):
+        assert (root / name).exists()
+    html = (root / "report.html").read_text()
+    assert "Held-out metrics per iteration" in html and "data:image/png;base64" in html
+
+    again = run_pipeline(cfg)
+    flags = [s.get("skipped_this_run") for it in again["iterations"] for s in it["stages"].values()]
+    assert flags and all(flags)
+    assert again["iterations"][2]["metrics"] == summary["iterations"][2]["metrics"]
+
+
+def test_config_change_reruns_only_downstream(pipeline, tmp_path):
+    run_pipeline(load_pipeline(pipeline, ["iterations=1"]))
+    again = run_pipeline(load_pipeline(pipeline, ["iterations=1", "train.learning_rate=0.001"]))
+    st = again["iterations"][1]["stages"]
+    assert st["generate"]["skipped_this_run"] and st["score"]["skipped_this_run"] and st["select"]["skipped_this_run"]
+    assert not st["train"]["skipped_this_run"] and not st["eval"]["skipped_this_run"]
+    assert again["iterations"][0]["stages"]["eval"]["skipped_this_run"]
+
+
+def test_cli_run_and_report(pipeline, tmp_path):
+    runner = CliRunner()
+    res = runner.invoke(app, ["run", str(pipeline), "--set", "iterations=0"])
+    assert res.exit_code == 0, res.output
+    assert "held-out metrics" in res.output
+    root = tmp_path / "runs" / "tiny"
+    (root / "report.html").unlink()
+    res = runner.invoke(app, ["report", str(root)])
+    assert res.exit_code == 0 and (root / "report.html").exists()
+    assert json.loads((root / "summary.json").read_text())["iterations"][0]["iteration"] == 0
+
+
+def test_too_few_rows_is_a_clear_error(pipeline):
+    cfg = load_pipeline(pipeline, ["iterations=1", "select.correct_only=true", "train.min_rows=1000"])
+    with pytest.raises(StageError, match="train.min_rows"):
+        run_pipeline(cfg)

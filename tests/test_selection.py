@@ -1,0 +1,44 @@
+"""Selection filters and the SFT row builder."""
+
+from selfimprove.config import SelectConfig
+from selfimprove.selection import select_samples, sft_rows
+
+
+def _rows():
+    rows = []
+    for pid, specs in {"a": [(True, "x"), (True, "x "), (True, "y"), (False, "z"), (True, "w")], "b": [(True, "q")], "c": [(False, "r")]}.items():
+        for j, (ok, text) in enumerate(specs):
+            rows.append({"prompt_id": pid, "sample_id": f"{pid}/{j}", "completion": text, "correct": ok, "finish_reason": "stop", "vote_share": 0.5, "model_ref": "m"})
+    return rows
+
+
+def test_correct_dedup_cap():
+    kept, counts = select_samples(_rows(), SelectConfig(max_per_prompt=2), seed=0)
+    assert counts["after_correct"] == 5
+    assert counts["after_dedup"] == 4  # "x" and "x " are the same after whitespace normalisation
+    assert counts["kept"] == 3 and counts["prompts_kept"] == 2
+    assert sum(r["prompt_id"] == "a" for r in kept) == 2
+
+
+def test_balance_and_finished():
+    rows = _rows()
+    rows[0]["finish_reason"] = "length"
+    kept, counts = select_samples(rows, SelectConfig(max_per_prompt=None, balance=True), seed=0)
+    assert counts["after_finished"] == len(rows) - 1
+    assert {r["prompt_id"] for r in kept} == {"a", "b"}
+    assert all(sum(r["prompt_id"] == p for r in kept) == 1 for p in ("a", "b"))
+
+
+def test_vote_share_and_no_correct_filter():
+    rows = _rows()
+    rows[-1]["vote_share"] = 0.1
+    kept, _ = select_samples(rows, SelectConfig(correct_only=False, dedup=False, max_per_prompt=None, min_vote_share=0.3), seed=0)
+    assert len(kept) == len(rows) - 1
+
+
+def test_sft_rows_shape():
+    prompts = {"a": {"messages": [{"role": "user", "content": "Q"}]}}
+    (row,) = sft_rows([{"prompt_id": "a", "sample_id": "a/0", "completion": "A", "model_ref": "iter_1"}], prompts)
+    assert row["prompt"] == [{"role": "user", "content": "Q"}]
+    assert row["completion"] == [{"role": "assistant", "content": "A"}]
+    assert row["messages"][-1]["content"] == "A" and row["weight"] == 1.0 and row["model_ref"] == "iter_1"
