@@ -46,6 +46,36 @@ def load_causal_lm(model_path, dtype: str = "auto", device: str = "auto", adapte
     return model, tok
 
 
+class LogprobRecorder:
+    """Per-token log p(token) under the model itself (raw logits, temperature 1), recorded during `generate`.
+
+    A forward hook on the output embedding keeps the last two steps' log-softmax; used as a logits
+    processor, it reads the token chosen at the previous step from `input_ids`. Unlike
+    `output_logits=True` it never holds more than two (batch x vocab) tensors.
+    """
+
+    def __init__(self, model):
+        self.prev = self.cur = None
+        self.steps: list[torch.Tensor] = []
+        self.handle = model.get_output_embeddings().register_forward_hook(self._hook)
+
+    def _hook(self, module, inputs, output):
+        self.prev, self.cur = self.cur, torch.log_softmax(output[:, -1, :].float(), dim=-1)
+
+    def __call__(self, input_ids, scores):
+        if self.prev is not None:
+            self.steps.append(self.prev.gather(1, input_ids[:, -1:]).squeeze(1))
+        return scores
+
+    def finish(self, new_tokens: torch.Tensor) -> torch.Tensor:
+        """(rows, steps) log-probs of `new_tokens`; positions after a row's EOS hold padding values."""
+        steps = self.steps + [self.cur.gather(1, new_tokens[:, len(self.steps) : len(self.steps) + 1]).squeeze(1)]
+        return torch.stack(steps, dim=1)
+
+    def remove(self) -> None:
+        self.handle.remove()
+
+
 class TransformersGenerator(Generator):
     def __init__(self, model_path, backend, adapter: Path | None = None):
         self.model, self.tok = load_causal_lm(model_path, backend.dtype, backend.device, adapter)
@@ -78,6 +108,8 @@ class TransformersGenerator(Generator):
 
     @torch.inference_mode()
     def _generate_batch(self, texts: list[str], params: SamplingParams) -> list[Completion]:
+        from transformers import LogitsProcessorList
+
         enc = self.tok(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
         sample = params.temperature > 0
         kwargs = dict(
@@ -85,8 +117,6 @@ class TransformersGenerator(Generator):
             do_sample=sample,
             num_return_sequences=params.n,
             pad_token_id=self.tok.pad_token_id,
-            return_dict_in_generate=True,
-            output_logits=params.logprobs,
         )
         if sample:
             kwargs.update(temperature=params.temperature, top_p=params.top_p, top_k=0)
@@ -94,15 +124,16 @@ class TransformersGenerator(Generator):
             kwargs.update(temperature=None, top_p=None, top_k=None)
         if params.stop:
             kwargs.update(stop_strings=list(params.stop), tokenizer=self.tok)
-        out = self.model.generate(**enc, **kwargs)
-        new = out.sequences[:, enc.input_ids.shape[1] :]
-        logprob_steps = None
-        if params.logprobs and out.logits:
-            # log p(token) under the model itself (temperature 1), one step at a time to bound memory
-            logprob_steps = torch.stack(
-                [torch.log_softmax(step.float(), dim=-1).gather(1, new[:, t : t + 1]).squeeze(1) for t, step in enumerate(out.logits)],
-                dim=1,
-            )
+        recorder = LogprobRecorder(self.model) if params.logprobs else None
+        try:
+            if recorder is not None:
+                kwargs["logits_processor"] = LogitsProcessorList([recorder])
+            sequences = self.model.generate(**enc, **kwargs)
+        finally:
+            if recorder is not None:
+                recorder.remove()
+        new = sequences[:, enc.input_ids.shape[1] :]
+        logprob_steps = recorder.finish(new) if recorder is not None else None
         completions = []
         for row in range(new.shape[0]):
             ids = new[row].tolist()
