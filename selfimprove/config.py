@@ -23,6 +23,7 @@ class SplitConfig(Strict):
 
     source: str | None = Field(None, description="Local file/directory or hub dataset id; synthetic tasks leave it empty.")
     split: str = Field("train", description="Split name for hub datasets and dataset directories.")
+    subset: str | None = Field(None, description="Hub dataset configuration name, e.g. `main` for openai/gsm8k.")
     size: int | None = Field(None, gt=0, description="Rows to use (first N after an optional seeded shuffle); required for synthetic tasks.")
     seed: int = Field(0, description="Seed of the synthetic generator or of the shuffle.")
     shuffle: bool = Field(False, description="Shuffle rows (seeded) before taking `size`.")
@@ -48,6 +49,7 @@ class BackendConfig(Strict):
         "auto", description="auto = float32 on CPU (bf16 is ~200x slower there), bfloat16 on GPU."
     )
     device: str = Field("auto", description="auto, cpu, cuda, cuda:1 ...")
+    prune_finished: bool = Field(True, description="transformers: drop finished sequences from the batch (faster than model.generate, which keeps them).")
     tensor_parallel_size: int = Field(1, gt=0, description="vLLM tensor parallelism.")
     gpu_memory_utilization: float = Field(0.85, gt=0, le=1, description="vLLM.")
     max_model_len: int | None = Field(2048, description="vLLM context length.")

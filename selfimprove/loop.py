@@ -7,11 +7,10 @@ its manifest matches, so a rerun of a finished pipeline does no work.
 
 from __future__ import annotations
 
-import logging
-
 from rich.console import Console
 
-from .config import PipelineConfig, ConfigError
+from .config import PipelineConfig
+from .errors import ConfigError
 from .prompts import PromptLibrary
 from .scoring import make_scorers
 from .stages.context import RunContext
@@ -24,24 +23,17 @@ from .stages.train import train_stage
 from .store import atomic_write_json
 from .tasks import make_task
 
-log = logging.getLogger("selfimprove")
-
 
 def prepare(cfg: PipelineConfig, console: Console | None = None) -> tuple[RunContext, tuple[list[dict], list[dict]]]:
-    """Everything that can fail on bad input, before any model loads: task, templates, scorers, datasets."""
+    """Everything that can fail on bad input, before any model loads: stages, task, templates, scorers, datasets."""
+    for stage, needs in (("train", "select"), ("select", "score"), ("score", "generate")):
+        if stage in cfg.stages and needs not in cfg.stages:
+            raise ConfigError(f"stages: {stage} needs {needs}")
     prompts = PromptLibrary(cfg.prompts_dir)
     task = make_task(cfg.task, prompts)
     make_scorers(cfg.score, task)
-    rows = load_prompt_rows(cfg_ctx := RunContext(cfg, task, prompts, console))
-    if "train" in cfg.stages and "select" not in cfg.stages:
-        raise ConfigError("stages: train needs select (it trains on the selected rows)")
-    if "select" in cfg.stages and "score" not in cfg.stages:
-        raise ConfigError("stages: select needs score")
-    if "score" in cfg.stages and "generate" not in cfg.stages:
-        raise ConfigError("stages: score needs generate")
-    if cfg.iterations > 0 and "train" not in cfg.stages and "eval" in cfg.stages:
-        log.info("no train stage: every iteration evaluates the base model")
-    return cfg_ctx, rows
+    ctx = RunContext(cfg, task, prompts, console)
+    return ctx, load_prompt_rows(ctx)
 
 
 def run_pipeline(cfg: PipelineConfig, console: Console | None = None) -> dict:

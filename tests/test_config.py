@@ -139,3 +139,30 @@ def test_cli_dry_run(tmp_path, no_model_loads):
     res = CliRunner().invoke(app, ["run", str(write(tmp_path, BASE)), "--dry-run", "--run-dir", str(tmp_path / "runs")])
     assert res.exit_code == 0, res.output
     assert "4 eval prompts" in res.output
+
+
+def test_gsm8k_pipeline_with_local_data(shared_data, no_model_loads):
+    cfg = load_pipeline(
+        REPO / "pipelines" / "gsm8k_star.yaml",
+        [f"data.train.source={shared_data / 'gsm8k' / 'train.jsonl'}", f"data.eval.source={shared_data / 'gsm8k' / 'test.jsonl'}"],
+    )
+    _, (train, evals) = prepare(cfg)
+    assert len(train) == 2000 and len(evals) == 1319
+    assert evals[0]["reference"] == "18" and "Janet" in evals[0]["question"]
+    assert evals[0]["messages"][-1]["content"].endswith("The answer is <number>.")
+
+
+def test_math500_task_reads_boxed_answers(shared_data, tmp_path, no_model_loads):
+    src = shared_data / "math500" / "test.jsonl"
+    text = f"""
+    name: m
+    model: builtin:smollm2-135m-instruct
+    task: {{name: math500}}
+    data:
+      train: {{source: {src}, size: 3}}
+      eval: {{source: {src}}}
+    """
+    _, (_, evals) = prepare(load_pipeline(write(tmp_path, text)))
+    assert len(evals) == 500 and evals[0]["prompt_id"].startswith("test/")
+    assert json.loads(evals[0]["meta"])["subject"]
+    assert "\\boxed{}" in evals[0]["messages"][-1]["content"]

@@ -8,9 +8,9 @@ from selfimprove.generation import Request, SamplingParams, make_generator
 from selfimprove.generation.base import cut_at_stop
 
 
-@pytest.fixture(scope="module")
-def gen(tiny_model_path):
-    g = make_generator(BackendConfig(batch_size=8), tiny_model_path)
+@pytest.fixture(scope="module", params=[True, False], ids=["pruned", "generate"])
+def gen(tiny_model_path, request):
+    g = make_generator(BackendConfig(batch_size=8, prune_finished=request.param), tiny_model_path)
     yield g
     g.close()
 
@@ -65,3 +65,27 @@ def test_cut_at_stop():
     assert cut_at_stop("a\n\nb", ["\n\n"]) == ("a", True)
     assert cut_at_stop("abc", ["x", ""]) == ("abc", False)
     assert cut_at_stop("1 STOP 2 END", ["END", "STOP"]) == ("1 ", True)
+
+
+def test_stop_strings_end_generation(gen):
+    free = gen.generate(REQS, SamplingParams(n=1, temperature=0.0, max_tokens=16))
+    texts = [c.text for o in free for c in o]
+    # a two-character piece of a greedy completion as the stop string, then decode again with it
+    probe = next(t for t in texts if len(t) > 4)[2:4]
+    outs = gen.generate(REQS, SamplingParams(n=1, temperature=0.0, max_tokens=16, stop=(probe,)))
+    assert any(probe in t for t in texts)
+    for o_free, o_stop in zip(free, outs):
+        for a, b in zip(o_free, o_stop):
+            assert probe not in b.text
+            if probe in a.text:
+                assert b.finish_reason == "stop" and a.text.startswith(b.text) and b.num_tokens <= a.num_tokens
+
+
+def test_pruned_and_generate_agree_greedily(tiny_model_path):
+    p = SamplingParams(n=1, temperature=0.0, max_tokens=10)
+    texts = {}
+    for prune in (True, False):
+        g = make_generator(BackendConfig(batch_size=4, prune_finished=prune), tiny_model_path)
+        texts[prune] = [o[0].text for o in g.generate(REQS, p)]
+        g.close()
+    assert texts[True] == texts[False]

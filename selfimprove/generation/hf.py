@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from .decode import decode_pruned
 from .base import Completion, Generator, GeneratorInfo, ProgressFn, Request, SamplingParams, cut_at_stop
 
 log = logging.getLogger("selfimprove.generation")
@@ -81,6 +82,7 @@ class TransformersGenerator(Generator):
         self.model, self.tok = load_causal_lm(model_path, backend.dtype, backend.device, adapter)
         self.device = self.model.device
         self.batch_size = backend.batch_size
+        self.prune_finished = backend.prune_finished
         self.info = GeneratorInfo("transformers", str(model_path), {"dtype": str(self.model.dtype), "device": str(self.device)})
         eos = self.model.generation_config.eos_token_id
         self.eos_ids = set(eos if isinstance(eos, list) else [eos]) | {self.tok.eos_token_id}
@@ -111,6 +113,8 @@ class TransformersGenerator(Generator):
         from transformers import LogitsProcessorList
 
         enc = self.tok(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
+        if self.prune_finished:
+            return self._decode_pruned(enc, params)
         sample = params.temperature > 0
         kwargs = dict(
             max_new_tokens=params.max_tokens,
@@ -142,11 +146,27 @@ class TransformersGenerator(Generator):
                 if token in self.eos_ids:
                     n_tok, hit_eos = t + 1, True
                     break
-            text = self.tok.decode(ids[:n_tok], skip_special_tokens=True)
-            text, hit_stop = cut_at_stop(text, params.stop)
             lp = float(logprob_steps[row, :n_tok].sum()) if logprob_steps is not None else None
-            completions.append(Completion(text, n_tok, lp, "stop" if (hit_eos or hit_stop) else "length"))
+            # a row that ended early without EOS was stopped by a stop string (HF's criterion also
+            # matches across the prompt boundary, so the text may not contain it)
+            ended = hit_eos or bool(params.stop and n_tok < params.max_tokens)
+            completions.append(self._completion(ids[:n_tok], lp, ended, params))
         return completions
+
+    def _decode_pruned(self, enc, params: SamplingParams) -> list[Completion]:
+        ids, mask = enc.input_ids, enc.attention_mask
+        if params.n > 1:
+            ids, mask = ids.repeat_interleave(params.n, 0), mask.repeat_interleave(params.n, 0)
+        rows = decode_pruned(
+            self.model, self.tok, ids, mask, max_new_tokens=params.max_tokens, temperature=params.temperature,
+            top_p=params.top_p, eos_ids=self.eos_ids, stop=tuple(params.stop),
+        )
+        return [self._completion(r.tokens, sum(r.logprobs) if params.logprobs else None, r.finished, params) for r in rows]
+
+    def _completion(self, ids: list[int], logprob_sum: float | None, ended: bool, params: SamplingParams) -> Completion:
+        text = self.tok.decode(ids, skip_special_tokens=True)
+        text, hit_stop = cut_at_stop(text, params.stop)
+        return Completion(text, len(ids), logprob_sum, "stop" if (ended or hit_stop) else "length")
 
     def close(self) -> None:
         del self.model

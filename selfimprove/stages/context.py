@@ -16,7 +16,7 @@ from ..config import PipelineConfig
 from ..generation import Generator, make_generator
 from ..models import resolve_model
 from ..prompts import PromptLibrary
-from ..store import RunStore, StageDir, tree_digest
+from ..store import RunStore, StageDir, stable_hash
 from ..tasks import Task
 
 log = logging.getLogger("selfimprove")
@@ -134,8 +134,6 @@ def model_fingerprint(ref: str, path: Path | str) -> str:
     for f in sorted(q for q in p.rglob("*") if q.is_file()):
         st = f.stat()
         h.append(f"{f.relative_to(p)}:{st.st_size}:{int(st.st_mtime)}")
-    from ..store import stable_hash
-
     return stable_hash(h)
 
 
@@ -148,4 +146,4 @@ class Timer:
         return time.time() - self.t0
 
 
-__all__ = ["ModelRef", "RunContext", "StageReport", "Timer", "tree_digest"]
+__all__ = ["ModelRef", "RunContext", "StageReport", "Timer"]

@@ -58,7 +58,7 @@ def load_split_rows(cfg: SplitConfig, where: str) -> list[dict]:
         try:
             import datasets
 
-            rows = datasets.load_dataset(cfg.source, split=cfg.split).to_list()
+            rows = datasets.load_dataset(cfg.source, cfg.subset, split=cfg.split).to_list()
         except Exception as e:  # noqa: BLE001 - hub errors vary; the advice is the same
             raise ConfigError(f"{where}.source: could not load hub dataset {cfg.source!r} split {cfg.split!r}: {e}") from None
     rows = [dict(r, _row_index=i) for i, r in enumerate(rows)]
