@@ -45,8 +45,11 @@ def build_summary(root: Path, reports=None) -> dict:
     summary: dict = {"name": cfg.get("name", root.name), "model": cfg.get("model"), "task": (cfg.get("task") or {}).get("name")}
     summary["data"] = {k: _stage_entry(m, skipped.get((None, k))) for k, m in _manifests(root / "data").items()}
     iters = []
+    last = cfg.get("iterations")
     for d in sorted(root.glob("iter_*"), key=lambda p: int(p.name.split("_")[1])):
         k = int(d.name.split("_")[1])
+        if last is not None and k > last:  # left over from an earlier run with more iterations
+            continue
         ms = _manifests(d)
         entry: dict = {"iteration": k, "model_ref": cfg.get("model") if k == 0 else f"iter_{k}", "stages": {}}
         for stage, m in ms.items():

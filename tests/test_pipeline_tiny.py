@@ -75,6 +75,13 @@ def test_config_change_reruns_only_downstream(pipeline, tmp_path):
     assert again["iterations"][0]["stages"]["eval"]["skipped_this_run"]
 
 
+def test_fewer_iterations_reports_only_those(pipeline, tmp_path):
+    run_pipeline(load_pipeline(pipeline, ["iterations=1"]))
+    assert (tmp_path / "runs" / "tiny" / "iter_1").exists()
+    summary = run_pipeline(load_pipeline(pipeline, ["iterations=0"]))
+    assert [it["iteration"] for it in summary["iterations"]] == [0]
+
+
 def test_cli_run_and_report(pipeline, tmp_path):
     runner = CliRunner()
     res = runner.invoke(app, ["run", str(pipeline), "--set", "iterations=0"])
