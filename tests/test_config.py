@@ -166,3 +166,11 @@ def test_math500_task_reads_boxed_answers(shared_data, tmp_path, no_model_loads)
     assert len(evals) == 500 and evals[0]["prompt_id"].startswith("test/")
     assert json.loads(evals[0]["meta"])["subject"]
     assert "\\boxed{}" in evals[0]["messages"][-1]["content"]
+
+
+@pytest.mark.parametrize("model,needle", [("./no/such/model", "does not exist"), ("nobody/no-such-model-xyz", "cannot load model")])
+def test_missing_model_exit_code_3(tmp_path, model, needle):
+    text = BASE.replace("model: builtin:smollm2-135m-instruct", f"model: {model}")
+    res = CliRunner().invoke(app, ["run", str(write(tmp_path, text)), "--run-dir", str(tmp_path / "runs")])
+    assert res.exit_code == 3, res.output
+    assert needle in res.output

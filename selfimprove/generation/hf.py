@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from ..errors import ModelError
 from .decode import decode_pruned
 from .base import Completion, Generator, GeneratorInfo, ProgressFn, Request, SamplingParams, cut_at_stop
 
@@ -34,11 +35,14 @@ def load_causal_lm(model_path, dtype: str = "auto", device: str = "auto", adapte
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     dev = pick_device(device)
-    tok = AutoTokenizer.from_pretrained(model_path)
+    try:
+        tok = AutoTokenizer.from_pretrained(model_path)
+        model = AutoModelForCausalLM.from_pretrained(model_path, dtype=pick_dtype(dtype, dev))
+    except OSError as e:  # missing files, unknown hub id, no network
+        raise ModelError(f"cannot load model {model_path}: {e}") from None
     tok.padding_side = "left"
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
-    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=pick_dtype(dtype, dev))
     if adapter is not None:
         from peft import PeftModel
 
