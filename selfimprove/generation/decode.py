@@ -33,8 +33,12 @@ def _warpers(temperature: float, top_p: float):
 
 @torch.inference_mode()
 def decode_pruned(model, tok, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, max_new_tokens: int,
-                  temperature: float, top_p: float, eos_ids: set[int], stop: tuple[str, ...] = ()) -> list[DecodedRow]:
-    """Sample (or greedy-decode when temperature is 0) every row of a left-padded batch."""
+                  temperature: float, top_p: float, eos_ids: set[int], stop: tuple[str, ...] = (),
+                  logprobs: bool = True) -> list[DecodedRow]:
+    """Sample (or greedy-decode when temperature is 0) every row of a left-padded batch.
+
+    With `logprobs=False` the rows' `logprobs` stay empty (no log-softmax over the vocabulary per step).
+    """
     from transformers import DynamicCache
 
     n_rows = input_ids.shape[0]
@@ -51,31 +55,33 @@ def decode_pruned(model, tok, input_ids: torch.Tensor, attention_mask: torch.Ten
         logits = model(
             input_ids=step_ids, attention_mask=mask, position_ids=position_ids, cache=cache, use_cache=True, logits_to_keep=1
         ).logits[:, -1, :].float()
-        logp = torch.log_softmax(logits, dim=-1)
         if temperature > 0:
             probs = torch.softmax(warp(None, logits), dim=-1)
             next_tok = torch.multinomial(probs, 1)
         else:
             next_tok = logits.argmax(-1, keepdim=True)
-        next_lp = logp.gather(1, next_tok).squeeze(1).tolist()
-        done = torch.isin(next_tok.squeeze(1), eos)
-        for pos, (r, t, lp) in enumerate(zip(active.tolist(), next_tok.squeeze(1).tolist(), next_lp)):
+        if logprobs:
+            for r, lp in zip(active.tolist(), torch.log_softmax(logits, dim=-1).gather(1, next_tok).squeeze(1).tolist()):
+                rows[r].logprobs.append(lp)
+        hit_eos = torch.isin(next_tok.squeeze(1), eos).tolist()
+        kept: list[int] = []
+        for pos, (r, t, ended) in enumerate(zip(active.tolist(), next_tok.squeeze(1).tolist(), hit_eos)):
             row = rows[r]
             row.tokens.append(t)
-            row.logprobs.append(lp)
-            if done[pos]:
-                row.finished = True
-            elif stop:
+            if not ended and stop:
                 text = tok.decode(row.tokens[-tail:], skip_special_tokens=True)
-                if any(s and s in text for s in stop):
-                    row.finished = True
-                    done[pos] = True
-        keep = (~done).nonzero().squeeze(1)
-        if keep.numel() == 0:
+                ended = any(s and s in text for s in stop)
+            if ended:
+                row.finished = True
+            else:
+                kept.append(pos)
+        if not kept:
             break
-        if keep.numel() < done.numel():
+        if len(kept) < len(hit_eos):
+            keep = torch.tensor(kept, device=next_tok.device)
             cache.batch_select_indices(keep)
-            active, next_tok, mask, position_ids = active[keep], next_tok[keep], mask[keep], position_ids[keep]
+            active = active[torch.tensor(kept)]  # `active` stays on the CPU
+            next_tok, mask, position_ids = next_tok[keep], mask[keep], position_ids[keep]
         mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=1)
         position_ids = position_ids[:, -1:] + 1
         step_ids = next_tok

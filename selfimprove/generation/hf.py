@@ -114,11 +114,11 @@ class TransformersGenerator(Generator):
 
     @torch.inference_mode()
     def _generate_batch(self, texts: list[str], params: SamplingParams) -> list[Completion]:
-        from transformers import LogitsProcessorList
-
         enc = self.tok(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
         if self.prune_finished:
             return self._decode_pruned(enc, params)
+        from transformers import LogitsProcessorList
+
         sample = params.temperature > 0
         kwargs = dict(
             max_new_tokens=params.max_tokens,
@@ -163,7 +163,7 @@ class TransformersGenerator(Generator):
             ids, mask = ids.repeat_interleave(params.n, 0), mask.repeat_interleave(params.n, 0)
         rows = decode_pruned(
             self.model, self.tok, ids, mask, max_new_tokens=params.max_tokens, temperature=params.temperature,
-            top_p=params.top_p, eos_ids=self.eos_ids, stop=tuple(params.stop),
+            top_p=params.top_p, eos_ids=self.eos_ids, stop=tuple(params.stop), logprobs=params.logprobs,
         )
         return [self._completion(r.tokens, sum(r.logprobs) if params.logprobs else None, r.finished, params) for r in rows]
 
