@@ -1,4 +1,4 @@
-"""Command line: `selfimprove run PIPELINE.yaml [--set key=value ...]`, `selfimprove report RUN_DIR`."""
+"""Command line: `selfimprove run PIPELINE.yaml`, `selfimprove eval SUITE.yaml`, `selfimprove report RUN_DIR`."""
 
 from __future__ import annotations
 
@@ -91,6 +91,74 @@ def run(
     print_summary(summary)
     root = Path(cfg.run_dir) / cfg.name
     console.print(f"report: {root / 'report.html'}\nsummary: {root / 'summary.json'}")
+
+
+def find_suite(path: Path) -> Path:
+    """A suite file, or the name of a bundled one (`gsm8k` -> evals/gsm8k.yaml shipped with the package)."""
+    if path.exists():
+        return path
+    here = Path(__file__).resolve().parent
+    for folder in (here.parent / "evals", here / "_bundled" / "evals"):
+        cand = folder / (path.name if path.suffix else f"{path.name}.yaml")
+        if cand.is_file():
+            return cand
+    return path
+
+
+@app.command("eval")
+def eval_(
+    suite: Path = typer.Argument(..., help="Eval suite YAML (evals/gsm8k.yaml) or a bundled suite's name (gsm8k, math500, humaneval, arithmetic)."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Model reference: builtin:smollm2-135m-instruct, a hub id, a local folder, a run's iter_k/train/model."),
+    predictions: Optional[Path] = typer.Option(None, "--predictions", help="Score completions made elsewhere (JSONL: id|question, completion|completions); no model is loaded."),
+    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Only the first N problems."),
+    set_: Optional[List[str]] = typer.Option(None, "--set", help="Override a suite value: --set eval.n=8 (repeatable)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the metrics as one JSON object on stdout."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Results folder (default: <output_dir>/<suite>/<model>/)."),
+):
+    """Measure a model on a math or code suite (accuracy, pass@k, maj@k, self-correction), or score predictions."""
+    import json
+
+    from .errors import SelfImproveError
+    from .suite import load_suite
+
+    overrides = list(set_ or [])
+    if model:
+        overrides.append(f"model={json.dumps(model)}")
+    try:
+        cfg = load_suite(find_suite(suite), overrides)
+        _quiet_libraries()
+        from .suite_run import run_suite
+
+        metrics, root = run_suite(cfg, console, output=output, predictions=predictions, limit=limit)
+    except SelfImproveError as e:
+        _fail(str(e), e.exit_code)
+    if as_json:
+        print(json.dumps(metrics, indent=None, sort_keys=False))
+    else:
+        print_eval(metrics)
+    console.print(f"results: {root} (metrics.json, summary.md, results/table.parquet)")
+
+
+def print_eval(metrics: dict) -> None:
+    from .evals import format_metric
+    from .suite_run import headline
+
+    t = Table(title=f"{metrics.get('suite')}: {metrics.get('model_ref')} ({metrics.get('num_problems', 0)} problems, {metrics.get('num_missing', 0)} missing)")
+    t.add_column("metric")
+    t.add_column("% (± half 95% CI)", justify="right")
+    for name in headline(metrics):
+        t.add_row(name, format_metric(metrics[name], metrics.get(name + "_ci")))
+    console.print(t)
+    for key in ("by_subject", "by_level"):
+        if key in metrics:
+            b = Table(title=key.replace("_", " "))
+            for h in (key[3:], "problems", "accuracy %"):
+                b.add_column(h)
+            for v, d in metrics[key].items():
+                b.add_row(v, str(d["n"]), f"{100 * d['accuracy']:.1f}")
+            console.print(b)
+    if metrics.get("outcomes"):
+        console.print("outcomes: " + ", ".join(f"{k} {v}" for k, v in metrics["outcomes"].items()))
 
 
 @app.command()

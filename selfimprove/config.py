@@ -120,11 +120,15 @@ class EvalConfig(Strict):
     seed: int = 1234
     shard_size: int = Field(64, gt=0)
     bootstrap: int = Field(1000, gt=0, description="Bootstrap resamples for the 95% intervals.")
+    revise_template: str | None = Field(None, description="Two-turn self-correction: template of the turn-2 instruction (e.g. self_correct); needs greedy.")
+    revise_max_tokens: int | None = Field(None, gt=0, description="max_tokens of the revision turn (default: max_tokens).")
 
     @model_validator(mode="after")
     def _something_to_do(self) -> "EvalConfig":
         if not self.greedy and self.n == 0:
             raise ValueError("eval needs greedy: true or n > 0")
+        if self.revise_template and not self.greedy:
+            raise ValueError("revise_template needs greedy: true (the revision turn revises the greedy attempt)")
         return self
 
 

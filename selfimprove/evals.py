@@ -65,13 +65,45 @@ def ks_for(n: int) -> list[int]:
     return ks
 
 
+def self_correction(first: list[dict], second: list[dict]) -> dict[str, np.ndarray]:
+    """Per-problem values of the two-turn metrics (SCoRe): Acc@t1, Acc@t2, Δ = t2 - t1, Δ i→c, Δ c→i."""
+    t2 = {r["prompt_id"]: bool(r.get("correct")) for r in second}
+    pids = sorted(p for p in {r["prompt_id"] for r in first} if p in t2)
+    t1 = {r["prompt_id"]: bool(r.get("correct")) for r in first}
+    a = np.array([t1[p] for p in pids], dtype=float)
+    b = np.array([t2[p] for p in pids], dtype=float)
+    return {"acc@t1": a, "acc@t2": b, "delta": b - a, "delta_i2c": (1 - a) * b, "delta_c2i": a * (1 - b)}
+
+
+def breakdown(rows: list[dict], prompts: dict[str, dict], key: str) -> dict[str, dict]:
+    """Accuracy (mean of `correct` over a problem's rows) per value of the prompt's meta `key` (MATH-500 subject, level)."""
+    import json
+
+    per: dict[str, dict[str, list[float]]] = {}
+    for r in rows:
+        meta = prompts.get(r["prompt_id"], {}).get("meta") or "{}"
+        value = json.loads(meta).get(key) if isinstance(meta, str) else meta.get(key)
+        if value is None:
+            continue
+        per.setdefault(str(value), {}).setdefault(r["prompt_id"], []).append(float(bool(r.get("correct"))))
+    return {v: {"n": len(d), "accuracy": float(np.mean([np.mean(x) for x in d.values()]))} for v, d in sorted(per.items())}
+
+
 def compute_metrics(
-    greedy: list[dict] | None, samples: list[dict] | None, *, resamples: int = 1000, seed: int = 0
+    greedy: list[dict] | None,
+    samples: list[dict] | None,
+    *,
+    revision: list[dict] | None = None,
+    prompts: dict[str, dict] | None = None,
+    resamples: int = 1000,
+    seed: int = 0,
 ) -> dict:
     """Metrics from scored rows (`prompt_id`, `correct`, and for samples `cluster`).
 
     `accuracy` from greedy rows; `pass@k` (unbiased, every k in 1,2,4..n) and `maj@k` from the
-    sampled rows. Each metric `m` has `m_ci` = [low, high], a 95% bootstrap over problems.
+    sampled rows (maj@k only where rows carry `cluster`); Acc@t1/Acc@t2/Δ from greedy + revision rows;
+    per-subject and per-level accuracy where prompts carry them (MATH-500). Each metric `m` has
+    `m_ci` = [low, high], a 95% bootstrap over problems.
     """
     out: dict = {}
     per_problem: dict[str, np.ndarray] = {}
@@ -93,7 +125,7 @@ def compute_metrics(
                 vals.append(pass_at_k(n, c, k))
             per_problem[f"pass@{k}"] = np.array(vals)
         for k in ks_for(n):
-            if k == 1:
+            if k == 1 or "cluster" not in samples[0]:
                 continue
             vals = []
             for pid in pids:
@@ -102,6 +134,14 @@ def compute_metrics(
             per_problem[f"maj@{k}"] = np.array(vals, dtype=float)
         out["samples_per_problem"] = n
         out.setdefault("num_problems", len(pids))
+    if greedy and revision:
+        per_problem.update(self_correction(greedy, revision))
+    if prompts:
+        base = greedy or samples or []
+        for key in ("subject", "level"):
+            b = breakdown(base, prompts, key)
+            if b:
+                out[f"by_{key}"] = b
     for name, vals in per_problem.items():
         out[name] = float(vals.mean())
         out[f"{name}_ci"] = list(bootstrap_ci(vals, resamples, seed))
@@ -112,4 +152,6 @@ def format_metric(value: float, ci: list[float] | None) -> str:
     """`41.2 ± 2.7` (percent; ± is half the interval width)."""
     if ci is None or any(np.isnan(ci)):
         return f"{100 * value:.1f}"
+    if value < 0 or ci[0] < 0:
+        return f"{100 * value:+.1f} ± {100 * (ci[1] - ci[0]) / 2:.1f}"
     return f"{100 * value:.1f} ± {100 * (ci[1] - ci[0]) / 2:.1f}"

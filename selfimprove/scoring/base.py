@@ -38,8 +38,10 @@ class Scorer(ABC):
         return []
 
     @abstractmethod
-    def score(self, prompts: dict[str, dict], samples: list[dict]) -> ScoreResult:
-        """Score `samples` (each has `prompt_id`, `completion`, `answer`); `prompts` maps prompt_id -> prompt row."""
+    def score(self, prompts: dict[str, dict], samples: list[dict], progress: "Progress | None" = None) -> ScoreResult:
+        """Score `samples` (each has `prompt_id`, `completion`, `answer`); `prompts` maps prompt_id -> prompt row.
+
+        `progress(k)`, when given, is called as samples finish (long scorers: sandbox runs, judges)."""
 
 
 SCORERS: dict[str, type[Scorer]] = {}

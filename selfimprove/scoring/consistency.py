@@ -47,7 +47,7 @@ class MajorityVote(Scorer):
     def _same(self, pairs):
         return self.task.check([a for a, _ in pairs], [b for _, b in pairs])
 
-    def score(self, prompts, samples):
+    def score(self, prompts, samples, progress=None):
         n = len(samples)
         cluster: list[int | None] = [None] * n
         count, share, major = [0] * n, [0.0] * n, [False] * n

@@ -7,12 +7,12 @@ from .base import ScoreResult, Scorer, register
 
 @register
 class GoldVerifier(Scorer):
-    """Adds `correct` (bool). Prompts without a reference get `correct = None` and an error."""
+    """Adds `correct` (bool; `outcome` too for code tasks). Prompts without a reference get `correct = None` and an error."""
 
     name = "gold"
     output_columns = ("correct",)
 
-    def score(self, prompts, samples):
+    def score(self, prompts, samples, progress=None):
         refs, answers, idx, errors = [], [], [], [None] * len(samples)
         correct: list[bool | None] = [None] * len(samples)
         for i, s in enumerate(samples):
@@ -23,7 +23,12 @@ class GoldVerifier(Scorer):
             refs.append(ref)
             answers.append(s.get("answer"))
             idx.append(i)
-        for i, (ok, err) in zip(idx, self.task.check(refs, answers)):
-            correct[i] = ok
-            errors[i] = f"gold: {err}" if err else None
-        return ScoreResult({"correct": correct}, errors)
+        outcome: list[str | None] = [None] * len(samples)
+        for i, d in zip(idx, self.task.check_detailed(refs, answers, progress)):
+            correct[i] = d["correct"]
+            errors[i] = f"gold: {d['error']}" if d["error"] else None
+            outcome[i] = d.get("outcome")
+        columns = {"correct": correct}
+        if self.task.outcome_column:
+            columns["outcome"] = outcome
+        return ScoreResult(columns, errors)

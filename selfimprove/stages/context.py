@@ -44,11 +44,12 @@ class ModelRef:
 
 
 class RunContext:
-    def __init__(self, cfg: PipelineConfig, task: Task, prompts: PromptLibrary, console: Console | None = None):
+    def __init__(self, cfg: PipelineConfig, task: Task, prompts: PromptLibrary, console: Console | None = None, root: Path | None = None):
+        """`cfg` is a pipeline config, or any config with `model`, `backend`, `eval` (an eval suite); `root` overrides the run folder."""
         self.cfg = cfg
         self.task = task
         self.prompts = prompts
-        self.store = RunStore(Path(cfg.run_dir) / cfg.name)
+        self.store = RunStore(root if root is not None else Path(cfg.run_dir) / cfg.name)
         self.console = console or Console(stderr=True)
         self.reports: list[StageReport] = []
         self._generator: tuple[str, Generator] | None = None

@@ -15,16 +15,16 @@ def score_rows(ctx: RunContext, scorers, prompts: dict[str, dict], samples: list
     """Add `answer`, every scorer's columns and `scorer_errors` (joined messages, '' when none)."""
     rows = [dict(s, answer=ctx.task.extract_answer(s["completion"])) for s in samples]
     errors: list[list[str]] = [[] for _ in rows]
-    with ctx.progress(label, len(scorers)) as bar:
-        for scorer in scorers:
-            res = scorer.score(prompts, rows)
+    for scorer in scorers:
+        with ctx.progress(f"{label} ({scorer.name})", len(rows)) as bar:
+            res = scorer.score(prompts, rows, progress=bar.advance)
+            bar.update(len(rows))
             for col, values in res.columns.items():
                 for r, v in zip(rows, values):
                     r[col] = v
-            for e, err in zip(errors, res.errors):
-                if err:
-                    e.append(err)
-            bar.advance()
+        for e, err in zip(errors, res.errors):
+            if err:
+                e.append(err)
     for r, e in zip(rows, errors):
         r["scorer_errors"] = "; ".join(e)
     return rows

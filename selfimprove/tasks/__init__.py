@@ -6,9 +6,10 @@ from ..config import ConfigError, TaskConfig
 from ..prompts import PromptLibrary
 from .arithmetic import ArithmeticTask
 from .base import Task
+from .code import HumanEvalTask, MBPPTask
 from .math import GSM8KTask, MATH500Task
 
-TASKS: dict[str, type[Task]] = {cls.name: cls for cls in (ArithmeticTask, GSM8KTask, MATH500Task)}
+TASKS: dict[str, type[Task]] = {cls.name: cls for cls in (ArithmeticTask, GSM8KTask, MATH500Task, HumanEvalTask, MBPPTask)}
 
 
 def make_task(cfg: TaskConfig, prompts: PromptLibrary) -> Task:

