@@ -77,7 +77,7 @@ def run(
     if run_dir is not None:
         overrides.append(f"run_dir={run_dir}")
     try:
-        cfg = load_pipeline(pipeline, overrides)
+        cfg = load_pipeline(find_config(pipeline, "pipelines"), overrides)
         _quiet_libraries()
         from .loop import prepare, run_pipeline
 
@@ -93,12 +93,12 @@ def run(
     console.print(f"report: {root / 'report.html'}\nsummary: {root / 'summary.json'}")
 
 
-def find_suite(path: Path) -> Path:
-    """A suite file, or the name of a bundled one (`gsm8k` -> evals/gsm8k.yaml shipped with the package)."""
+def find_config(path: Path, kind: str = "evals") -> Path:
+    """A YAML file, or the name of a bundled one (`gsm8k` -> evals/gsm8k.yaml shipped with the package)."""
     if path.exists():
         return path
     here = Path(__file__).resolve().parent
-    for folder in (here.parent / "evals", here / "_bundled" / "evals"):
+    for folder in (here.parent / kind, here / "_bundled" / kind):
         cand = folder / (path.name if path.suffix else f"{path.name}.yaml")
         if cand.is_file():
             return cand
@@ -125,7 +125,7 @@ def eval_(
     if model:
         overrides.append(f"model={json.dumps(model)}")
     try:
-        cfg = load_suite(find_suite(suite), overrides)
+        cfg = load_suite(find_config(suite, "evals"), overrides)
         _quiet_libraries()
         from .suite_run import run_suite
 
@@ -159,6 +159,44 @@ def print_eval(metrics: dict) -> None:
             console.print(b)
     if metrics.get("outcomes"):
         console.print("outcomes: " + ", ".join(f"{k} {v}" for k, v in metrics["outcomes"].items()))
+
+
+@app.command()
+def judge(
+    job: Path = typer.Argument(..., help="Judge job YAML (judges/pointwise.yaml) or a bundled job's name."),
+    input_: Optional[str] = typer.Option(None, "--input", "-i", help="Rows to judge: .jsonl / .parquet / .csv / dataset folder / hub id."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Results folder (default: <output_dir>/<name>/)."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="The judge model (default: the job's `model`)."),
+    set_: Optional[List[str]] = typer.Option(None, "--set", help="Override a job value: --set shard_size=16 (repeatable)."),
+    diagnose: bool = typer.Option(False, "--diagnose", help="Also measure position bias, length bias, agreement with gold, self-preference, drift."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as one JSON object on stdout."),
+):
+    """Score a dataset of (prompt, response[, response_b]) rows with an LLM judge or reward model (resumable)."""
+    import json
+
+    from .errors import SelfImproveError
+    from .judge_job import load_job
+
+    overrides = list(set_ or [])
+    if input_:
+        overrides.append(f"input.source={json.dumps(input_)}")
+    if model:
+        overrides.append(f"model={json.dumps(model)}")
+    try:
+        cfg = load_job(find_config(job, "judges"), overrides)
+        _quiet_libraries()
+        from .judge_job import run_job
+
+        summary, root = run_job(cfg, console, output=output, diagnose=diagnose)
+    except SelfImproveError as e:
+        _fail(str(e), e.exit_code)
+    if as_json:
+        print(json.dumps(summary, default=str))
+    else:
+        from .judge_diagnostics import summary_markdown
+
+        console.print(summary_markdown(summary))
+    console.print(f"results: {root} (table.parquet, summary.json, summary.md)")
 
 
 @app.command()

@@ -43,7 +43,7 @@ class TaskConfig(Strict):
 
 
 class BackendConfig(Strict):
-    name: Literal["transformers", "vllm"] = "transformers"
+    name: Literal["transformers", "vllm", "openai"] = "transformers"
     batch_size: int = Field(64, gt=0, description="Sequences decoded together (transformers).")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto", description="auto = float32 on CPU (bf16 is ~200x slower there), bfloat16 on GPU."
@@ -51,10 +51,17 @@ class BackendConfig(Strict):
     device: str = Field("auto", description="auto, cpu, cuda, cuda:1 ...")
     prune_finished: bool = Field(True, description="transformers: drop finished sequences from the batch (faster than model.generate, which keeps them).")
     tensor_parallel_size: int = Field(1, gt=0, description="vLLM tensor parallelism.")
-    gpu_memory_utilization: float = Field(0.85, gt=0, le=1, description="vLLM.")
+    gpu_memory_utilization: float | None = Field(None, gt=0, le=1, description="vLLM: share of GPU memory to reserve (on CPU: of the machine's memory); default 0.85 on GPU, 0.25 on CPU.")
     max_model_len: int | None = Field(2048, description="vLLM context length.")
     enforce_eager: bool | None = Field(None, description="vLLM: None = eager on CPU only.")
     max_lora_rank: int = Field(64, gt=0, description="vLLM: largest LoRA rank served.")
+    base_url: str | None = Field(None, description="openai: server URL, e.g. http://localhost:8000/v1 (vllm serve, SGLang, llama.cpp server, a hosted API).")
+    api_key_env: str | None = Field(None, description="openai: name of the environment variable holding the API key (the key itself never goes in a config).")
+    served_model: str | None = Field(None, description="openai: model name the server knows (default: the model reference).")
+    api: Literal["chat", "completions"] = Field("chat", description="openai: /chat/completions (messages) or /completions (the last user message as a raw prompt).")
+    concurrency: int = Field(8, gt=0, description="openai: requests in flight at once.")
+    max_retries: int = Field(5, ge=0, description="openai: retries with exponential backoff on 429, 5xx, connection errors and timeouts.")
+    request_timeout: float = Field(120.0, gt=0, description="openai: seconds per request.")
 
 
 class SamplingConfig(Strict):

@@ -55,7 +55,7 @@ def run_pipeline(cfg: PipelineConfig, console: Console | None = None) -> dict:
             samples = generate_stage(ctx, k, train_sd, current)
             if "score" not in cfg.stages:
                 continue
-            scored = score_stage(ctx, k, train_sd, samples)
+            scored = score_stage(ctx, k, train_sd, samples, current)
             if "select" not in cfg.stages:
                 continue
             selected = select_stage(ctx, k, train_sd, scored, selects)

@@ -32,8 +32,9 @@ def _stage_entry(m: dict, skipped: bool | None) -> dict:
     entry = {"seconds": m.get("seconds"), "counts": m.get("counts", {})}
     if skipped is not None:
         entry["skipped_this_run"] = skipped
-    if "train" in m:
-        entry["train"] = m["train"]
+    for key in ("train", "judge"):
+        if key in m:
+            entry[key] = m[key]
     return entry
 
 
@@ -137,6 +138,32 @@ def stage_rows(summary: dict) -> list[list[str]]:
     return rows
 
 
+def judge_rows(summary: dict) -> list[list[str]]:
+    """Per iteration: mean judge score (drift = change since the first judged iteration), parse failures,
+    position-bias flip rate, length bias, agreement with the gold verifier."""
+    rows, first = [], None
+    for it in summary["iterations"]:
+        j = (it["stages"].get("score") or {}).get("judge")
+        if not j:
+            continue
+        js = (j.get("scores") or {}).get("judge_score") or {}
+        mean = js.get("mean")
+        if mean is not None and first is None:
+            first = mean
+        agree = (j.get("agreement_with_gold") or {}).get("judge_score") or {}
+        pt = (j.get("agreement_with_gold") or {}).get("p_true") or {}
+        fmt = lambda v, p=3: "" if v is None else f"{v:.{p}f}"  # noqa: E731
+        rows.append([str(it["iteration"]), fmt(mean), fmt(None if mean is None or first is None else mean - first),
+                     ", ".join(f"{k} {100 * v:.1f}%" for k, v in (j.get("parse_failure_rate") or {}).items()),
+                     fmt((j.get("position_bias") or {}).get("flip_rate")), fmt((j.get("length_bias") or {}).get("judge_score_vs_length_spearman")),
+                     fmt(agree.get("kappa")), fmt(agree.get("auroc")), fmt(pt.get("auroc"))])
+    return rows
+
+
+JUDGE_HEADERS = ["iteration", "mean judge score", "drift vs first", "parse failures", "pairwise flip rate", "score~length (Spearman)",
+                 "kappa vs gold", "judge AUROC", "P(True) AUROC"]
+
+
 def _counts(c: dict) -> str:
     return ", ".join(f"{k}={v}" for k, v in c.items() if v is not None)
 
@@ -159,6 +186,7 @@ td,th{{border:1px solid #ccc;padding:4px 8px;font-size:14px;text-align:left}}th{
 stage time {summary['total_seconds']} s. Metrics in %, ± half the 95% bootstrap interval over problems.</p>
 {img}
 <h2>Held-out metrics per iteration</h2>{_table(mh, mr)}
+{"<h2>Judges</h2>" + _table(JUDGE_HEADERS, judge_rows(summary)) if judge_rows(summary) else ""}
 <h2>Stages: counts and timings</h2>{_table(["iteration", "stage", "seconds", "counts"], stage_rows(summary))}
 <h2>summary.json</h2><pre>{html.escape(json.dumps(summary, indent=1)[:20000])}</pre>
 </body></html>"""

@@ -49,3 +49,19 @@ def test_gold_without_reference_is_an_error_not_a_zero():
     res = gold.score({"p": {"reference": None}}, [{"prompt_id": "p", "answer": "3"}])
     assert res.columns["correct"] == [None]
     assert "no reference" in res.errors[0]
+
+
+def test_vote_margin_runner_up_and_abstain():
+    task = make_task(TaskConfig(name="gsm8k"), PromptLibrary())
+    (vote,) = make_scorers([ScorerConfig(name="majority_vote", options={"abstain_below": 0.5})], task)
+    answers = {"p": ["12", "12.0", "1,2", "13", "13", "\\frac{24}{2}", None, "9"], "q": ["1", "2", "3", "4"]}
+    samples = [{"prompt_id": pid, "answer": a} for pid, xs in answers.items() for a in xs]
+    cols = vote.score({}, samples).columns
+    # p: {12, 12.0, 1,2 (a thousands comma), \frac{24}{2}} = 4 votes, 13 = 2 votes, 9 = 1, no answer = 0
+    p = slice(0, 8)
+    assert cols["top_share"][p] == [4 / 8] * 8
+    assert cols["runner_up_share"][p] == [2 / 8] * 8
+    assert cols["vote_margin"][p] == [(4 - 2) / 8] * 8
+    assert cols["majority_answer"][0] == "12" and cols["abstain"][0] is False
+    q = slice(8, 12)
+    assert cols["vote_margin"][q] == [0.0] * 4 and cols["abstain"][q] == [True] * 4

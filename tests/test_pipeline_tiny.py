@@ -98,3 +98,19 @@ def test_too_few_rows_is_a_clear_error(pipeline):
     cfg = load_pipeline(pipeline, ["iterations=1", "select.correct_only=true", "train.min_rows=1000"])
     with pytest.raises(StageError, match="train.min_rows"):
         run_pipeline(cfg)
+
+
+def test_self_judging_scorers_in_the_loop(pipeline, tmp_path):
+    """Judges whose `judge` is the policy score the samples inside the loop; their numbers reach the report."""
+    scorers = ('[{name: gold}, {name: majority_vote, options: {abstain_below: 0.5}}, {name: pointwise_judge, options: {mode: logprobs}}, '
+               '{name: pairwise_judge, options: {mode: logprobs}}, {name: p_true}, {name: self_loglik}]')
+    cfg = load_pipeline(pipeline, ["iterations=1", f"score={scorers}", "stages=[generate, score, select, train]"])
+    summary = run_pipeline(cfg)
+    rows = read_table(tmp_path / "runs" / "tiny" / "iter_1" / "score" / "table.parquet")
+    for col in ("judge_score", "pair_win_rate", "p_true", "loglik_mean", "vote_margin", "abstain"):
+        assert all(r[col] is not None for r in rows), col
+    judge = next(it for it in summary["iterations"] if it["iteration"] == 1)["stages"]["score"]["judge"]
+    assert judge["scores"]["judge_score"]["n"] == len(rows) and "flip_rate" in judge["position_bias"]
+    assert "p_true" in judge["agreement_with_gold"]
+    html = (tmp_path / "runs" / "tiny" / "report.html").read_text()
+    assert "<h2>Judges</h2>" in html and "P(True) AUROC" in html

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .base import Completion, Generator, Request, SamplingParams
+from .base import Completion, Generator, Request, SamplingParams, TextScore
 
-__all__ = ["Completion", "Generator", "Request", "SamplingParams", "make_generator"]
+__all__ = ["Completion", "Generator", "Request", "SamplingParams", "TextScore", "make_generator"]
 
 
 def make_generator(backend, model_path: Path | str, adapter: Path | None = None) -> Generator:
@@ -19,4 +19,8 @@ def make_generator(backend, model_path: Path | str, adapter: Path | None = None)
         from .vllm import VLLMGenerator
 
         return VLLMGenerator(model_path, backend, adapter=adapter)
+    if backend.name == "openai":
+        from .openai_api import OpenAIGenerator
+
+        return OpenAIGenerator(model_path, backend)
     raise ValueError(f"unknown backend {backend.name!r}")

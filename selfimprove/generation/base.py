@@ -48,6 +48,18 @@ class Completion:
 
 
 @dataclass
+class TextScore:
+    """Log-likelihood of an existing text under the model: sum over its tokens and the token count."""
+
+    logprob_sum: float
+    num_tokens: int
+
+    @property
+    def mean(self) -> float:
+        return self.logprob_sum / self.num_tokens if self.num_tokens else 0.0
+
+
+@dataclass
 class GeneratorInfo:
     backend: str
     model: str
@@ -66,8 +78,38 @@ class Generator(ABC):
     def generate(self, requests: list[Request], params: SamplingParams, progress: ProgressFn | None = None) -> list[list[Completion]]:
         """Return `params.n` completions per request, in request order; call `progress(k)` as k requests finish."""
 
+    def score_texts(self, requests: list[Request], continuations: list[str]) -> list[TextScore]:
+        """Teacher-forced log-likelihood of each continuation as the assistant's reply to its request."""
+        raise NotImplementedError(f"backend {self.info.backend} cannot score existing text (use transformers or vllm)")
+
+    def next_token_logprobs(self, requests: list[Request], candidates: list[str], prefix: str = "") -> list[dict[str, float | None]]:
+        """Log-prob of each candidate's first token right after `prefix` at the start of the assistant's reply
+        (None: not among the log-probs the backend returns)."""
+        raise NotImplementedError(f"backend {self.info.backend} does not return token log-probabilities")
+
     def close(self) -> None:
         """Free the model (and GPU memory)."""
+
+
+def candidate_tokens(encode: Callable[[str], list[int]], text: str, candidates: list[str]) -> tuple[list[int], dict[str, int]]:
+    """Context ids and one distinguishing token per candidate continuation of `text`.
+
+    Tokenizes `text + c` for every candidate, keeps the tokens they all share as context (so "Score: 4"
+    split as `Score`, `:`, ` `, `4` puts the space in the context), and returns each candidate's first
+    token after it.
+    """
+    fulls = [encode(text + c) for c in candidates]
+    n = 0
+    while all(len(f) > n for f in fulls) and len({f[n] for f in fulls}) == 1:
+        n += 1
+    cand = {}
+    for c, f in zip(candidates, fulls):
+        if len(f) <= n:
+            raise ValueError(f"candidate {c!r} cannot be told apart from the others after {text[-20:]!r}")
+        cand[c] = f[n]
+    if len(set(cand.values())) < len(cand):
+        raise ValueError(f"candidates {candidates} share a first token")
+    return fulls[0][:n], cand
 
 
 def cut_at_stop(text: str, stops: tuple[str, ...] | list[str]) -> tuple[str, bool]:

@@ -13,7 +13,7 @@ import torch
 
 from ..errors import ModelError
 from .decode import decode_pruned
-from .base import Completion, Generator, GeneratorInfo, ProgressFn, Request, SamplingParams, cut_at_stop
+from .base import Completion, Generator, GeneratorInfo, ProgressFn, Request, SamplingParams, TextScore, candidate_tokens, cut_at_stop
 
 log = logging.getLogger("selfimprove.generation")
 
@@ -171,6 +171,50 @@ class TransformersGenerator(Generator):
         text = self.tok.decode(ids, skip_special_tokens=True)
         text, hit_stop = cut_at_stop(text, params.stop)
         return Completion(text, len(ids), logprob_sum, "stop" if (ended or hit_stop) else "length")
+
+    # -- scoring existing text (no sampling) ------------------------------------------------
+    @torch.inference_mode()
+    def _forward_right_padded(self, seqs: list[list[int]]):
+        """Logits of right-padded sequences (right padding keeps every real token's position id)."""
+        width = max(len(x) for x in seqs)
+        pad = self.tok.pad_token_id
+        ids = torch.tensor([x + [pad] * (width - len(x)) for x in seqs], device=self.device)
+        mask = torch.tensor([[1] * len(x) + [0] * (width - len(x)) for x in seqs], device=self.device)
+        return self.model(input_ids=ids, attention_mask=mask).logits
+
+    def _batches(self, lengths: list[int]):
+        order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+        size = max(1, self.batch_size // 4)  # full-sequence logits: (batch x length x vocab) floats
+        for start in range(0, len(order), size):
+            yield order[start : start + size]
+
+    def score_texts(self, requests: list[Request], continuations: list[str]) -> list[TextScore]:
+        prompts = [self.tok(self.render(r.messages), add_special_tokens=False).input_ids for r in requests]
+        conts = [self.tok(c, add_special_tokens=False).input_ids for c in continuations]
+        out: list[TextScore | None] = [None] * len(requests)
+        for idx in self._batches([len(p) + len(c) for p, c in zip(prompts, conts)]):
+            logits = self._forward_right_padded([prompts[i] + conts[i] for i in idx])
+            for row, i in enumerate(idx):
+                p, c = len(prompts[i]), conts[i]
+                if not c:
+                    out[i] = TextScore(0.0, 0)
+                    continue
+                lp = torch.log_softmax(logits[row, p - 1 : p - 1 + len(c)].float(), dim=-1)
+                vals = lp.gather(1, torch.tensor(c, device=lp.device)[:, None]).squeeze(1)
+                out[i] = TextScore(float(vals.sum()), len(c))
+        return out  # type: ignore[return-value]
+
+    def next_token_logprobs(self, requests: list[Request], candidates: list[str], prefix: str = "") -> list[dict[str, float | None]]:
+        encode = lambda t: self.tok(t, add_special_tokens=False).input_ids  # noqa: E731
+        split = [candidate_tokens(encode, self.render(r.messages) + prefix, candidates) for r in requests]
+        prompts = [s[0] for s in split]
+        out: list[dict | None] = [None] * len(requests)
+        for idx in self._batches([len(p) for p in prompts]):
+            logits = self._forward_right_padded([prompts[i] for i in idx])
+            for row, i in enumerate(idx):
+                lp = torch.log_softmax(logits[row, len(prompts[i]) - 1].float(), dim=-1)
+                out[i] = {c: float(lp[t]) for c, t in split[i][1].items()}
+        return out  # type: ignore[return-value]
 
     def close(self) -> None:
         del self.model

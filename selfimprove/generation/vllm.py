@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from .base import Completion, Generator, GeneratorInfo, ProgressFn, Request, SamplingParams
+from .base import Completion, Generator, GeneratorInfo, ProgressFn, Request, SamplingParams, TextScore, candidate_tokens
 
 log = logging.getLogger("selfimprove.generation")
 
@@ -47,8 +47,8 @@ class VLLMGenerator(Generator):
             enforce_eager=eager,
             seed=0,
         )
-        if not self.cpu:
-            kwargs["gpu_memory_utilization"] = backend.gpu_memory_utilization
+        # on CPU the same knob reserves that share of the machine's memory for the KV cache
+        kwargs["gpu_memory_utilization"] = backend.gpu_memory_utilization or (0.25 if self.cpu else 0.85)
         self.adapter = adapter
         if adapter is not None:
             kwargs.update(enable_lora=True, max_lora_rank=backend.max_lora_rank)
@@ -91,6 +91,40 @@ class VLLMGenerator(Generator):
         if progress:
             progress(len(requests))
         return results
+
+    def _prompt_ids(self, messages: list[dict], prefix: str = "") -> list[int]:
+        tok = self.llm.get_tokenizer()
+        return tok(tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True) + prefix, add_special_tokens=False).input_ids
+
+    def score_texts(self, requests: list[Request], continuations: list[str]) -> list[TextScore]:
+        """Teacher-forced log-probs through vLLM's `prompt_logprobs` on prompt + continuation tokens."""
+        from vllm import SamplingParams as VSamplingParams
+
+        tok = self.llm.get_tokenizer()
+        prompts = [self._prompt_ids(r.messages) for r in requests]
+        conts = [tok(c, add_special_tokens=False).input_ids for c in continuations]
+        sp = VSamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0)
+        outs = self.llm.generate([{"prompt_token_ids": p + c} for p, c in zip(prompts, conts)], sp, use_tqdm=False)
+        scores = []
+        for p, c, out in zip(prompts, conts, outs):
+            plp = out.prompt_logprobs or []
+            vals = [plp[len(p) + j][tok_id].logprob for j, tok_id in enumerate(c)]
+            scores.append(TextScore(float(sum(vals)), len(c)))
+        return scores
+
+    def next_token_logprobs(self, requests: list[Request], candidates: list[str], prefix: str = "") -> list[dict[str, float | None]]:
+        from vllm import SamplingParams as VSamplingParams
+
+        tok = self.llm.get_tokenizer()
+        encode = lambda t: tok(t, add_special_tokens=False).input_ids  # noqa: E731
+        split = [candidate_tokens(encode, tok.apply_chat_template(r.messages, tokenize=False, add_generation_prompt=True) + prefix, candidates) for r in requests]
+        sp = VSamplingParams(max_tokens=1, temperature=0.0, logprobs=20)
+        outs = self.llm.generate([{"prompt_token_ids": ids} for ids, _ in split], sp, use_tqdm=False)
+        result = []
+        for (_, cand_ids), out in zip(split, outs):
+            top = out.outputs[0].logprobs[0] if out.outputs[0].logprobs else {}
+            result.append({c: (float(top[t].logprob) if t in top else None) for c, t in cand_ids.items()})
+        return result
 
     def close(self) -> None:
         import gc

@@ -1,8 +1,10 @@
 """Self-consistency: cluster each prompt's answers by equivalence and count votes.
 
-Columns: `vote_count` (V, size of the sample's answer cluster), `vote_share` (V/k, k = samples of
-the prompt), `is_majority` (in the top cluster; ties broken by the cluster seen first).
-A sample with no answer has V = 0 and is never in the majority.
+Per sample: `cluster`, `vote_count` (V, size of the sample's answer cluster), `vote_share` (V/k,
+k = samples of the prompt), `is_majority` (in the top cluster; ties broken by the cluster seen first).
+Per prompt (repeated on each of its samples): `top_share` (V+/k), `runner_up_share` (V-/k),
+`vote_margin` = (V+ - V-)/k as in ScPO, `majority_answer`, and `abstain` when the top share is below
+the `abstain_below` option (default 0: never). A sample with no answer has V = 0 and is never in the majority.
 """
 
 from __future__ import annotations
@@ -42,25 +44,39 @@ def cluster_answers(answers: list[str | None], same) -> list[int | None]:
 @register
 class MajorityVote(Scorer):
     name = "majority_vote"
-    output_columns = ("cluster", "vote_count", "vote_share", "is_majority")
+    output_columns = ("cluster", "vote_count", "vote_share", "is_majority", "top_share", "runner_up_share", "vote_margin", "majority_answer", "abstain")
+
+    @classmethod
+    def option_names(cls) -> list[str]:
+        return ["abstain_below"]
 
     def _same(self, pairs):
         return self.task.check([a for a, _ in pairs], [b for _, b in pairs])
 
     def score(self, prompts, samples, progress=None):
         n = len(samples)
-        cluster: list[int | None] = [None] * n
-        count, share, major = [0] * n, [0.0] * n, [False] * n
+        abstain_below = float(self.options.get("abstain_below", 0.0))
+        cols: dict[str, list] = {c: [None] * n for c in self.output_columns}
         for _pid, idx in group_by_prompt(samples).items():
             ids = cluster_answers([samples[i].get("answer") for i in idx], self._same)
             sizes: dict[int, int] = {}
             for c in ids:
                 if c is not None:
                     sizes[c] = sizes.get(c, 0) + 1
-            top = max(sizes, key=lambda c: (sizes[c], -c)) if sizes else None
+            ranked = sorted(sizes, key=lambda c: (-sizes[c], c))  # most votes, then first seen
+            k = len(idx)
+            top_v = sizes[ranked[0]] if ranked else 0
+            second_v = sizes[ranked[1]] if len(ranked) > 1 else 0
+            top_answer = next((str(samples[i].get("answer")).strip() for i, c in zip(idx, ids) if ranked and c == ranked[0]), None)
             for i, c in zip(idx, ids):
-                cluster[i] = c
-                count[i] = sizes.get(c, 0) if c is not None else 0
-                share[i] = count[i] / len(idx)
-                major[i] = c is not None and c == top
-        return ScoreResult({"cluster": cluster, "vote_count": count, "vote_share": share, "is_majority": major}, [None] * n)
+                v = sizes.get(c, 0) if c is not None else 0
+                cols["cluster"][i] = c
+                cols["vote_count"][i] = v
+                cols["vote_share"][i] = v / k
+                cols["is_majority"][i] = c is not None and c == ranked[0]
+                cols["top_share"][i] = top_v / k
+                cols["runner_up_share"][i] = second_v / k
+                cols["vote_margin"][i] = (top_v - second_v) / k
+                cols["majority_answer"][i] = top_answer
+                cols["abstain"][i] = top_v / k < abstain_below
+        return ScoreResult(cols, [None] * n)

@@ -33,4 +33,4 @@ def run_stage(ctx: RunContext, iteration: int | None, sd: StageDir, work: Callab
 
 
 def _extra(manifest: dict) -> dict:
-    return {k: manifest[k] for k in ("metrics", "train") if k in manifest}
+    return {k: manifest[k] for k in ("metrics", "train", "judge") if k in manifest}

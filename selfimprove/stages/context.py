@@ -18,6 +18,7 @@ from ..models import resolve_model
 from ..prompts import PromptLibrary
 from ..store import RunStore, StageDir, stable_hash
 from ..tasks import Task
+from .request_cache import RequestCache
 
 log = logging.getLogger("selfimprove")
 
@@ -54,6 +55,7 @@ class RunContext:
         self.reports: list[StageReport] = []
         self._generator: tuple[str, Generator] | None = None
         self._progress: Progress | None = None
+        self._request_cache: RequestCache | None = None
 
     # -- models ---------------------------------------------------------------------------
     def base_model(self) -> ModelRef:
@@ -67,20 +69,30 @@ class RunContext:
         sd = StageDir(stage, "train", {})
         return ModelRef(f"iter_{k}", self.store.model_dir(k), sd.fingerprint)
 
-    def generator(self, model: ModelRef) -> Generator:
-        """The backend for `model`, reused while the same model is asked for (one model in memory at a time)."""
-        if self._generator and self._generator[0] == model.fingerprint:
+    def generator(self, model: ModelRef, backend=None) -> Generator:
+        """The backend for `model` (the run's backend unless another is given), reused while the same
+        model is asked for: one model in memory at a time, so a judge that is the policy costs nothing."""
+        backend = backend or self.cfg.backend
+        key = stable_hash([model.fingerprint, backend.model_dump()])
+        if self._generator and self._generator[0] == key:
             return self._generator[1]
         self.release_generator()
-        with self.console.status(f"loading {model.ref} ({self.cfg.backend.name})"):
-            gen = make_generator(self.cfg.backend, model.path)
-        self._generator = (model.fingerprint, gen)
+        with self.console.status(f"loading {model.ref} ({backend.name})"):
+            gen = make_generator(backend, model.path)
+        self._generator = (key, gen)
         return gen
 
     def release_generator(self) -> None:
         if self._generator:
             self._generator[1].close()
             self._generator = None
+
+    @property
+    def request_cache(self) -> RequestCache:
+        """Model requests of scorers (judges, P(True), log-likelihood), cached in the run folder."""
+        if self._request_cache is None:
+            self._request_cache = RequestCache(self.store.root / "request_cache.sqlite")
+        return self._request_cache
 
     # -- progress -------------------------------------------------------------------------
     @contextmanager

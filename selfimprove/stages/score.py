@@ -11,8 +11,24 @@ from .common import run_stage
 from .context import RunContext
 
 
-def score_rows(ctx: RunContext, scorers, prompts: dict[str, dict], samples: list[dict], label: str) -> list[dict]:
-    """Add `answer`, every scorer's columns and `scorer_errors` (joined messages, '' when none)."""
+def bind_scorers(ctx: RunContext, scorers, policy) -> dict[str, str]:
+    """Point model-based scorers (judges, P(True), log-likelihood) at their model; returns their fingerprints."""
+    out = {}
+    for sc in scorers:
+        if getattr(sc, "needs_model", False):
+            sc.bind(ctx, policy)
+            out[sc.name] = sc.model.fingerprint
+    return out
+
+
+def score_rows(ctx: RunContext, scorers, prompts: dict[str, dict], samples: list[dict], label: str, policy=None) -> list[dict]:
+    """Add `answer`, every scorer's columns and `scorer_errors` (joined messages, '' when none).
+
+    `policy` is the model that wrote the samples: the judge of scorers whose `judge` option is `policy`."""
+    if any(getattr(sc, "needs_model", False) and sc.ctx is None for sc in scorers):
+        if policy is None:
+            raise ValueError("model-based scorers need the policy model")
+        bind_scorers(ctx, scorers, policy)
     rows = [dict(s, answer=ctx.task.extract_answer(s["completion"])) for s in samples]
     errors: list[list[str]] = [[] for _ in rows]
     for scorer in scorers:
@@ -39,14 +55,35 @@ def score_counts(rows: list[dict]) -> dict:
     return counts
 
 
-def score_stage(ctx: RunContext, iteration: int, prompts_sd: StageDir, samples_sd: StageDir) -> StageDir:
+def judge_report(rows: list[dict]) -> dict:
+    """Judge numbers for the run report: score means/histograms, parse failures, position and length bias,
+    agreement with the gold verifier (where `correct` exists)."""
+    from ..judge_diagnostics import agreement, length_bias, position_bias, summarize
+
+    if not any(c in rows[0] for c in ("judge_score", "p_true", "pair_win_rate", "reward", "loglik_mean")) if rows else True:
+        return {}
+    table = [dict(r, response=r.get("completion")) for r in rows]
+    out = summarize(table)
+    out["length_bias"] = length_bias(table)
+    out["agreement_with_gold"] = agreement(table, 3.0)
+    flips = [r for r in rows if r.get("pair_games")]
+    if flips:
+        out["position_bias"] = {"flip_rate": sum(r["pair_flips"] for r in flips) / max(1, sum(r["pair_games"] for r in flips))}
+    return out
+
+
+def score_stage(ctx: RunContext, iteration: int, prompts_sd: StageDir, samples_sd: StageDir, policy=None) -> StageDir:
     scorers = make_scorers(ctx.cfg.score, ctx.task)
+    judges = bind_scorers(ctx, scorers, policy) if policy is not None else {}
     config = {"score": [s.model_dump() for s in ctx.cfg.score], "task": ctx.cfg.task.model_dump()}
-    sd = ctx.store.stage(iteration, "score", config, {"prompts": prompts_sd.fingerprint, "samples": samples_sd.fingerprint})
+    sd = ctx.store.stage(iteration, "score", config, {"prompts": prompts_sd.fingerprint, "samples": samples_sd.fingerprint, **{f"judge:{k}": v for k, v in judges.items()}})
 
     def work(sd: StageDir):
         prompts = {p["prompt_id"]: p for p in prompts_sd.rows()}
-        rows = score_rows(ctx, scorers, prompts, samples_sd_rows(samples_sd), f"iter {iteration} score")
+        rows = score_rows(ctx, scorers, prompts, samples_sd_rows(samples_sd), f"iter {iteration} score", policy)
+        judge = judge_report(rows)
+        if judge:
+            return rows, score_counts(rows), {"judge": judge}
         return rows, score_counts(rows), {}
 
     return run_stage(ctx, iteration, sd, work)

@@ -7,9 +7,10 @@ from ..prompts import PromptLibrary
 from .arithmetic import ArithmeticTask
 from .base import Task
 from .code import HumanEvalTask, MBPPTask
+from .freeform import FreeformTask
 from .math import GSM8KTask, MATH500Task
 
-TASKS: dict[str, type[Task]] = {cls.name: cls for cls in (ArithmeticTask, GSM8KTask, MATH500Task, HumanEvalTask, MBPPTask)}
+TASKS: dict[str, type[Task]] = {cls.name: cls for cls in (ArithmeticTask, GSM8KTask, MATH500Task, HumanEvalTask, MBPPTask, FreeformTask)}
 
 
 def make_task(cfg: TaskConfig, prompts: PromptLibrary) -> Task:

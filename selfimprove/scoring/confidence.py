@@ -1,0 +1,81 @@
+"""The model's own confidence: P(True) after a self-verification prompt (Kadavath et al. 2022), and the
+teacher-forced log-likelihood of a completion (used for sharpening: best-of-N by self log-likelihood)."""
+
+from __future__ import annotations
+
+import math
+
+from .base import ScoreResult, register
+from .judge_base import COMMON_OPTIONS, ModelScorer, response_of
+
+
+def p_true_from_logprobs(lp_true: float | None, lp_false: float | None) -> float | None:
+    """p(True) / (p(True) + p(False)) from the two options' log-probs; None when either is unknown.
+
+    >>> round(p_true_from_logprobs(math.log(0.3), math.log(0.1)), 3)
+    0.75
+    """
+    if lp_true is None or lp_false is None:
+        return None
+    m = max(lp_true, lp_false)
+    a, b = math.exp(lp_true - m), math.exp(lp_false - m)
+    return a / (a + b)
+
+
+@register
+class PTrue(ModelScorer):
+    """Column `p_true`. Option `show`: `answer` (the extracted answer, default) or `completion` (the whole reply)."""
+
+    name = "p_true"
+    output_columns = ("p_true",)
+
+    @classmethod
+    def option_names(cls):
+        return COMMON_OPTIONS + ["template", "show", "true_token", "false_token"]
+
+    def __init__(self, task, options):
+        super().__init__(task, options)
+        self.template = options.get("template", "p_true")
+        self.show = options.get("show", "answer")
+        self.candidates = [str(options.get("true_token", "True")), str(options.get("false_token", "False"))]
+
+    def score(self, prompts, samples, progress=None):
+        msgs = []
+        for s in samples:
+            shown = (s.get("answer") if self.show == "answer" else None) or response_of(s)
+            msgs.append(self.user(self.template, question=prompts[s["prompt_id"]]["question"], answer=shown))
+        lps = self.next_token_cached(msgs, self.candidates)
+        values, errors = [], []
+        t, f = self.candidates
+        for d in lps:
+            v = p_true_from_logprobs(d.get(t), d.get(f))
+            values.append(v)
+            errors.append(None if v is not None else f"{self.name}: {t!r}/{f!r} not among the returned log-probs")
+        if progress:
+            progress(len(samples))
+        return ScoreResult({"p_true": values}, errors)
+
+
+@register
+class SelfLogLikelihood(ModelScorer):
+    """Columns `loglik_sum`, `loglik_mean` (per token), `loglik_tokens`: log p(completion | prompt) under the judge model."""
+
+    name = "self_loglik"
+    output_columns = ("loglik_sum", "loglik_mean", "loglik_tokens")
+
+    @classmethod
+    def option_names(cls):
+        return COMMON_OPTIONS
+
+    def score(self, prompts, samples, progress=None):
+        res = self.score_texts_cached([prompts[s["prompt_id"]]["messages"] for s in samples], [response_of(s) for s in samples])
+        if progress:
+            progress(len(samples))
+        return ScoreResult(
+            {
+                "loglik_sum": [r["logprob_sum"] for r in res],
+                "loglik_mean": [r["logprob_sum"] / r["num_tokens"] if r["num_tokens"] else None for r in res],
+                "loglik_tokens": [r["num_tokens"] for r in res],
+            },
+            [None] * len(samples),
+        )

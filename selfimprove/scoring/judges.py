@@ -1,0 +1,232 @@
+"""LLM judges: pointwise (Self-Rewarding's additive 5-point rubric, N judgments averaged) and pairwise
+(A vs B, asked in both orders). Templates live in prompts/; unparsable judgments are counted and kept
+with their raw text, never scored as zero.
+
+`mode: generate` (default, as in the papers): the judge writes a justification ending in `Score: n` /
+`Winner: A|B`, which is parsed. `mode: logprobs` (for judges too weak to follow the format, and for
+speed): the reply is pre-filled with `Score:` / `Winner:` and the next token's probabilities decide:
+the expected score over low..high, or the likelier of A and B. Nothing is generated, nothing fails to parse.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..config import ConfigError
+from ..generation import SamplingParams
+from .base import ScoreResult, group_by_prompt, register
+from .judge_base import COMMON_OPTIONS, ModelScorer, response_of
+from .parsers import parse_pairwise, parse_score
+
+
+MODES = ("generate", "logprobs")
+
+
+def judge_mode(scorer_name: str, options: dict) -> str:
+    mode = options.get("mode", "generate")
+    if mode not in MODES:
+        raise ConfigError(f"score[{scorer_name}].options.mode: {' or '.join(MODES)}, not {mode!r}")
+    return mode
+
+
+def expected_score(logprobs: dict[str, float | None]) -> tuple[float | None, dict[str, float]]:
+    """Probability-weighted score over the candidate digits (renormalised over those returned)."""
+    got = {k: v for k, v in logprobs.items() if v is not None}
+    if not got:
+        return None, {}
+    m = max(got.values())
+    w = {k: float(np.exp(v - m)) for k, v in got.items()}
+    z = sum(w.values())
+    probs = {k.strip(): v / z for k, v in w.items()}
+    return sum(float(k) * p for k, p in probs.items()), probs
+
+
+def sampling(options: dict, default_max_tokens: int = 256) -> SamplingParams:
+    n = int(options.get("n", 1))
+    temperature = float(options.get("temperature", 0.7 if n > 1 else 0.0))
+    if n > 1 and temperature == 0:
+        raise ConfigError("judge options: n > 1 judgments need temperature > 0 (greedy gives the same judgment n times)")
+    return SamplingParams(n=n, temperature=temperature, max_tokens=int(options.get("max_tokens", default_max_tokens)), seed=int(options.get("seed", 0)), logprobs=False)
+
+
+@register
+class PointwiseJudge(ModelScorer):
+    """Columns: `judge_score` (mean of parsed scores, None if none parsed), `judge_var`, `judge_scores`
+    (per judgment, None = parse failure), `judge_raw` (texts), `judge_parse_failures` (count)."""
+
+    name = "pointwise_judge"
+    output_columns = ("judge_score", "judge_var", "judge_scores", "judge_raw", "judge_parse_failures")
+
+    @classmethod
+    def option_names(cls):
+        return COMMON_OPTIONS + ["template", "reference_guided", "n", "temperature", "max_tokens", "seed", "low", "high", "mode"]
+
+    def __init__(self, task, options):
+        super().__init__(task, options)
+        self.mode = judge_mode(self.name, options)
+        self.params = sampling(options if self.mode == "generate" else {**options, "n": 1})
+        ref = bool(options.get("reference_guided", False))
+        self.template = options.get("template") or ("judge_pointwise_ref" if ref else "judge_pointwise")
+        self.reference_guided = ref
+        self.low, self.high = float(options.get("low", 0)), float(options.get("high", 5))
+
+    def messages(self, prompt: dict, sample: dict) -> list[dict]:
+        v = {"question": prompt["question"], "response": response_of(sample)}
+        if self.reference_guided:
+            v["reference"] = prompt.get("reference") or ""
+        return self.user(self.template, **v)
+
+    def score(self, prompts, samples, progress=None):
+        errors: list[str | None] = [None] * len(samples)
+        if self.reference_guided:
+            missing = [i for i, s in enumerate(samples) if not prompts[s["prompt_id"]].get("reference")]
+            if missing:
+                raise ConfigError(f"{self.name}: reference_guided needs a reference; prompt {samples[missing[0]]['prompt_id']} has none")
+        msgs = [self.messages(prompts[s["prompt_id"]], s) for s in samples]
+        if self.mode == "logprobs":
+            return self.score_by_logprobs(msgs, progress)
+        outs = self.generate_cached(msgs, self.params, progress)
+        cols = {c: [] for c in self.output_columns}
+        for i, comps in enumerate(outs):
+            raws = [c["text"] for c in comps]
+            parsed = [parse_score(t, self.low, self.high) for t in raws]
+            vals = [p.value for p in parsed if p.ok]
+            fails = [p.error for p in parsed if not p.ok]
+            cols["judge_raw"].append(raws)
+            cols["judge_scores"].append([p.value if p.ok else None for p in parsed])
+            cols["judge_score"].append(float(np.mean(vals)) if vals else None)
+            cols["judge_var"].append(float(np.var(vals)) if vals else None)
+            cols["judge_parse_failures"].append(len(fails))
+            if fails:
+                errors[i] = f"{self.name}: {len(fails)}/{len(raws)} judgments unparsed ({fails[0]})"
+        return ScoreResult(cols, errors)
+
+    def score_by_logprobs(self, msgs: list[list[dict]], progress=None) -> ScoreResult:
+        digits = [str(k) for k in range(int(self.low), int(self.high) + 1)]
+        lps = self.next_token_cached(msgs, digits, prefix="Score: ")
+        cols: dict[str, list] = {c: [] for c in self.output_columns}
+        errors: list[str | None] = []
+        for d in lps:
+            value, probs = expected_score(d)
+            cols["judge_score"].append(value)
+            cols["judge_var"].append(None if value is None else float(sum(p * (float(k) - value) ** 2 for k, p in probs.items())))
+            cols["judge_scores"].append([value])
+            cols["judge_raw"].append(["Score: " + " ".join(f"{k}:{p:.3f}" for k, p in probs.items())])
+            cols["judge_parse_failures"].append(int(value is None))
+            errors.append(None if value is not None else f"{self.name}: no score digit among the returned log-probs")
+        if progress:
+            progress(len(msgs))
+        return ScoreResult(cols, errors)
+
+
+def pair_messages(scorer: ModelScorer, template: str, question: str, a: str, b: str) -> tuple[list[dict], list[dict]]:
+    """The same comparison in both orders: (A first, B first)."""
+    return (scorer.user(template, question=question, response_a=a, response_b=b), scorer.user(template, question=question, response_a=b, response_b=a))
+
+
+def combine(ab: str | None, ba: str | None, rule: str) -> tuple[str | None, bool]:
+    """Verdict for the first response from the two orders (`ba` is already mapped back); and whether they disagree.
+
+    both_orders: a win counts only when both orders agree; disagreement is a tie. average: A=1, tie=.5,
+    B=0 averaged over the parsed orders. None when neither order parsed.
+    """
+    val = {"A": 1.0, "tie": 0.5, "B": 0.0}
+    got = [v for v in (ab, ba) if v is not None]
+    if not got:
+        return None, False
+    flip = ab is not None and ba is not None and ab != ba
+    if rule == "both_orders":
+        if len(got) < 2:
+            return None, False
+        return (ab if not flip else "tie"), flip
+    m = float(np.mean([val[v] for v in got]))
+    return ("A" if m > 0.5 else "B" if m < 0.5 else "tie"), flip
+
+
+def swap(v: str | None) -> str | None:
+    return {"A": "B", "B": "A"}.get(v, v) if v is not None else None
+
+
+def logprob_verdicts(scorer: ModelScorer, msgs: list[list[dict]]) -> list[list[dict]]:
+    """`Winner:` pre-filled; the likelier of A and B is the verdict, as a fake completion text."""
+    out = []
+    for d in scorer.next_token_cached(msgs, ["A", "B"], prefix="Winner: "):
+        a, b = d.get("A"), d.get("B")
+        text = "" if a is None and b is None else f"Winner: {'A' if (a if a is not None else -1e9) >= (b if b is not None else -1e9) else 'B'} (log p A={a}, B={b})"
+        out.append([{"text": text}])
+    return out
+
+
+def judge_pairs(scorer: ModelScorer, template: str, params: SamplingParams, rule: str, items: list[tuple[str, str, str]], progress=None,
+                mode: str = "generate") -> list[dict]:
+    """Judge (question, a, b) triples in both orders. Each result: verdict (A/B/tie/None), flip, ab, ba, raw_ab, raw_ba."""
+    msgs = []
+    for q, a, b in items:
+        msgs.extend(pair_messages(scorer, template, q, a, b))
+    outs = logprob_verdicts(scorer, msgs) if mode == "logprobs" else scorer.generate_cached(msgs, params, progress)
+    results = []
+    for j in range(len(items)):
+        raw_ab, raw_ba = outs[2 * j][0]["text"], outs[2 * j + 1][0]["text"]
+        p_ab, p_ba = parse_pairwise(raw_ab), parse_pairwise(raw_ba)
+        ab = p_ab.value if p_ab.ok else None
+        ba = swap(p_ba.value) if p_ba.ok else None
+        verdict, flip = combine(ab, ba, rule)
+        errs = [e for e in (p_ab.error, p_ba.error) if e]
+        results.append({"verdict": verdict, "flip": flip, "ab": ab, "ba": ba, "raw_ab": raw_ab, "raw_ba": raw_ba,
+                        "parse_failures": len(errs), "error": "; ".join(errs) or None})
+    return results
+
+
+@register
+class PairwiseJudge(ModelScorer):
+    """Each sample meets the next sample of its prompt (cyclically) in both orders.
+
+    Columns: `pair_win_rate` (win 1, tie 0.5, loss 0 over its games; None if none parsed), `pair_games`,
+    `pair_flips` (games whose two orders disagreed: position bias), `pair_parse_failures`, `pair_raw`
+    (the judge's texts, both orders of each game).
+    Option `agreement`: both_orders (default) or average.
+    """
+
+    name = "pairwise_judge"
+    output_columns = ("pair_win_rate", "pair_games", "pair_flips", "pair_parse_failures", "pair_raw")
+
+    @classmethod
+    def option_names(cls):
+        return COMMON_OPTIONS + ["template", "agreement", "max_tokens", "seed", "temperature", "mode"]
+
+    def __init__(self, task, options):
+        super().__init__(task, options)
+        self.mode = judge_mode(self.name, options)
+        self.template = options.get("template", "judge_pairwise")
+        self.rule = options.get("agreement", "both_orders")
+        if self.rule not in ("both_orders", "average"):
+            raise ConfigError(f"score[{self.name}].options.agreement: must be both_orders or average, not {self.rule!r}")
+        self.params = sampling({**options, "n": 1})
+
+    def score(self, prompts, samples, progress=None):
+        games: list[tuple[int, int]] = []
+        for _pid, idx in group_by_prompt(samples).items():
+            if len(idx) >= 2:
+                games.extend((idx[j], idx[(j + 1) % len(idx)]) for j in range(len(idx) if len(idx) > 2 else 1))
+        items = [(prompts[samples[a]["prompt_id"]]["question"], response_of(samples[a]), response_of(samples[b])) for a, b in games]
+        res = judge_pairs(self, self.template, self.params, self.rule, items, progress, self.mode)
+        points: list[list[float]] = [[] for _ in samples]
+        flips, fails, played = [0] * len(samples), [0] * len(samples), [0] * len(samples)
+        raws: list[list[str]] = [[] for _ in samples]
+        for (a, b), r in zip(games, res):
+            for who, mine in ((a, "A"), (b, "B")):
+                raws[who].extend([r["raw_ab"], r["raw_ba"]])
+                played[who] += 1
+                flips[who] += int(r["flip"])
+                fails[who] += r["parse_failures"]
+                if r["verdict"] is not None:
+                    points[who].append(1.0 if r["verdict"] == mine else 0.5 if r["verdict"] == "tie" else 0.0)
+        cols = {
+            "pair_win_rate": [float(np.mean(p)) if p else None for p in points],
+            "pair_games": played,
+            "pair_flips": flips,
+            "pair_parse_failures": fails,
+            "pair_raw": raws,
+        }
+        errors = [f"{self.name}: {f} unparsed verdicts" if f else None for f in fails]
+        return ScoreResult(cols, errors)

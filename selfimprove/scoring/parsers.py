@@ -1,0 +1,73 @@
+"""Parsers for judge outputs. A judgment that does not parse is a parse failure (kept with its raw text,
+counted), never a zero score.
+
+Rules: the score is the number after `Score:` (or `Points:`), any case, Unicode digits accepted
+(NFKC: `Score: ４` is 4); `4/5` reads as 4; several `Score:` lines must agree; the value must lie in
+the rubric's range. Pairwise verdicts read `Winner: A|B|tie`; meta-judge verdicts `Winner: Judgement A|B`.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass
+
+SCORE_RE = re.compile(r"(?:score|points)\s*[:=]\s*\**\s*(-?\d+(?:\.\d+)?)(?:\s*/\s*\d+)?", re.I)
+WINNER_RE = re.compile(r"winner\s*[:=]\s*\**\s*\[?\s*(?:response|assistant|answer)?\s*\(?([ab]|tie)\b", re.I)
+META_RE = re.compile(r"winner\s*[:=]\s*\**\s*\[?\s*(?:judgement|judgment)\s*\(?([ab])\b", re.I)
+
+
+@dataclass(frozen=True)
+class Parsed:
+    """A parsed value, or `error` saying why there is none."""
+
+    value: float | str | None
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+def _normalise(text: str) -> str:
+    text = unicodedata.normalize("NFKC", text or "")
+    return "".join(str(unicodedata.digit(c)) if c.isdigit() and not c.isascii() and unicodedata.digit(c, None) is not None else c for c in text)
+
+
+def parse_score(text: str, low: float = 0, high: float = 5) -> Parsed:
+    """The judge's final score in [low, high]."""
+    t = _normalise(text)
+    if not t.strip():
+        return Parsed(None, "empty judgment")
+    found = [float(m) for m in SCORE_RE.findall(t)]
+    if not found:
+        return Parsed(None, "no 'Score: <n>' found")
+    if len(set(found)) > 1:
+        return Parsed(None, f"conflicting scores {sorted(set(found))}")
+    v = found[0]
+    if not low <= v <= high:
+        return Parsed(None, f"score {v:g} outside [{low:g}, {high:g}]")
+    return Parsed(v)
+
+
+def _one_of(regex: re.Pattern, text: str, what: str) -> Parsed:
+    t = _normalise(text)
+    if not t.strip():
+        return Parsed(None, "empty judgment")
+    found = {m.lower() for m in regex.findall(t)}
+    if not found:
+        return Parsed(None, f"no '{what}' found")
+    if len(found) > 1:
+        return Parsed(None, f"conflicting verdicts {sorted(found)}")
+    v = found.pop()
+    return Parsed(v.upper() if v in ("a", "b") else "tie")
+
+
+def parse_pairwise(text: str) -> Parsed:
+    """`A`, `B` or `tie` from `Winner: A` / `Winner: B` / `Winner: tie`."""
+    return _one_of(WINNER_RE, text, "Winner: A|B|tie")
+
+
+def parse_meta(text: str) -> Parsed:
+    """`A` or `B` from `Winner: Judgement A` / `Winner: Judgment B`."""
+    return _one_of(META_RE, text, "Winner: Judgement A|B")

