@@ -162,9 +162,7 @@ class PipelineConfig(Strict):
     @field_validator("name")
     @classmethod
     def _safe_name(cls, v: str) -> str:
-        if not v or "/" in v or v.startswith("."):
-            raise ValueError("must be a plain folder name (no '/', not starting with '.')")
-        return v
+        return plain_name(v)
 
     @field_validator("stages")
     @classmethod
@@ -236,14 +234,25 @@ def load_yaml(path: str | Path) -> dict:
     return data
 
 
-def load_pipeline(path: str | Path, overrides: list[str] | None = None) -> PipelineConfig:
-    """Read a pipeline YAML, apply `--set` overrides, validate everything (no model is touched)."""
+def load_config(path: str | Path, model: type[BaseModel], overrides: list[str] | None = None):
+    """Read a YAML file (pipeline, eval suite, judge job), apply `--set` overrides, validate it as `model`."""
     data = load_yaml(path)
     for text in overrides or []:
         key, value = parse_override(text)
         apply_override(data, key, value)
     try:
-        cfg = PipelineConfig.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as e:
         raise ConfigError(format_validation_error(e, str(path))) from None
-    return cfg
+
+
+def load_pipeline(path: str | Path, overrides: list[str] | None = None) -> PipelineConfig:
+    """Read a pipeline YAML, apply `--set` overrides, validate everything (no model is touched)."""
+    return load_config(path, PipelineConfig, overrides)
+
+
+def plain_name(v: str) -> str:
+    """Run, suite and job names become folder names."""
+    if not v or "/" in v or v.startswith("."):
+        raise ValueError("must be a plain folder name (no '/', not starting with '.')")
+    return v

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, ValidationError
+from pydantic import Field, field_validator
 
-from .config import BackendConfig, ConfigError, ScorerConfig, SplitConfig, Strict, TaskConfig, apply_override, format_validation_error, load_yaml, parse_override
+from .config import BackendConfig, ConfigError, ScorerConfig, SplitConfig, Strict, TaskConfig, load_config, plain_name
 from .scoring import make_scorers
 from .stages.context import RunContext, Timer
 from .stages.score import score_rows
@@ -49,16 +49,15 @@ class JudgeJobConfig(Strict):
     prompts_dir: str | None = None
     diagnose: DiagnoseConfig = Field(default_factory=DiagnoseConfig)
 
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, v: str) -> str:
+        return plain_name(v)
+
 
 def load_job(path: str | Path, overrides: list[str] | None = None) -> JudgeJobConfig:
-    data = load_yaml(path)
-    for text in overrides or []:
-        key, value = parse_override(text)
-        apply_override(data, key, value)
-    try:
-        return JudgeJobConfig.model_validate(data)
-    except ValidationError as e:
-        raise ConfigError(format_validation_error(e, str(path))) from None
+    """Read a judge job YAML, apply `--set` overrides, validate (no model, no data touched)."""
+    return load_config(path, JudgeJobConfig, overrides)
 
 
 def read_rows(cfg: JudgeJobConfig) -> list[dict]:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, field_validator
 
-from .config import BackendConfig, ConfigError, EvalConfig, SplitConfig, Strict, TaskConfig, apply_override, format_validation_error, load_yaml, parse_override
+from .config import BackendConfig, EvalConfig, SplitConfig, Strict, TaskConfig, load_config, plain_name
 
 DEFAULT_MODEL = "builtin:smollm2-135m-instruct"
 
@@ -27,21 +27,12 @@ class EvalSuiteConfig(Strict):
     @field_validator("name")
     @classmethod
     def _safe_name(cls, v: str) -> str:
-        if not v or "/" in v or v.startswith("."):
-            raise ValueError("must be a plain folder name (no '/', not starting with '.')")
-        return v
+        return plain_name(v)
 
 
 def load_suite(path: str | Path, overrides: list[str] | None = None) -> EvalSuiteConfig:
     """Read an eval suite YAML, apply `--set` overrides, validate (no model, no data touched)."""
-    data = load_yaml(path)
-    for text in overrides or []:
-        key, value = parse_override(text)
-        apply_override(data, key, value)
-    try:
-        return EvalSuiteConfig.model_validate(data)
-    except ValidationError as e:
-        raise ConfigError(format_validation_error(e, str(path))) from None
+    return load_config(path, EvalSuiteConfig, overrides)
 
 
 def model_slug(ref: str) -> str:

@@ -45,3 +45,26 @@ def test_tiny_quickstart_on_real_model(tmp_path):
     assert it1["stages"]["score"]["counts"]["correct"] > 0
     assert it1["stages"]["train"]["train"]["steps"] >= 1
     assert it1["metrics"]["num_problems"] == 8
+
+
+def test_pointwise_judge_and_p_true_with_the_real_model(tmp_path):
+    """Self-judging with SmolLM2: the rubric judge (generated, parsed or counted as a failure), the
+    log-prob judge and P(True) on right and wrong answers to addition problems."""
+    rows = []
+    for i, (a, b) in enumerate([(12, 30), (25, 17), (40, 41), (33, 9)]):
+        answer = a + b if i % 2 == 0 else a + b + 10
+        rows.append({"prompt": f"What is {a} + {b}?", "response": f"{a} + {b} = {answer}. The answer is {answer}.", "reference": str(a + b)})
+    data = tmp_path / "rows.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    scorers = "[{name: pointwise_judge, options: {n: 2, temperature: 0.7, max_tokens: 48}}, {name: p_true}]"
+    res = CliRunner().invoke(app, ["judge", "pointwise", "--input", str(data), "-o", str(tmp_path / "a"), "--set", f"scorers={scorers}", "--diagnose", "--json"])
+    assert res.exit_code == 0, res.output
+    s = json.loads(res.stdout.strip().splitlines()[-1])
+    assert 0.0 <= s["parse_failure_rate"]["pointwise_judge"] <= 1.0
+    assert s["scores"]["p_true"]["n"] == 4 and 0 < s["scores"]["p_true"]["mean"] < 1
+    agree = s["diagnostics"]["agreement_with_gold"]
+    assert agree["gold_rows"] == 4 and agree["gold_correct_rate"] == 0.5 and 0 <= agree["p_true"]["auroc"] <= 1
+    res = CliRunner().invoke(app, ["judge", "pointwise", "--input", str(data), "-o", str(tmp_path / "b"), "--json",
+                                   "--set", "scorers=[{name: pointwise_judge, options: {mode: logprobs}}]"])
+    s = json.loads(res.stdout.strip().splitlines()[-1])
+    assert s["scores"]["judge_score"]["n"] == 4 and s["parse_failure_rate"]["pointwise_judge"] == 0.0

@@ -58,9 +58,9 @@ def score_counts(rows: list[dict]) -> dict:
 def judge_report(rows: list[dict]) -> dict:
     """Judge numbers for the run report: score means/histograms, parse failures, position and length bias,
     agreement with the gold verifier (where `correct` exists)."""
-    from ..judge_diagnostics import agreement, length_bias, position_bias, summarize
+    from ..judge_diagnostics import SCORES, agreement, length_bias, summarize
 
-    if not any(c in rows[0] for c in ("judge_score", "p_true", "pair_win_rate", "reward", "loglik_mean")) if rows else True:
+    if not rows or not any(c in rows[0] for c in SCORES):
         return {}
     table = [dict(r, response=r.get("completion")) for r in rows]
     out = summarize(table)
