@@ -12,6 +12,7 @@ from .evals import bootstrap_ci
 from .scoring.stats import auroc, cohen_kappa, spearman
 
 SCORES = ("judge_score", "p_true", "reward", "loglik_mean", "pair_win_rate")
+PASS_THRESHOLD = 3.0  # a 0-5 rubric score at or above this counts as "judged good" when compared with gold labels
 
 
 def _vals(table: list[dict], col: str) -> list[float]:
@@ -43,7 +44,7 @@ def parse_failure_rate(table: list[dict]) -> dict[str, float]:
     return out
 
 
-def summarize(table: list[dict], cfg=None) -> dict:
+def summarize(table: list[dict]) -> dict:
     """Per score column: n, mean, 95% CI, histogram; parse-failure rates; pairwise verdict counts."""
     out: dict = {"scores": {}, "parse_failure_rate": parse_failure_rate(table)}
     for col in SCORES:

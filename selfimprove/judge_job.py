@@ -14,6 +14,7 @@ from pathlib import Path
 from pydantic import Field, field_validator
 
 from .config import BackendConfig, ConfigError, ScorerConfig, SplitConfig, Strict, TaskConfig, load_config, plain_name
+from .judge_diagnostics import PASS_THRESHOLD
 from .scoring import make_scorers
 from .stages.context import RunContext, Timer
 from .stages.score import score_rows
@@ -28,7 +29,7 @@ REQUIRED = ("prompt", "response")
 
 
 class DiagnoseConfig(Strict):
-    pass_threshold: float = Field(3.0, description="Pointwise: a judge score >= this counts as judged good (for kappa vs gold).")
+    pass_threshold: float = Field(PASS_THRESHOLD, description="Pointwise: a judge score >= this counts as judged good (for kappa vs gold).")
     other_judge: str | None = Field(None, description="Self-preference: a second judge (model reference) for the same rows.")
     other_backend: BackendConfig | None = Field(None, description="Backend of the other judge (default: the job's).")
     policy_source: str | None = Field(None, description="Self-preference: the `source` value that marks the judge's own responses.")
@@ -130,9 +131,8 @@ def add_correctness(task, rows: list[dict]) -> None:
 
 def run_job(cfg: JudgeJobConfig, console, *, output: Path | None = None, diagnose: bool = False) -> tuple[dict, Path]:
     """Judge every row (resuming finished shards), then write the table and the summary (and diagnostics)."""
-    from .prompts import PromptLibrary
-
     from .judge_diagnostics import diagnostics, summarize, summary_markdown
+    from .prompts import PromptLibrary
 
     prompts_lib = PromptLibrary(cfg.prompts_dir)
     task = make_task(cfg.task, prompts_lib)
@@ -165,11 +165,11 @@ def run_job(cfg: JudgeJobConfig, console, *, output: Path | None = None, diagnos
         finally:
             ctx.release_generator()
         table = sd.read_shards()
-        summary = summarize(table, cfg)
+        summary = summarize(table)
         sd.finish_table(table, counts={"rows": len(table), "requests": ctx.request_cache.misses, "cached": ctx.request_cache.hits},
                         seconds=timer.seconds, extra={"summary": summary})
     table = sd.rows()
-    summary = dict(sd.manifest().get("summary") or summarize(table, cfg))
+    summary = dict(sd.manifest()["summary"])
     if diagnose:
         summary["diagnostics"] = diagnostics(ctx, cfg, task, table, policy)
     summary.update(job=cfg.name, judge_model=cfg.model, rows=len(table))

@@ -196,11 +196,10 @@ def run_one(req: dict, base: str) -> dict:
             break
         if len(data) < 1 << 16:
             data += chunk
-    for sig_target in (pid,):
-        try:
-            os.killpg(sig_target, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
+    try:  # the child's whole process group, whatever it left running
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
     _, status = os.waitpid(pid, 0)
     os.close(rfd)
     shutil.rmtree(workdir, ignore_errors=True)

@@ -152,8 +152,11 @@ def logprob_verdicts(scorer: ModelScorer, msgs: list[list[dict]]) -> list[list[d
     out = []
     for d in scorer.next_token_cached(msgs, ["A", "B"], prefix="Winner: "):
         a, b = d.get("A"), d.get("B")
-        text = "" if a is None and b is None else f"Winner: {'A' if (a if a is not None else -1e9) >= (b if b is not None else -1e9) else 'B'} (log p A={a}, B={b})"
-        out.append([{"text": text}])
+        if a is None and b is None:
+            out.append([{"text": ""}])  # neither option among the returned log-probs: a parse failure
+            continue
+        winner = "A" if b is None or (a is not None and a >= b) else "B"
+        out.append([{"text": f"Winner: {winner} (log p A={a}, B={b})"}])
     return out
 
 

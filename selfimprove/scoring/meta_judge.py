@@ -58,8 +58,9 @@ class MetaJudge(ModelScorer):
             raise ConfigError("meta_judge needs pointwise_judge before it in `score` (with n >= 2 judgments)")
         n = len(samples)
         cols: dict[str, list] = {c: [None] * n for c in self.output_columns}
-        jobs = []  # (sample index, (m, n), messages in order m-first, n-first)
-        for i in self.chosen_samples(samples):
+        chosen = self.chosen_samples(samples)
+        jobs = []  # (sample index, first judgment, second judgment, messages)
+        for i in chosen:
             s = samples[i]
             raws, scores = s["judge_raw"], s["judge_scores"]
             valid = [j for j, v in enumerate(scores) if v is not None]
@@ -77,7 +78,7 @@ class MetaJudge(ModelScorer):
             outcome = 0 if not p.ok else (1 if p.value == "A" else -1)
             fails[i] = fails.get(i, 0) + int(not p.ok)
             battles.setdefault(i, []).append((first, second, outcome))
-        for i in self.chosen_samples(samples):
+        for i in chosen:
             k = len(samples[i]["judge_raw"])
             b = battles.get(i, [])
             cols["meta_battles"][i] = len(b)

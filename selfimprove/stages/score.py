@@ -58,14 +58,14 @@ def score_counts(rows: list[dict]) -> dict:
 def judge_report(rows: list[dict]) -> dict:
     """Judge numbers for the run report: score means/histograms, parse failures, position and length bias,
     agreement with the gold verifier (where `correct` exists)."""
-    from ..judge_diagnostics import SCORES, agreement, length_bias, summarize
+    from ..judge_diagnostics import PASS_THRESHOLD, SCORES, agreement, length_bias, summarize
 
     if not rows or not any(c in rows[0] for c in SCORES):
         return {}
     table = [dict(r, response=r.get("completion")) for r in rows]
     out = summarize(table)
     out["length_bias"] = length_bias(table)
-    out["agreement_with_gold"] = agreement(table, 3.0)
+    out["agreement_with_gold"] = agreement(table, PASS_THRESHOLD)
     flips = [r for r in rows if r.get("pair_games")]
     if flips:
         out["position_bias"] = {"flip_rate": sum(r["pair_flips"] for r in flips) / max(1, sum(r["pair_games"] for r in flips))}
