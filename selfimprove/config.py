@@ -49,7 +49,12 @@ class BackendConfig(Strict):
         "auto", description="auto = float32 on CPU (bf16 is ~200x slower there), bfloat16 on GPU."
     )
     device: str = Field("auto", description="auto, cpu, cuda, cuda:1 ...")
-    prune_finished: bool = Field(True, description="transformers: drop finished sequences from the batch (faster than model.generate, which keeps them).")
+    prune_finished: bool | None = Field(
+        None,
+        description="transformers: decode in a loop that drops finished sequences from the batch (true) or with model.generate "
+        "(false). Default: true on CPU, where a step costs in proportion to the batch; false on GPU, where a step costs the "
+        "same at any batch and model.generate's loop has less overhead (benchmarks/gpu/decode_check.py).",
+    )
     tensor_parallel_size: int = Field(1, gt=0, description="vLLM tensor parallelism.")
     gpu_memory_utilization: float | None = Field(None, gt=0, le=1, description="vLLM: share of GPU memory to reserve (on CPU: of the machine's memory); default 0.85 on GPU, 0.25 on CPU.")
     max_model_len: int | None = Field(2048, description="vLLM context length.")

@@ -19,3 +19,7 @@ class ModelError(SelfImproveError, RuntimeError):
 
 class StageError(SelfImproveError, RuntimeError):
     """A stage cannot proceed (for example no training rows were selected). Exit code 1."""
+
+
+class BackendError(SelfImproveError, RuntimeError):
+    """A backend that would produce wrong output (e.g. a library ignoring an argument); refused loudly. Exit code 1."""

@@ -39,6 +39,10 @@ BUILTINS = {
     )
 }
 DEFAULT_MODEL = "builtin:smollm2-135m-instruct"
+# Written into a dequantized builtin's folder; bump it when `dequantize_gguf`'s output changes so older
+# conversions are redone (2: special tokens taken from the GGUF's model config).
+BUILTIN_FORMAT = "2"
+FORMAT_FILE = ".selfimprove-format"
 ITER_RE = re.compile(r"^iter_(\d+)$")
 
 
@@ -91,6 +95,7 @@ def dequantize_gguf(gguf: Path, out_dir: Path) -> None:
     folder, name = str(gguf.parent), gguf.name
     tok = AutoTokenizer.from_pretrained(folder, gguf_file=name)
     loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
+    align_special_tokens(tok, loaded.config)
     cfg = loaded.config.to_dict()
     cfg.pop("quantization_config", None)
     model_type = cfg.pop("model_type")
@@ -106,13 +111,33 @@ def dequantize_gguf(gguf: Path, out_dir: Path) -> None:
         loaded.generation_config.save_pretrained(out_dir)
 
 
+def align_special_tokens(tok, config) -> None:
+    """Give the tokenizer the BOS/EOS/pad ids that the model config read from the same GGUF has.
+
+    transformers before 5.18 builds a GGUF's tokenizer with the wrong EOS (SmolLM2's `<|im_start|>` for
+    `<|im_end|>`) and no pad token, while the config has the right ids; 5.18 and later agree with the config.
+    Training would otherwise copy the wrong EOS into the model's config.
+    """
+    for kind in ("bos", "eos", "pad"):
+        want = getattr(config, f"{kind}_token_id", None)
+        if isinstance(want, list):
+            want = want[0] if want else None
+        if want is not None and getattr(tok, f"{kind}_token_id") != want:
+            setattr(tok, f"{kind}_token", tok.convert_ids_to_tokens(want))
+
+
+def _builtin_ready(target: Path) -> bool:
+    marker = target / FORMAT_FILE
+    return (target / "config.json").is_file() and marker.is_file() and marker.read_text().strip() == BUILTIN_FORMAT
+
+
 def resolve_builtin(name: str) -> Path:
     """Path of a builtin model's safetensors folder, dequantizing the GGUF on first use."""
     spec = BUILTINS.get(name)
     if spec is None:
         raise ModelError(f"unknown builtin model {name!r}; known: {', '.join('builtin:' + k for k in BUILTINS)}")
     target = cache_dir() / "models" / name
-    if (target / "config.json").is_file():
+    if _builtin_ready(target):
         return target
     gguf = find_builtin_gguf(spec)
     if gguf is None:
@@ -131,12 +156,15 @@ def resolve_builtin(name: str) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     with open(target.parent / f".{name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # one process converts; the others wait and reuse
-        if (target / "config.json").is_file():
+        if _builtin_ready(target):
             return target
         log.info("dequantizing %s into %s (once)", gguf, target)
         tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{name}."))
         try:
             dequantize_gguf(gguf, tmp)
+            (tmp / FORMAT_FILE).write_text(BUILTIN_FORMAT + "\n")
+            if target.exists():  # an older conversion
+                shutil.rmtree(target)
             os.replace(tmp, target)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)

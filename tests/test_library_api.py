@@ -1,0 +1,88 @@
+"""selfimprove's calls into transformers and TRL mean the same on every version pyproject admits.
+
+Both libraries move between releases in ways that fail silently: a model's forward swallows unknown keywords
+(transformers 5.24 renamed `past_key_values` to `cache`), TrainingArguments renames settings and keeps the
+old name as an alias (`gradient_checkpointing` -> `activation_checkpointing` in 5.24, removed in v6), TRL
+changes its defaults, and transformers before 5.18 reads a GGUF's tokenizer with the wrong EOS token.
+CI runs this file under the newest releases (.ci/run) and under the oldest admitted ones (.ci/vllm-tests).
+"""
+
+from __future__ import annotations
+
+import ast
+import inspect
+import warnings
+from pathlib import Path
+
+import pytest
+
+from selfimprove.config import TrainConfig
+from selfimprove.errors import StageError
+
+PACKAGE = Path(__file__).resolve().parents[1] / "selfimprove"
+
+
+def _forward_keywords(path: Path) -> set[str]:
+    """Keyword names passed to `model(...)` / `self.model(...)` calls in one source file."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if not isinstance(node, ast.Call):
+            continue
+        f = node.func
+        if (isinstance(f, ast.Name) and f.id == "model") or (isinstance(f, ast.Attribute) and f.attr == "model"):
+            names |= {k.arg for k in node.keywords if k.arg is not None}
+    return names
+
+
+def test_every_forward_keyword_is_a_named_parameter(tiny_model_path):
+    """A keyword the forward does not name lands in `**kwargs` and is ignored: it must never happen."""
+    from transformers import AutoModelForCausalLM
+
+    from selfimprove.generation import decode
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_path)
+    used = _forward_keywords(PACKAGE / "generation" / "decode.py") | _forward_keywords(PACKAGE / "generation" / "hf.py")
+    assert {"input_ids", "attention_mask", "position_ids", "logits_to_keep"} <= used  # the scan still sees the calls
+    used.add(decode.cache_keyword(model))
+    named = {n for n, p in inspect.signature(model.forward).parameters.items() if p.kind is not p.VAR_KEYWORD}
+    assert used <= named, f"{sorted(used - named)} would be swallowed by {type(model).__name__}.forward(**kwargs)"
+
+
+def test_builtin_tokenizer_agrees_with_its_model_config(builtin_model_path):
+    """transformers before 5.18 gave the GGUF's tokenizer EOS `<|im_start|>` and no pad token."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(builtin_model_path)
+    cfg = AutoConfig.from_pretrained(builtin_model_path)
+    assert tok.eos_token == "<|im_end|>" and tok.bos_token == "<|im_start|>"
+    assert (tok.bos_token_id, tok.eos_token_id, tok.pad_token_id) == (cfg.bos_token_id, cfg.eos_token_id, cfg.pad_token_id)
+
+
+def _sft_config(tmp_path, **kw):
+    from selfimprove.training.sft import sft_config
+
+    return sft_config(TrainConfig(), tmp_path, **{"on_cpu": True, "bf16": False, "total_steps": 4, **kw})
+
+
+def test_sft_config_keeps_every_training_setting_without_deprecation(tmp_path):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)  # a deprecated name is a removal on the way
+        warnings.simplefilter("error", DeprecationWarning)
+        args = _sft_config(tmp_path)
+    assert args.gradient_checkpointing is False and getattr(args, "activation_checkpointing", False) is False
+    assert (args.bf16, args.fp16, args.packing, args.padding_free, args.completion_only_loss) == (False, False, False, False, True)
+    assert args.max_length == TrainConfig().max_length and args.use_cpu is True
+
+
+def test_sft_config_refuses_a_setting_the_library_changed(tmp_path, monkeypatch):
+    from trl import SFTConfig
+
+    original = SFTConfig.__post_init__
+
+    def overriding(self):
+        original(self)
+        self.packing = True  # as a release that packs by default regardless would
+
+    monkeypatch.setattr(SFTConfig, "__post_init__", overriding)
+    with pytest.raises(StageError, match="packing"):
+        _sft_config(tmp_path)
