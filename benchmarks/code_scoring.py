@@ -45,12 +45,18 @@ def main() -> None:
     t = time.perf_counter()
     with Sandbox(workers=cpus, limits=SandboxLimits(timeout=args.timeout)) as sb:
         isolation = sb.isolation()
-        programs = [Program(problems[s["task_id"]]["prompt"] + s["completion"], problems[s["task_id"]]["test"], f"check({problems[s['task_id']]['entry_point']})") for s in samples]
+        programs = []
+        for s in samples:
+            p = problems[s["task_id"]]
+            programs.append(Program(p["prompt"] + s["completion"], p["test"], f"check({p['entry_point']})", prelude=p["prompt"],
+                                    candidates=(p["entry_point"],)))  # as the humaneval task builds them (type-strict)
         outcomes = sb.run_many(programs)
     ours = time.perf_counter() - t
     counts = outcome_counts(outcomes)
     print(f"selfimprove sandbox: {ours:.2f}s  ({len(samples) / ours:.0f} programs/s)  outcomes {dict((k, v) for k, v in counts.items() if v)}")
-    print(f"  isolation: network={isolation['network']} uid={isolation['uid']} audit_hook, rlimits {isolation['rlimits']}")
+    from selfimprove.suite_run import sandbox_layers
+
+    print(f"  isolation: {sandbox_layers(isolation)}")
 
     theirs = {}
     with tempfile.TemporaryDirectory() as d:

@@ -159,6 +159,10 @@ def print_eval(metrics: dict) -> None:
             console.print(b)
     if metrics.get("outcomes"):
         console.print("outcomes: " + ", ".join(f"{k} {v}" for k, v in metrics["outcomes"].items()))
+    if metrics.get("sandbox"):
+        from .suite_run import sandbox_layers
+
+        console.print("sandbox: " + sandbox_layers(metrics["sandbox"]))
 
 
 @app.command()

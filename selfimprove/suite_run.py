@@ -56,6 +56,8 @@ def run_suite(cfg: EvalSuiteConfig, console: Console, *, output: Path | None = N
 
         def work(sd: StageDir):
             out_rows, metrics = evaluate(ctx, sd, rows, model, e, f"{cfg.name}")
+            if task.outcome_column:
+                metrics["sandbox"] = task.sandbox().isolation()  # the layers that applied while scoring
             counts = {"num_problems": metrics.get("num_problems", 0), "samples": len(out_rows)}
             return out_rows, counts, {"metrics": metrics, "model_ref": model.ref}
 
@@ -69,6 +71,8 @@ def run_suite(cfg: EvalSuiteConfig, console: Console, *, output: Path | None = N
         metrics["pass@1"], metrics["pass@1_ci"] = metrics["accuracy"], metrics["accuracy_ci"]
     if task.outcome_column:
         metrics["outcomes"] = {k: sum(r.get("outcome") == k for r in table) for k in sorted({r.get("outcome") for r in table} - {None})}
+        if "sandbox" not in metrics:  # predictions scored now
+            metrics["sandbox"] = task.sandbox().isolation()
     metrics = {"suite": cfg.name, "model_ref": metrics.get("model_ref", cfg.model), **metrics}
     atomic_write_json(root / "metrics.json", metrics)
     atomic_write_bytes(root / "summary.md", summary_markdown(cfg, metrics).encode())
@@ -115,4 +119,15 @@ def summary_markdown(cfg: EvalSuiteConfig, metrics: dict) -> str:
             lines += [f"| {v} | {d['n']} | {100 * d['accuracy']:.1f} |" for v, d in metrics[key].items()]
     if metrics.get("outcomes"):
         lines += ["", "| outcome | samples |", "|---|---|"] + [f"| {k} | {v} |" for k, v in metrics["outcomes"].items()]
+    if metrics.get("sandbox"):
+        lines += ["", "sandbox: " + sandbox_layers(metrics["sandbox"])]
     return "\n".join(lines) + "\n"
+
+
+def sandbox_layers(info: dict) -> str:
+    """One line naming the isolation layers that applied (from `Sandbox.isolation()`)."""
+    fs = info.get("filesystem") or {}
+    hidden = f" hiding {', '.join(fs['hidden'])}" if fs.get("hidden") else ""
+    pid = "own pid namespace per program" if info.get("pid_namespace") else "no pid namespace"
+    return (f"network {info.get('network')}, uid {info.get('uid')}, {pid}, filesystem {fs.get('mode')}{hidden}, "
+            f"judge in a {info.get('judge')}, audit hook, limits {info.get('rlimits')}")

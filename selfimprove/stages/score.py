@@ -52,6 +52,9 @@ def score_counts(rows: list[dict]) -> dict:
         counts["correct"] = sum(r["correct"] is True for r in rows)
         counts["prompts_with_correct"] = len({r["prompt_id"] for r in rows if r["correct"] is True})
     counts["scorer_errors"] = sum(bool(r["scorer_errors"]) for r in rows)
+    if rows and "outcome" in rows[0]:  # code tasks: sandbox outcomes, `forged_type` = reward-hacking attempts
+        names = sorted({r["outcome"] for r in rows} - {None})
+        counts["outcomes"] = {k: sum(r["outcome"] == k for r in rows) for k in names}
     return counts
 
 
@@ -81,10 +84,10 @@ def score_stage(ctx: RunContext, iteration: int, prompts_sd: StageDir, samples_s
     def work(sd: StageDir):
         prompts = {p["prompt_id"]: p for p in prompts_sd.rows()}
         rows = score_rows(ctx, scorers, prompts, samples_sd_rows(samples_sd), f"iter {iteration} score", policy)
-        judge = judge_report(rows)
-        if judge:
-            return rows, score_counts(rows), {"judge": judge}
-        return rows, score_counts(rows), {}
+        extra = {"judge": judge_report(rows)}
+        if ctx.task.outcome_column:
+            extra["sandbox"] = ctx.task.sandbox().isolation()  # the isolation layers that applied
+        return rows, score_counts(rows), {k: v for k, v in extra.items() if v}
 
     return run_stage(ctx, iteration, sd, work)
 

@@ -13,6 +13,7 @@ import importlib.util
 import json
 import re
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -28,6 +29,16 @@ class CodeOptions(BaseModel):
     timeout: float = Field(5.0, gt=0, description="Wall seconds per program (CPU seconds = this + 1).")
     memory_mb: int = Field(1024, ge=64, description="Address-space limit per program.")
     workers: int | None = Field(None, gt=0, description="Programs run in parallel (default: one per CPU).")
+    filesystem: Literal["auto", "jail", "mirror", "host"] = Field(
+        "auto",
+        description="What programs see: jail = a minimal read-only root (no home, run folders or datasets), mirror/host = the "
+        "host's files (auto: jail where mount namespaces allow, else mirror as root, else refuse).",
+    )
+    type_strict: bool = Field(
+        True,
+        description="Results must be built-in values (the bundled tasks' tests compare with such): a returned object of a type "
+        "the program defined (e.g. one whose __eq__ always answers True) is scored `forged_type`, never passed.",
+    )
 
 
 def extract_code(completion: str) -> str:
@@ -62,14 +73,27 @@ class CodeTask(DatasetTask):
         ep = ref.get("entry_point")
         defines = bool(ep) and re.search(rf"^\s*(async\s+)?def {re.escape(ep)}\s*\(", answer, re.M)
         body = ref["header"] + "\n" + answer if defines else ref["prompt"] + answer
-        return Program(body, ref["tests"], ref.get("entry", ""))
+        # the prompt's own code is trusted: the tests call its helpers (HumanEval/32's poly), the program's entry point
+        return Program(body, ref["tests"], ref.get("entry", ""), prelude=ref.get("prompt", ""),
+                       candidates=(ep,) if ep else (), type_strict=self.options.type_strict)
 
     def sandbox(self) -> Sandbox:
         if self._sandbox is None:
             o = self.options
-            self._sandbox = Sandbox(o.workers, SandboxLimits(timeout=o.timeout, memory_mb=o.memory_mb))
+            self._sandbox = Sandbox(o.workers, SandboxLimits(timeout=o.timeout, memory_mb=o.memory_mb), filesystem=o.filesystem,
+                                    hide=self.data_files())
             atexit.register(self._sandbox.close)
         return self._sandbox
+
+    def data_files(self) -> list[str]:
+        """Files holding this task's tests and reference solutions, hidden from programs in the jail."""
+        files = list(getattr(self, "_data_files", []))
+        pkg = humaneval_package_file()
+        return files + ([str(pkg.parent)] if pkg else [])
+
+    def remember_source(self, split: SplitConfig) -> None:
+        if split.source and Path(split.source).exists():
+            self._data_files = [*getattr(self, "_data_files", []), str(Path(split.source).resolve())]
 
     def check_detailed(self, references: list[str], answers: list[str | None], progress=None) -> list[dict]:
         programs = [self.program(json.loads(r), a or "") for r, a in zip(references, answers)]
@@ -98,6 +122,7 @@ class HumanEvalTask(CodeTask):
         if not split.source:
             pkg = humaneval_package_file()
             split = split.model_copy(update={"source": str(pkg) if pkg else "openai/openai_humaneval", "split": "test"})
+        self.remember_source(split)
         items = []
         for row, v in self.mapped(split, where):
             prompt, ep = str(v["question"]), str(v["entry_point"])
@@ -119,6 +144,7 @@ class MBPPTask(CodeTask):
     id_column = "task_id"
 
     def load_items(self, split: SplitConfig, where: str):
+        self.remember_source(split)
         items = []
         for row, v in self.mapped(split, where):
             tests = v["tests"]
