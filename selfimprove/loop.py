@@ -14,7 +14,7 @@ from .errors import ConfigError
 from .prompts import PromptLibrary
 from .scoring import make_scorers
 from .stages.context import RunContext
-from .stages.data import load_prompt_rows, prompts_stage
+from .stages.data import PromptRows, load_prompt_rows, prompts_stage
 from .stages.evaluate import eval_stage
 from .stages.generate import generate_stage
 from .stages.score import score_stage
@@ -24,8 +24,10 @@ from .store import atomic_write_json
 from .tasks import make_task
 
 
-def prepare(cfg: PipelineConfig, console: Console | None = None) -> tuple[RunContext, tuple[list[dict], list[dict]]]:
-    """Everything that can fail on bad input, before any model loads: stages, task, templates, scorers, datasets."""
+def prepare(cfg: PipelineConfig, console: Console | None = None) -> tuple[RunContext, PromptRows]:
+    """Everything that can fail on bad input, before any model loads: stages, task, templates, scorers, datasets.
+
+    The rows unpack as `train_rows, eval_rows`; no eval problem is among the train rows (see stages/data.py)."""
     for stage, needs in (("train", "select"), ("select", "score"), ("score", "generate")):
         if stage in cfg.stages and needs not in cfg.stages:
             raise ConfigError(f"stages: {stage} needs {needs}")

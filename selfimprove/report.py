@@ -1,7 +1,8 @@
 """Run summary and HTML report, rebuilt from the run directory's manifests at any time.
 
-`summary.json`: per iteration the held-out metrics (each with `<name>_ci`) and every stage's
-counts and seconds. `report.html`: accuracy-per-iteration plot (also `accuracy.png`) and tables.
+`summary.json`: per iteration the held-out metrics (each with `<name>_ci`), every stage's
+counts and seconds, and `heldout` (train/eval overlap). `report.html`: accuracy-per-iteration plot
+(also `accuracy.png`) and tables.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ def _stage_entry(m: dict, skipped: bool | None) -> dict:
     entry = {"seconds": m.get("seconds"), "counts": m.get("counts", {})}
     if skipped is not None:
         entry["skipped_this_run"] = skipped
-    for key in ("train", "judge"):
+    for key in ("train", "judge", "heldout"):
         if key in m:
             entry[key] = m[key]
     return entry
@@ -45,6 +46,7 @@ def build_summary(root: Path, reports=None) -> dict:
     cfg = read_json(root / "config.json") if (root / "config.json").exists() else {}
     summary: dict = {"name": cfg.get("name", root.name), "model": cfg.get("model"), "task": (cfg.get("task") or {}).get("name")}
     summary["data"] = {k: _stage_entry(m, skipped.get((None, k))) for k, m in _manifests(root / "data").items()}
+    summary["heldout"] = heldout_summary(summary["data"])
     iters = []
     last = cfg.get("iterations")
     for d in sorted(root.glob("iter_*"), key=lambda p: int(p.name.split("_")[1])):
@@ -65,6 +67,25 @@ def build_summary(root: Path, reports=None) -> dict:
         1,
     )
     return summary
+
+
+def heldout_summary(data: dict) -> dict | None:
+    """The train_prompts stage's held-out check: overlap counts and how problems were compared (None for runs made before it)."""
+    tp = data.get("train_prompts") or {}
+    overlap = (tp.get("counts") or {}).get("heldout_overlap")
+    return None if overlap is None else {**overlap, **(tp.get("heldout") or {})}
+
+
+def heldout_html(summary: dict) -> str:
+    """One paragraph on the held-out check; a highlighted warning when train and eval overlapped."""
+    h = summary.get("heldout")
+    if not h:
+        return "<p>Held-out check: not recorded (train prompts made by an older version).</p>"
+    how = html.escape(f"compared by {h.get('compared_by', '?')}; {h.get('handling', '')}")
+    if h["train_rows_dropped"]:
+        return (f'<p style="background:#fff3cd;padding:6px"><b>Warning: held-out overlap.</b> {h["train_rows_dropped"]} '
+                f'train row(s) asked one of {h["eval_problems"]} eval problem(s) and were dropped from training ({how}).</p>')
+    return f"<p>Held-out check: no train prompt is an eval problem ({how}).</p>"
 
 
 def metric_names(summary: dict) -> list[str]:
@@ -164,8 +185,10 @@ JUDGE_HEADERS = ["iteration", "mean judge score", "drift vs first", "parse failu
                  "kappa vs gold", "judge AUROC", "P(True) AUROC"]
 
 
-def _counts(c: dict) -> str:
-    return ", ".join(f"{k}={v}" for k, v in c.items() if v is not None)
+def _counts(c: dict, prefix: str = "") -> str:
+    """`k=v, ...`; nested counts are flattened (`heldout_overlap.train_rows_dropped=0`)."""
+    parts = (_counts(v, f"{prefix}{k}.") if isinstance(v, dict) else f"{prefix}{k}={v}" for k, v in c.items() if v is not None)
+    return ", ".join(p for p in parts if p)
 
 
 def write_report(root: Path, summary: dict) -> Path:
@@ -186,6 +209,7 @@ td,th{{border:1px solid #ccc;padding:4px 8px;font-size:14px;text-align:left}}th{
 stage time {summary['total_seconds']} s. Metrics in %, ± half the 95% bootstrap interval over problems.</p>
 {img}
 <h2>Held-out metrics per iteration</h2>{_table(mh, mr)}
+{heldout_html(summary)}
 {"<h2>Judges</h2>" + _table(JUDGE_HEADERS, judge_rows(summary)) if judge_rows(summary) else ""}
 <h2>Stages: counts and timings</h2>{_table(["iteration", "stage", "seconds", "counts"], stage_rows(summary))}
 <h2>summary.json</h2><pre>{html.escape(json.dumps(summary, indent=1)[:20000])}</pre>

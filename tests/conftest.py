@@ -49,3 +49,15 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip("../shared/data not present")
     return SHARED_DATA
+
+
+@pytest.fixture
+def no_model_loads(monkeypatch):
+    """Fail the test if anything resolves a model (config and data checks must come before any model loads)."""
+    from selfimprove import models
+
+    def boom(*a, **k):
+        raise AssertionError("a model was loaded before the config was checked")
+
+    monkeypatch.setattr(models, "resolve_builtin", boom)
+    monkeypatch.setattr(models, "resolve_model", boom)

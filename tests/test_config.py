@@ -7,7 +7,6 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from selfimprove import models
 from selfimprove.cli import app
 from selfimprove.config import ConfigError, load_pipeline
 from selfimprove.loop import prepare
@@ -64,15 +63,6 @@ def test_missing_required(tmp_path):
 def test_stage_order(tmp_path):
     with pytest.raises(ConfigError, match="order"):
         load_pipeline(write(tmp_path, BASE + "stages: [score, generate]\n"))
-
-
-@pytest.fixture
-def no_model_loads(monkeypatch):
-    def boom(*a, **k):
-        raise AssertionError("a model was loaded before the config was checked")
-
-    monkeypatch.setattr(models, "resolve_builtin", boom)
-    monkeypatch.setattr(models, "resolve_model", boom)
 
 
 @pytest.mark.parametrize(

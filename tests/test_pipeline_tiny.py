@@ -44,8 +44,9 @@ def test_full_loop_then_rerun_does_nothing(pipeline, tmp_path):
         m = it["metrics"]
         assert 0 <= m["accuracy"] <= 1 and len(m["accuracy_ci"]) == 2 and "pass@2" in m and "maj@2" in m
     it1 = summary["iterations"][1]["stages"]
-    n_prompts = summary["data"]["train_prompts"]["counts"]["prompts"]  # 6 minus any that are also eval problems
-    assert 3 <= n_prompts <= 6
+    n_prompts = summary["data"]["train_prompts"]["counts"]["prompts"]
+    assert n_prompts == 6  # drawn around the eval problems: exactly data.train.size
+    assert summary["heldout"]["train_rows_dropped"] == 0 and summary["heldout"]["eval_problems"] == 0
     assert it1["generate"]["counts"]["samples"] == 3 * n_prompts
     assert it1["select"]["counts"]["kept"] == 2 * n_prompts
     assert it1["train"]["train"]["steps"] == -(-2 * n_prompts // 4)

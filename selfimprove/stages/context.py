@@ -53,6 +53,7 @@ class RunContext:
         self.store = RunStore(root if root is not None else Path(cfg.run_dir) / cfg.name)
         self.console = console or Console(stderr=True)
         self.reports: list[StageReport] = []
+        self.warnings: list[str] = []
         self._generator: tuple[str, Generator] | None = None
         self._progress: Progress | None = None
         self._request_cache: RequestCache | None = None
@@ -119,6 +120,12 @@ class RunContext:
                     prog.update(tid, completed=done, total=total)
 
             yield _Handle()
+
+    def warn(self, message: str) -> None:
+        """A problem the run goes on with but the user must see: logged as a warning on the `selfimprove` logger
+        (the console; a stage's log.txt while it runs) and kept in `warnings`."""
+        self.warnings.append(message)
+        log.warning(message)
 
     def record(self, report: StageReport) -> None:
         self.reports.append(report)

@@ -1,28 +1,78 @@
-"""Prompt tables: `data/train_prompts` and `data/eval_prompts` (columns: prompt_id, messages, reference, task, question, meta)."""
+"""Prompt tables: `data/train_prompts` and `data/eval_prompts` (columns: prompt_id, messages, reference, task, question, meta).
+
+Held out means held out: no eval problem reaches the train table. A generated task (arithmetic) draws its
+train problems around the eval problems, so the train split still has `data.train.size` problems; a dataset
+task's train rows whose question is also an eval question are dropped, counted in the train_prompts
+manifest (`counts.heldout_overlap`) and the report, and warned about.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+from ..tasks import Task
 from .common import run_stage
 from .context import RunContext
 
-
-def load_prompt_rows(ctx: RunContext) -> tuple[list[dict], list[dict]]:
-    """Read both splits through the task (validates fields and templates; loads no model)."""
-    eval_rows = ctx.task.load(ctx.cfg.data.eval, "data.eval")
-    train_rows = ctx.task.load(ctx.cfg.data.train, "data.train")
-    held_out = {r["question"].strip() for r in eval_rows}
-    train_rows = [r for r in train_rows if r["question"].strip() not in held_out]  # never train on eval problems
-    return train_rows, eval_rows
+# Part of both prompt tables' config: bump it when the same config yields different rows, so that stored
+# tables are rebuilt (2: arithmetic problems distinct by identity, train drawn around the eval problems).
+PROMPT_ROWS_VERSION = 2
 
 
-def prompts_stage(ctx: RunContext, rows: tuple[list[dict], list[dict]]):
+@dataclass(frozen=True)
+class PromptRows:
+    """Both splits' prompt rows and the held-out check's numbers; unpacks as `train_rows, eval_rows`."""
+
+    train: list[dict]
+    eval: list[dict]
+    heldout_overlap: dict  # {"train_rows_dropped": n, "eval_problems": m}
+
+    def __iter__(self):
+        return iter((self.train, self.eval))
+
+
+def load_prompt_rows(ctx: RunContext) -> PromptRows:
+    """Read both splits through the task (validates fields and templates; loads no model), eval problems kept out of train."""
+    task = ctx.task
+    eval_rows = task.load(ctx.cfg.data.eval, "data.eval")
+    held_out = {task.problem_key(r) for r in eval_rows}
+    train_rows = task.load(ctx.cfg.data.train, "data.train", exclude=held_out if task.generated else frozenset())
+    train_rows, overlap = drop_heldout(task, train_rows, eval_rows)
+    if overlap["train_rows_dropped"]:
+        dropped, involved = overlap["train_rows_dropped"], overlap["eval_problems"]
+        ctx.warn(
+            f"held-out overlap: {dropped} data.train row(s) ask one of {involved} data.eval problem(s) "
+            f"(compared by {task.heldout_key}); they are dropped from training, leaving {len(train_rows)} train prompts"
+        )
+    return PromptRows(train_rows, eval_rows, overlap)
+
+
+def drop_heldout(task: Task, train_rows: list[dict], eval_rows: list[dict]) -> tuple[list[dict], dict]:
+    """Train rows minus those whose problem (`task.problem_key`) is an eval problem, and how many overlapped:
+    train rows dropped, eval rows whose problem appears in the train rows."""
+    held_out = {task.problem_key(r) for r in eval_rows}
+    kept = [r for r in train_rows if task.problem_key(r) not in held_out]
+    train_keys = {task.problem_key(r) for r in train_rows}
+    involved = sum(task.problem_key(r) in train_keys for r in eval_rows)
+    return kept, {"train_rows_dropped": len(train_rows) - len(kept), "eval_problems": involved}
+
+
+def heldout_info(task: Task) -> dict:
+    """How the held-out check compares problems and what it does with overlap (kept in the train_prompts manifest)."""
+    handling = "train problems are drawn around the eval problems" if task.generated else "overlapping train rows are dropped"
+    return {"compared_by": task.heldout_key, "handling": handling}
+
+
+def prompts_stage(ctx: RunContext, rows: PromptRows):
     """Write the two prompt tables; returns their StageDirs."""
     train_rows, eval_rows = rows
-    base_cfg = {"task": ctx.cfg.task.model_dump(), **ctx.task.template_info()}
+    base_cfg = {"task": ctx.cfg.task.model_dump(), "rows_version": PROMPT_ROWS_VERSION, **ctx.task.template_info()}
     eval_sd = ctx.store.stage(None, "eval_prompts", {**base_cfg, "split": ctx.cfg.data.eval.model_dump()})
     run_stage(ctx, None, eval_sd, lambda sd: (eval_rows, {"prompts": len(eval_rows)}, ctx.task.template_info()))
     train_sd = ctx.store.stage(
         None, "train_prompts", {**base_cfg, "split": ctx.cfg.data.train.model_dump()}, {"eval_prompts": eval_sd.fingerprint}
     )
-    run_stage(ctx, None, train_sd, lambda sd: (train_rows, {"prompts": len(train_rows)}, ctx.task.template_info()))
+    counts = {"prompts": len(train_rows), "heldout_overlap": rows.heldout_overlap}
+    extra = {**ctx.task.template_info(), "heldout": heldout_info(ctx.task)}
+    run_stage(ctx, None, train_sd, lambda sd: (train_rows, counts, extra))
     return train_sd, eval_sd

@@ -1,11 +1,15 @@
 """Synthetic arithmetic: a seeded generator of problems a small model can learn on CPU.
 
-Knobs: digits per operand, operations, operand count, plain or word-problem phrasing.
+Knobs: digits per operand, operations, operand count, plain or word-problem phrasing. Each problem has an
+identity (`meta.problem`, e.g. `12 + 7`, the same for every phrasing): a split's problems are distinct by it,
+and the train split is drawn around the eval split's problems, so no eval problem is ever trained on.
 """
 
 from __future__ import annotations
 
+import json
 import random
+from collections.abc import Set as AbstractSet
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -55,12 +59,17 @@ class ArithmeticTask(Task):
     default_system_template = "arithmetic_system"
     Options = ArithmeticOptions
 
+    heldout_key = "the problem itself: operands and operations in order (`meta.problem`, e.g. `12 + 7`), whatever the phrasing"
+    generated = True
+
     def _number(self, rng: random.Random) -> int:
         lo_d = self.options.min_digits or self.options.digits
         d = rng.randint(lo_d, self.options.digits)
         return rng.randint(10 ** (d - 1) if d > 1 else 0, 10**d - 1)
 
-    def problem(self, rng: random.Random) -> tuple[str, int]:
+    def problem(self, rng: random.Random) -> tuple[str, int, str]:
+        """One random problem: (question, answer, identity). The identity (`12 + 7`) names the numbers and
+        operations, so two phrasings of the same word problem are the same problem."""
         o = self.options
         if o.word_problems:
             op = rng.choice(o.operations)
@@ -68,30 +77,63 @@ class ArithmeticTask(Task):
             if op == "-" and b > a:
                 a, b = b, a
             text = rng.choice(WORD[op]).format(name=rng.choice(NAMES), a=a, b=b)
-            return text, OPS[op](a, b)
+            return text, OPS[op](a, b), f"{a} {op} {b}"
         nums = [self._number(rng) for _ in range(o.operands)]
         ops = [rng.choice(o.operations) for _ in range(o.operands - 1)]
         expr = " ".join(f"{n} {op}" for n, op in zip(nums, ops)) + f" {nums[-1]}"
-        return f"What is {expr}?", eval(expr, {"__builtins__": {}})  # expr is built from ints and + - * only
+        return f"What is {expr}?", eval(expr, {"__builtins__": {}}), expr  # expr is built from ints and + - * only
 
-    def load_items(self, split: SplitConfig, where: str):
+    def problem_space(self) -> int:
+        """How many distinct problems (identities) these options can produce."""
+        o = self.options
+        lo_d = o.min_digits or o.digits
+        numbers = sum(10 if d == 1 else 9 * 10 ** (d - 1) for d in range(lo_d, o.digits + 1))
+        ops = set(o.operations)
+        if o.word_problems:  # a - b is drawn with a >= b
+            return sum(numbers * (numbers + 1) // 2 if op == "-" else numbers**2 for op in ops)
+        return numbers**o.operands * len(ops) ** (o.operands - 1)
+
+    def problem_key(self, row: dict) -> str:
+        return json.loads(row["meta"])["problem"]
+
+    def load_items(self, split: SplitConfig, where: str, exclude: AbstractSet[str] = frozenset()):
+        """`size` distinct problems (by identity), none of them in `exclude`; the same seed always gives the same list.
+
+        Draws from a seeded generator and skips repeats and excluded problems, so the train split has exactly
+        `size` problems that are not eval problems (rather than losing the overlapping ones afterwards)."""
         if split.source:
             raise ConfigError(f"{where}.source: the arithmetic task generates its problems; remove source and set size")
         if split.size is None:
             raise ConfigError(f"{where}.size: the arithmetic task needs the number of problems to generate")
+        self._check_space(split.size, len(exclude), where)
         rng = random.Random(f"arithmetic:{split.seed}")
-        seen, items = set(), []
-        attempts = 0
+        seen, items = set(exclude), []
+        attempts, max_attempts = 0, 100 * split.size + 10_000
         while len(items) < split.size:
             attempts += 1
-            if attempts > 50 * split.size + 1000:
-                raise ConfigError(f"{where}.size: only {len(items)} distinct problems exist with these options")
-            q, ans = self.problem(rng)
-            if q in seen:
+            if attempts > max_attempts:  # only when size is close to the whole space and some problems are rarely drawn
+                raise ConfigError(
+                    f"{where}.size: {attempts - 1} draws found only {len(items)} of {split.size} distinct problems that are not "
+                    f"held out; lower {where}.size or widen task.options (digits, operations, operands)"
+                )
+            q, ans, key = self.problem(rng)
+            if key in seen:
                 continue
-            seen.add(q)
-            items.append({"prompt_id": f"arith-{split.seed}-{len(items)}", "question": q, "reference": str(ans)})
+            seen.add(key)
+            pid = f"arith-{split.seed}-{len(items)}"
+            items.append({"prompt_id": pid, "question": q, "reference": str(ans), "meta": {"problem": key}})
         return items
+
+    def _check_space(self, size: int, excluded: int, where: str) -> None:
+        """Fail before drawing when the options cannot give `size` distinct problems outside the excluded ones."""
+        space = self.problem_space()
+        if size > space - excluded:
+            held = f", and {excluded} of them are held out as data.eval problems" if excluded else ""
+            lower = f"{where}.size (or data.eval.size)" if excluded else f"{where}.size"
+            raise ConfigError(
+                f"{where}.size: {size} distinct problems asked for, but task.options allow only {space}{held}; "
+                f"lower {lower} or widen task.options (digits, operations, operands)"
+            )
 
     def extract_answer(self, completion: str) -> str | None:
         return extract_answer(completion)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
+from collections.abc import Set as AbstractSet
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -29,6 +30,8 @@ class Task(ABC):
     Options: ClassVar[type[BaseModel]] = NoOptions
     fields: ClassVar[tuple[str, ...]] = ()  # logical fields a dataset row must map to
     outcome_column: ClassVar[bool] = False  # code tasks also report a per-sample `outcome` (passed, timeout, ...)
+    generated: ClassVar[bool] = False  # problems come from a seeded generator, which can draw around held-out ones
+    heldout_key: ClassVar[str] = "the question text with whitespace runs collapsed to one space and the ends stripped (case kept)"
 
     def __init__(self, cfg: TaskConfig, prompts: PromptLibrary):
         try:
@@ -56,10 +59,16 @@ class Task(ABC):
         msgs.append({"role": "user", "content": self.prompts.render(self.template, question=question)})
         return msgs
 
-    def load(self, split: SplitConfig, where: str) -> list[dict]:
-        """Prompt rows for one split; `where` is the YAML path (`data.train`) used in error messages."""
+    def load(self, split: SplitConfig, where: str, exclude: AbstractSet[str] = frozenset()) -> list[dict]:
+        """Prompt rows for one split; `where` is the YAML path (`data.train`) used in error messages.
+
+        `exclude`: problem keys (`problem_key`) a generated task must not produce, i.e. the eval split's when
+        loading train. A dataset task reads what its source holds; the caller drops and counts its overlap.
+        """
+        if exclude and not self.generated:
+            raise TypeError(f"task {self.name} reads a dataset and cannot exclude problems; drop overlapping rows instead")
         rows = []
-        for item in self.load_items(split, where):
+        for item in self.load_items(split, where, exclude) if exclude else self.load_items(split, where):
             rows.append(
                 {
                     "prompt_id": str(item["prompt_id"]),
@@ -74,6 +83,10 @@ class Task(ABC):
         if len(set(ids)) != len(ids):
             raise ConfigError(f"{where}: prompt ids are not unique")
         return rows
+
+    def problem_key(self, row: dict) -> str:
+        """What makes two prompt rows the same problem, for keeping eval problems out of training (see `heldout_key`)."""
+        return normalize_question(row["question"])
 
     @abstractmethod
     def load_items(self, split: SplitConfig, where: str) -> list[dict[str, Any]]:
@@ -93,3 +106,8 @@ class Task(ABC):
         if progress:
             progress(len(out))
         return out
+
+
+def normalize_question(text: str) -> str:
+    """Question text compared for held-out overlap: whitespace runs (spaces, tabs, newlines) become one space, ends stripped."""
+    return " ".join(str(text).split())
