@@ -62,7 +62,9 @@ class Channel:
         except (ProgramGone, OSError):
             pass
 
-    def ask(self, msg: dict):
+    def ask(self, msg: dict, args: tuple = ()):
+        """Send one request; the decoded result, or the program's failure raised. `args`: the tests' own argument
+        objects, updated in place when the program changed its copies."""
         try:
             _wire.send(self.wfd, msg)
         except OSError:
@@ -70,7 +72,7 @@ class Channel:
         reply = self.receive()
         if "ok" in reply:
             value = _wire.decode(reply["ok"], None if self.strict else self.remote)
-            self._write_back(msg, reply.get("args"))
+            self._write_back(args, reply.get("args"))
             return value
         raise self._failure(reply, msg.get("method"))
 
@@ -86,11 +88,11 @@ class Channel:
             return ProgramGone("crashed", f"exited (code {str(reply['exit'])[:40]}) before the tests finished")
         return ProgramGone("failed", "the program's answer was malformed")
 
-    def _write_back(self, msg: dict, states) -> None:
+    def _write_back(self, args: tuple, states) -> None:
         """Mirror in-place changes the program made to list/dict/set/bytearray arguments."""
         if not isinstance(states, list):
             return
-        for arg, state in zip(getattr(msg, "_args", ()), states):
+        for arg, state in zip(args, states):
             if state is None:
                 continue
             new = _wire.decode(state)
@@ -101,12 +103,11 @@ class Channel:
                 arg.update(new)
 
     def call(self, target, args, kwargs, method=None):
-        msg = _Message(op="call", target=target, args=[self.send_value(a) for a in args],
-                       kwargs=[[k, self.send_value(v)] for k, v in kwargs.items()])
+        msg = {"op": "call", "target": target, "args": [self.send_value(a) for a in args],
+               "kwargs": [[k, self.send_value(v)] for k, v in kwargs.items()]}
         if method:
             msg["method"] = method
-        msg._args = args
-        return self.ask(msg)
+        return self.ask(msg, args)
 
     def send_value(self, x):
         if type(x) is Remote and type(x._target) is int:
@@ -118,12 +119,6 @@ class Channel:
 
     def remote(self, handle: int, type_name: str) -> "Remote":
         return Remote(self, handle, type_name)
-
-
-class _Message(dict):
-    """A request (a dict for the wire) that remembers the test's own argument objects for write-back."""
-
-    _args: tuple = ()
 
 
 def program_exception(info, method: str | None = None) -> BaseException:
