@@ -171,6 +171,8 @@ def test_results_keep_python_comparison_semantics(sandbox):
         ("def f(xs):\n    xs.sort()\n", "a = [3, 1, 2]\nf(a)\nassert a == [1, 2, 3]"),  # in-place changes come back
         ("def f(x):\n    raise ValueError('bad')\n", "try:\n    f(1)\n    assert False\nexcept ValueError as e:\n    assert 'bad' in str(e)"),
         ("from fractions import Fraction\ndef f():\n    return Fraction(1, 2)\n", "assert f() == 0.5"),
+        ("import collections\nP = collections.namedtuple('P', 'x y')\ndef f():\n    return P(1, 2)\n", "assert f() == (1, 2)"),
+        ("class Meters(float):\n    pass\ndef f():\n    return Meters(-0.0)\n", "import math\nassert f() == 0 and math.copysign(1, f()) < 0"),
     ]
     for body, tests in cases:
         res = sandbox.run(Program(body, tests))

@@ -91,12 +91,38 @@ def encode(x, handles=None):
     item = _numpy_scalar(x)
     if item is not None:
         return encode(item, handles)
+    plain = _plain_value(x)
+    if plain is not None:  # e.g. a namedtuple: a subclass that compares exactly as its built-in base
+        return encode(plain, handles)
     if handles is not None:
         handles.append(x)
         return {"h": len(handles) - 1, "type": _type_name(t)}
     if _is_iterator(x):  # generators, map/filter/zip objects: the values, read back as an iterator
         return {"I": [encode(v, handles) for v, _ in zip(x, range(MAX_ITEMS))]}
     raise Unencodable(_type_name(t), forged=getattr(t, "__module__", "") in ("__main__", "<solution>"))
+
+
+# built-in bases whose subclasses may cross as the base value, and how to read that value through the base's own slots
+PLAIN_BASES = (
+    (tuple, lambda x: tuple.__getitem__(x, slice(None))), (list, lambda x: list.__getitem__(x, slice(None))),
+    (str, lambda x: str.__getitem__(x, slice(None))), (bytes, lambda x: bytes.__getitem__(x, slice(None))),
+    (int, lambda x: int.__add__(x, 0)), (float, lambda x: float.__mul__(x, 1.0)),
+    (dict, lambda x: dict(dict.items(x))), (frozenset, lambda x: frozenset(frozenset.__iter__(x))),
+    (set, lambda x: set(set.__iter__(x))),
+)
+COMPARISON = ("__eq__", "__ne__", "__lt__", "__le__", "__gt__", "__ge__", "__hash__", "__iter__", "__len__", "__getitem__",
+              "__contains__", "__bool__")
+
+
+def _plain_value(x):
+    """The built-in value of a subclass instance that overrides none of its base's comparison methods, else None."""
+    t = type(x)
+    for base, read in PLAIN_BASES:
+        if isinstance(x, base) and t is not base:
+            if all(getattr(t, m, None) is getattr(base, m, None) for m in COMPARISON):
+                return read(x)
+            return None
+    return None
 
 
 def _is_iterator(x) -> bool:
