@@ -262,7 +262,7 @@ def setup(libc, mode: str, uid: int | None, hide: list[str], base: str) -> Layou
             raise SandboxSetupError(
                 f"{errors[0]}: as a non-root user the programs would run with your uid on your files. Allow unprivileged user "
                 "namespaces (sysctl kernel.unprivileged_userns_clone=1), run as root, or accept the host filesystem explicitly "
-                "(task.options.sandbox_filesystem: host)")
+                "(task.options.filesystem: host)")
         layout = mirror_stdlib(uid, base) if uid is not None else Layout({"mode": "host"}, None, base)
     if layout is None:
         layout = Layout({"mode": "host"}, None, base)

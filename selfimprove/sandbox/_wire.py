@@ -16,6 +16,8 @@ import json
 import os
 import sys
 
+OUTCOMES = ("passed", "failed", "timeout", "memory", "syntax_error", "crashed", "blocked", "forged_type")
+FILESYSTEMS = ("auto", "jail", "mirror", "host")  # see _fs.py
 MAX_MESSAGE = 64 << 20  # bytes; a longer line from the program is refused ("result too large")
 MAX_ITEMS = 1_000_000  # items taken from an iterator the program returns
 

@@ -43,7 +43,6 @@ PR_SET_DUMPABLE = 4
 UID_BASE = 1_500_000_000  # + the zygote's pid: a uid no account and no other zygote has
 PRELOAD = ("typing", "math", "collections", "itertools", "functools", "re", "string", "heapq", "bisect", "hashlib", "fractions",
            "statistics", "operator", "decimal", "random", "copy", "dataclasses", "json", "threading", "datetime", "base64")
-OUTCOMES = ("passed", "failed", "timeout", "memory", "syntax_error", "crashed", "blocked", "forged_type")
 SIGNAL_OUTCOMES = {signal.SIGXCPU: ("timeout", "CPU time limit"), signal.SIGXFSZ: ("crashed", "file size limit exceeded"),
                    signal.SIGSEGV: ("crashed", "segmentation fault"), signal.SIGKILL: ("memory", "killed (out of memory?)")}
 if hasattr(sys, "set_int_max_str_digits"):  # big integers cross as JSON numbers, both ways
@@ -92,8 +91,10 @@ def reaper(libc, pid_ns: bool, start_child) -> None:
     if not pid_ns:
         start_child()
     libc.unshare(CLONE_NEWPID)
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})  # held until the handler below is in place
     pid = os.fork()
     if pid == 0:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
         start_child()
     null = os.open("/dev/null", os.O_RDWR)
     for fd in (0, 1, 2):
@@ -102,6 +103,7 @@ def reaper(libc, pid_ns: bool, start_child) -> None:
     # asked to stop (SIGTERM): kill the child, process 1 of its namespace; reaping it means every process the
     # program started is gone too, so nothing of this run still counts against the next one's process limit
     signal.signal(signal.SIGTERM, lambda *_: os.kill(pid, signal.SIGKILL))
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
     _, status = os.waitpid(pid, 0)
     if os.WIFSIGNALED(status):
         signal.signal(os.WTERMSIG(status), signal.SIG_DFL)
@@ -242,7 +244,7 @@ class Zygote:
         seconds = round(time.monotonic() - start, 4)
         if ended is not None:
             result = {"outcome": ended[0], "detail": ended[1]}
-        elif verdict is not None and verdict.get("outcome") in OUTCOMES:
+        elif verdict is not None and verdict.get("outcome") in _wire.OUTCOMES:
             result = {"outcome": verdict["outcome"], "detail": str(verdict.get("detail", ""))[:300]}
         elif timed_out:
             result = {"outcome": "timeout", "detail": f"wall time limit {timeout:g}s"}

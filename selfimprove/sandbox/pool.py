@@ -19,9 +19,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
+from ._wire import FILESYSTEMS, OUTCOMES
+
 ZYGOTE = Path(__file__).with_name("_zygote.py")
-OUTCOMES = ("passed", "failed", "timeout", "memory", "syntax_error", "crashed", "blocked", "forged_type")
-FILESYSTEMS = ("auto", "jail", "mirror", "host")
 
 
 class SandboxError(RuntimeError):

@@ -65,6 +65,7 @@ class CodeTask(DatasetTask):
     Options = CodeOptions
     outcome_column = True
     _sandbox: Sandbox | None = None
+    _data_files: tuple[str, ...] = ()  # the local files the splits were read from
 
     def extract_answer(self, completion: str) -> str | None:
         return extract_code(completion)
@@ -87,13 +88,12 @@ class CodeTask(DatasetTask):
 
     def data_files(self) -> list[str]:
         """Files holding this task's tests and reference solutions, hidden from programs in the jail."""
-        files = list(getattr(self, "_data_files", []))
         pkg = humaneval_package_file()
-        return files + ([str(pkg.parent)] if pkg else [])
+        return [*self._data_files, *([str(pkg.parent)] if pkg else [])]
 
     def remember_source(self, split: SplitConfig) -> None:
         if split.source and Path(split.source).exists():
-            self._data_files = [*getattr(self, "_data_files", []), str(Path(split.source).resolve())]
+            self._data_files = (*self._data_files, str(Path(split.source).resolve()))
 
     def check_detailed(self, references: list[str], answers: list[str | None], progress=None) -> list[dict]:
         programs = [self.program(json.loads(r), a or "") for r, a in zip(references, answers)]
