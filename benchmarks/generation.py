@@ -17,8 +17,8 @@ import torch
 
 from selfimprove.config import load_pipeline
 from selfimprove.generation import Request, SamplingParams, make_generator
-from selfimprove.loop import prepare
 from selfimprove.models import resolve_model
+from selfimprove.pipeline.loop import prepare
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -16,7 +16,9 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help="Self-improve
 console = Console(stderr=True, width=None if sys.stderr.isatty() else 140)
 
 
-def _quiet_libraries() -> None:
+def _quiet_libraries(imported_only: bool = False) -> None:
+    """Library progress bars and chatter off (our own bars and logs say what happens); `imported_only` touches
+    only libraries already imported, so validating a config stays free of them."""
     os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
@@ -24,6 +26,8 @@ def _quiet_libraries() -> None:
 
     warnings.filterwarnings("ignore", category=UserWarning)
     warnings.filterwarnings("ignore", category=FutureWarning)
+    if imported_only and not {"datasets", "transformers"} & set(sys.modules):
+        return
     try:
         import datasets
 
@@ -45,7 +49,7 @@ def _fail(message: str, code: int) -> None:
 
 
 def print_summary(summary: dict) -> None:
-    from .report import metrics_rows, stage_rows
+    from .evaluation.report import metrics_rows, stage_rows
 
     headers, rows = metrics_rows(summary)
     t = Table(title=f"{summary['name']}: held-out metrics (%, ± half 95% CI)")
@@ -78,8 +82,8 @@ def run(
         overrides.append(f"run_dir={run_dir}")
     try:
         cfg = load_pipeline(find_config(pipeline, "pipelines"), overrides)
-        _quiet_libraries()
-        from .loop import prepare, run_pipeline
+        _quiet_libraries(imported_only=dry_run)  # a dry run imports no torch, transformers or datasets of its own
+        from .pipeline.loop import prepare, run_pipeline
 
         if dry_run:
             ctx, (train_rows, eval_rows) = prepare(cfg, console)
@@ -107,9 +111,12 @@ def find_config(path: Path, kind: str = "evals") -> Path:
 
 @app.command("eval")
 def eval_(
-    suite: Path = typer.Argument(..., help="Eval suite YAML (evals/gsm8k.yaml) or a bundled suite's name (gsm8k, math500, humaneval, arithmetic)."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="Model reference: builtin:smollm2-135m-instruct, a hub id, a local folder, a run's iter_k/train/model."),
-    predictions: Optional[Path] = typer.Option(None, "--predictions", help="Score completions made elsewhere (JSONL: id|question, completion|completions); no model is loaded."),
+    suite: Path = typer.Argument(
+        ..., help="Eval suite YAML (evals/gsm8k.yaml) or a bundled suite's name (gsm8k, math500, humaneval, arithmetic)."),
+    model: Optional[str] = typer.Option(
+        None, "--model", "-m", help="Model reference: builtin:smollm2-135m-instruct, a hub id, a local folder, a run's iter_k/train/model."),
+    predictions: Optional[Path] = typer.Option(
+        None, "--predictions", help="Score completions made elsewhere (JSONL: id|question, completion|completions); no model is loaded."),
     limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Only the first N problems."),
     set_: Optional[List[str]] = typer.Option(None, "--set", help="Override a suite value: --set eval.n=8 (repeatable)."),
     as_json: bool = typer.Option(False, "--json", help="Print the metrics as one JSON object on stdout."),
@@ -118,8 +125,8 @@ def eval_(
     """Measure a model on a math or code suite (accuracy, pass@k, maj@k, self-correction), or score predictions."""
     import json
 
+    from .config import load_suite
     from .errors import SelfImproveError
-    from .suite import load_suite
 
     overrides = list(set_ or [])
     if model:
@@ -127,7 +134,7 @@ def eval_(
     try:
         cfg = load_suite(find_config(suite, "evals"), overrides)
         _quiet_libraries()
-        from .suite_run import run_suite
+        from .evaluation.suite import run_suite
 
         metrics, root = run_suite(cfg, console, output=output, predictions=predictions, limit=limit)
     except SelfImproveError as e:
@@ -140,8 +147,8 @@ def eval_(
 
 
 def print_eval(metrics: dict) -> None:
-    from .evals import format_metric
-    from .suite_run import headline
+    from .evaluation.metrics import format_metric
+    from .evaluation.suite import headline
 
     t = Table(title=f"{metrics.get('suite')}: {metrics.get('model_ref')} ({metrics.get('num_problems', 0)} problems, {metrics.get('num_missing', 0)} missing)")
     t.add_column("metric")
@@ -160,7 +167,7 @@ def print_eval(metrics: dict) -> None:
     if metrics.get("outcomes"):
         console.print("outcomes: " + ", ".join(f"{k} {v}" for k, v in metrics["outcomes"].items()))
     if metrics.get("sandbox"):
-        from .suite_run import sandbox_layers
+        from .evaluation.suite import sandbox_layers
 
         console.print("sandbox: " + sandbox_layers(metrics["sandbox"]))
 
@@ -178,8 +185,8 @@ def judge(
     """Score a dataset of (prompt, response[, response_b]) rows with an LLM judge or reward model (resumable)."""
     import json
 
+    from .config import load_job
     from .errors import SelfImproveError
-    from .judge_job import load_job
 
     overrides = list(set_ or [])
     if input_:
@@ -189,7 +196,7 @@ def judge(
     try:
         cfg = load_job(find_config(job, "judges"), overrides)
         _quiet_libraries()
-        from .judge_job import run_job
+        from .judging.job import run_job
 
         summary, root = run_job(cfg, console, output=output, diagnose=diagnose)
     except SelfImproveError as e:
@@ -197,7 +204,7 @@ def judge(
     if as_json:
         print(json.dumps(summary, default=str))
     else:
-        from .judge_diagnostics import summary_markdown
+        from .judging.diagnostics import summary_markdown
 
         console.print(summary_markdown(summary))
     console.print(f"results: {root} (table.parquet, summary.json, summary.md)")
@@ -206,7 +213,7 @@ def judge(
 @app.command()
 def report(run: Path = typer.Argument(..., help="Run folder, e.g. runs/quickstart")):
     """Rebuild summary.json, accuracy.png and report.html from a run folder's tables and manifests."""
-    from .report import build_summary, write_report
+    from .evaluation.report import build_summary, write_report
 
     if not (run / "config.json").exists():
         _fail(f"{run} is not a run folder (no config.json)", 2)

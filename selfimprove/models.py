@@ -46,6 +46,35 @@ FORMAT_FILE = ".selfimprove-format"
 ITER_RE = re.compile(r"^iter_(\d+)$")
 
 
+@dataclass(frozen=True)
+class ModelRef:
+    """A model as stages and scorers see it: its reference (lineage), resolved path and fingerprint."""
+
+    ref: str
+    path: Path | str
+    fingerprint: str
+
+
+def model_ref(ref: str, run_root: Path | None = None) -> ModelRef:
+    """Resolve `ref` (hub id, folder, `builtin:<name>`, `iter_<k>` of the run at `run_root`) into a ModelRef."""
+    path = resolve_model(ref, run_root)
+    return ModelRef(ref, path, model_fingerprint(ref, path))
+
+
+def model_fingerprint(ref: str, path: Path | str) -> str:
+    """Identify a model cheaply: builtin name, a local folder's file names/sizes/mtimes, or the hub id."""
+    p = Path(path)
+    if ref.startswith("builtin:") or not p.exists():
+        return ref
+    from .store import stable_hash
+
+    h = [ref]
+    for f in sorted(q for q in p.rglob("*") if q.is_file()):
+        st = f.stat()
+        h.append(f"{f.relative_to(p)}:{st.st_size}:{int(st.st_mtime)}")
+    return stable_hash(h)
+
+
 def cache_dir() -> Path:
     env = os.environ.get("SELFIMPROVE_CACHE")
     if env:

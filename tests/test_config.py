@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from selfimprove.cli import app
 from selfimprove.config import ConfigError, load_pipeline
-from selfimprove.loop import prepare
+from selfimprove.pipeline.loop import prepare
 
 REPO = Path(__file__).resolve().parents[1]
 QUICKSTART = REPO / "pipelines" / "quickstart.yaml"

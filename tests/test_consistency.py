@@ -1,9 +1,8 @@
 """Vote clustering by equivalence (not by string) and the majority-vote scorer."""
 
-from selfimprove.config import TaskConfig
+from selfimprove.config import ScorerConfig, TaskConfig
 from selfimprove.prompts import PromptLibrary
 from selfimprove.scoring import make_scorers
-from selfimprove.config import ScorerConfig
 from selfimprove.scoring.consistency import cluster_answers
 from selfimprove.tasks import make_task
 from selfimprove.tasks.equivalence import shared_equivalence

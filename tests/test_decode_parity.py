@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from selfimprove.config import BackendConfig
+from selfimprove.config import TransformersBackendConfig
 from selfimprove.errors import BackendError
 from selfimprove.generation import Request, SamplingParams, decode, make_generator
 
@@ -28,7 +28,7 @@ REQS = [Request(f"q{i}", [{"role": "user", "content": q}]) for i, q in enumerate
 
 
 def _texts(model_path, prune: bool, max_tokens: int = 40) -> list[str]:
-    g = make_generator(BackendConfig(batch_size=8, prune_finished=prune), model_path)
+    g = make_generator(TransformersBackendConfig(batch_size=8, prune_finished=prune), model_path)
     try:
         return [o[0].text for o in g.generate(REQS, SamplingParams(n=1, temperature=0.0, max_tokens=max_tokens))]
     finally:

@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from selfimprove.evals import bootstrap_ci, compute_metrics, format_metric, ks_for, majority_correct, pass_at_k
+from selfimprove.evaluation.metrics import bootstrap_ci, compute_metrics, format_metric, ks_for, majority_correct, pass_at_k
 
 
 @pytest.mark.parametrize("n,c,k", [(4, 1, 1), (4, 1, 2), (5, 2, 3), (8, 0, 4), (8, 8, 1), (6, 3, 6), (10, 1, 9)])

@@ -14,10 +14,10 @@ from typer.testing import CliRunner
 
 from selfimprove.cli import app
 from selfimprove.config import ConfigError, SplitConfig, TaskConfig, load_pipeline
-from selfimprove.loop import prepare
+from selfimprove.evaluation.report import build_summary, write_report
+from selfimprove.pipeline.loop import prepare
+from selfimprove.pipeline.stages.data import prompts_stage
 from selfimprove.prompts import PromptLibrary
-from selfimprove.report import build_summary, write_report
-from selfimprove.stages.data import prompts_stage
 from selfimprove.store import read_json, read_table
 from selfimprove.tasks import make_task
 

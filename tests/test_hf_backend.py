@@ -3,14 +3,14 @@
 import pytest
 import torch
 
-from selfimprove.config import BackendConfig
+from selfimprove.config import TransformersBackendConfig
 from selfimprove.generation import Request, SamplingParams, make_generator
 from selfimprove.generation.base import cut_at_stop
 
 
 @pytest.fixture(scope="module", params=[True, False], ids=["pruned", "generate"])
 def gen(tiny_model_path, request):
-    g = make_generator(BackendConfig(batch_size=8, prune_finished=request.param), tiny_model_path)
+    g = make_generator(TransformersBackendConfig(batch_size=8, prune_finished=request.param), tiny_model_path)
     yield g
     g.close()
 
@@ -85,7 +85,7 @@ def test_pruned_and_generate_agree_greedily(tiny_model_path):
     p = SamplingParams(n=1, temperature=0.0, max_tokens=10)
     texts = {}
     for prune in (True, False):
-        g = make_generator(BackendConfig(batch_size=4, prune_finished=prune), tiny_model_path)
+        g = make_generator(TransformersBackendConfig(batch_size=4, prune_finished=prune), tiny_model_path)
         texts[prune] = [o[0].text for o in g.generate(REQS, p)]
         g.close()
     assert texts[True] == texts[False]

@@ -150,10 +150,10 @@ def test_meta_judge_ranks_judgments_and_picks_chosen_and_rejected(tmp_path):
     from rich.console import Console
 
     from selfimprove.config import ScorerConfig, TaskConfig
+    from selfimprove.models import ModelRef
     from selfimprove.prompts import PromptLibrary
+    from selfimprove.runtime.request_cache import RequestCache
     from selfimprove.scoring import make_scorers
-    from selfimprove.stages.context import ModelRef
-    from selfimprove.stages.request_cache import RequestCache
     from selfimprove.tasks import make_task
 
     task = make_task(TaskConfig(name="freeform"), PromptLibrary())
@@ -176,7 +176,8 @@ def test_meta_judge_ranks_judgments_and_picks_chosen_and_rejected(tmp_path):
 
     meta.bind(Ctx(), ModelRef("policy", "x", "fp"))
     samples = [
-        {"prompt_id": "p", "completion": "r1", "judge_raw": ["J-mid Score: 3", "J-good Score: 1", "J-bad Score: 5"], "judge_scores": [3.0, 1.0, 5.0], "judge_var": 2.7},
+        {"prompt_id": "p", "completion": "r1", "judge_raw": ["J-mid Score: 3", "J-good Score: 1", "J-bad Score: 5"],
+         "judge_scores": [3.0, 1.0, 5.0], "judge_var": 2.7},
         {"prompt_id": "p", "completion": "r2", "judge_raw": ["J-good Score: 2", "J-bad Score: 2"], "judge_scores": [2.0, 2.0], "judge_var": 0.0},
     ]
     res = meta.score({"p": {"question": "q"}}, samples)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from selfimprove.generation.base import candidate_tokens
-from selfimprove.judge_diagnostics import drift, length_bias, own_advantage, parse_failure_rate, position_bias, summarize, total_variation
+from selfimprove.judging.diagnostics import drift, length_bias, own_advantage, parse_failure_rate, position_bias, summarize, total_variation
 from selfimprove.scoring.confidence import p_true_from_logprobs
 from selfimprove.scoring.elo import bradley_terry, elo, position_weights
 from selfimprove.scoring.judges import combine, expected_score
@@ -110,9 +110,12 @@ def test_auroc_and_kappa():
 
 def test_diagnostics_arithmetic():
     table = [
-        {"response": "short", "response_b": "a much longer answer", "verdict": "B", "flipped": False, "pair_games": 1, "pair_parse_failures": 0, "source": "me", "source_b": "other"},
-        {"response": "a much longer answer", "response_b": "short", "verdict": "A", "flipped": True, "pair_games": 1, "pair_parse_failures": 0, "source": "me", "source_b": "other"},
-        {"response": "x", "response_b": "yy", "verdict": None, "flipped": False, "pair_games": 1, "pair_parse_failures": 2, "source": "other", "source_b": "me"},
+        {"response": "short", "response_b": "a much longer answer", "verdict": "B", "flipped": False, "pair_games": 1,
+         "pair_parse_failures": 0, "source": "me", "source_b": "other"},
+        {"response": "a much longer answer", "response_b": "short", "verdict": "A", "flipped": True, "pair_games": 1,
+         "pair_parse_failures": 0, "source": "me", "source_b": "other"},
+        {"response": "x", "response_b": "yy", "verdict": None, "flipped": False, "pair_games": 1, "pair_parse_failures": 2,
+         "source": "other", "source_b": "me"},
     ]
     assert position_bias(table) == {"flip_rate": 0.5, "pairs": 2}
     assert length_bias(table)["longer_response_wins"] == 1.0

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from selfimprove.config import TrainConfig
+from selfimprove.config import SFTTrainConfig as TrainConfig
 from selfimprove.errors import StageError
 
 PACKAGE = Path(__file__).resolve().parents[1] / "selfimprove"

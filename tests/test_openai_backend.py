@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from selfimprove.config import BackendConfig
+from selfimprove.config import OpenAIBackendConfig, TransformersBackendConfig
 from selfimprove.errors import ModelError
 from selfimprove.generation import Request, SamplingParams, make_generator
 
@@ -74,17 +74,17 @@ def test_retries_429_then_succeeds_and_sends_the_key_from_the_environment(flaky,
     server, url = flaky
     Flaky.fail, Flaky.status = 2, 429
     monkeypatch.setenv("SI_TEST_KEY", "sk-test-123")
-    gen = make_generator(BackendConfig(name="openai", base_url=url, api_key_env="SI_TEST_KEY", max_retries=3), "m")
+    gen = make_generator(OpenAIBackendConfig(base_url=url, api_key_env="SI_TEST_KEY", max_retries=3), "m")
     out = gen.generate([Request("a", [{"role": "user", "content": "2+2?"}])], SamplingParams(max_tokens=8))
     assert out[0][0].text == "The answer is 4." and len(Flaky.seen) == 3
     assert Flaky.seen[-1] == "Bearer sk-test-123"
-    assert "sk-test-123" not in json.dumps(BackendConfig(name="openai", base_url=url, api_key_env="SI_TEST_KEY").model_dump())
+    assert "sk-test-123" not in json.dumps(OpenAIBackendConfig(base_url=url, api_key_env="SI_TEST_KEY").model_dump())
 
 
 def test_gives_up_after_max_retries_on_5xx(flaky):
     server, url = flaky
     Flaky.fail, Flaky.status = 100, 503
-    gen = make_generator(BackendConfig(name="openai", base_url=url, max_retries=2), "m")
+    gen = make_generator(OpenAIBackendConfig(base_url=url, max_retries=2), "m")
     with pytest.raises(openai.InternalServerError):
         gen.generate([Request("a", [{"role": "user", "content": "hi"}])], SamplingParams(max_tokens=8))
     assert len(Flaky.seen) == 3  # one try + two retries
@@ -95,8 +95,8 @@ def test_missing_key_variable_and_unreachable_server_are_clear_errors(monkeypatc
 
     monkeypatch.delenv("SI_NOT_SET", raising=False)
     with pytest.raises(ConfigError, match="SI_NOT_SET is not set"):
-        make_generator(BackendConfig(name="openai", base_url="http://127.0.0.1:9/v1", api_key_env="SI_NOT_SET"), "m")
-    gen = make_generator(BackendConfig(name="openai", base_url=f"http://127.0.0.1:{free_port()}/v1", max_retries=0, request_timeout=2), "m")
+        make_generator(OpenAIBackendConfig(base_url="http://127.0.0.1:9/v1", api_key_env="SI_NOT_SET"), "m")
+    gen = make_generator(OpenAIBackendConfig(base_url=f"http://127.0.0.1:{free_port()}/v1", max_retries=0, request_timeout=2), "m")
     with pytest.raises(ModelError, match="cannot reach"):
         gen.generate([Request("a", [{"role": "user", "content": "hi"}])], SamplingParams(max_tokens=4))
 
@@ -139,7 +139,7 @@ def vllm_server(builtin_model_path):
 @pytest.mark.vllm
 def test_against_vllm_serve(vllm_server, monkeypatch, tmp_path, builtin_model_path):
     monkeypatch.setenv("SI_SERVE_KEY", "sk-serve-456")
-    backend = BackendConfig(name="openai", base_url=vllm_server, api_key_env="SI_SERVE_KEY", served_model="smol", concurrency=4)
+    backend = OpenAIBackendConfig(base_url=vllm_server, api_key_env="SI_SERVE_KEY", served_model="smol", concurrency=4)
     gen = make_generator(backend, "smol")
     reqs = [Request(f"p{i}", [{"role": "user", "content": f"What is {i} + {i}?"}]) for i in range(4)]
     outs = gen.generate(reqs, SamplingParams(n=2, temperature=0.7, max_tokens=16))
@@ -156,7 +156,7 @@ def test_against_vllm_serve(vllm_server, monkeypatch, tmp_path, builtin_model_pa
     scored = gen.score_texts(reqs[:2], ["The answer is 0.", "2"])
     assert scored[0].num_tokens > 0 and scored[0].logprob_sum < 0
     # the same text under the transformers backend of the same weights: teacher forcing agrees
-    hf = make_generator(BackendConfig(), builtin_model_path)
+    hf = make_generator(TransformersBackendConfig(), builtin_model_path)
     ref = hf.score_texts(reqs[:2], ["The answer is 0.", "2"])
     for a, b in zip(scored, ref):
         assert a.num_tokens == b.num_tokens and a.logprob_sum == pytest.approx(b.logprob_sum, abs=0.05)

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 from selfimprove.cli import app
 from selfimprove.config import load_pipeline
 from selfimprove.errors import StageError
-from selfimprove.loop import run_pipeline
+from selfimprove.pipeline.loop import run_pipeline
 from selfimprove.store import load_dataset_table, read_table
 
 

@@ -8,7 +8,8 @@ def _rows():
     rows = []
     for pid, specs in {"a": [(True, "x"), (True, "x "), (True, "y"), (False, "z"), (True, "w")], "b": [(True, "q")], "c": [(False, "r")]}.items():
         for j, (ok, text) in enumerate(specs):
-            rows.append({"prompt_id": pid, "sample_id": f"{pid}/{j}", "completion": text, "correct": ok, "finish_reason": "stop", "vote_share": 0.5, "model_ref": "m"})
+            rows.append({"prompt_id": pid, "sample_id": f"{pid}/{j}", "completion": text, "correct": ok, "finish_reason": "stop",
+                         "vote_share": 0.5, "model_ref": "m"})
     return rows
 
 

@@ -57,7 +57,8 @@ def test_pointwise_judge_and_p_true_with_the_real_model(tmp_path):
     data = tmp_path / "rows.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     scorers = "[{name: pointwise_judge, options: {n: 2, temperature: 0.7, max_tokens: 48}}, {name: p_true}]"
-    res = CliRunner().invoke(app, ["judge", "pointwise", "--input", str(data), "-o", str(tmp_path / "a"), "--set", f"scorers={scorers}", "--diagnose", "--json"])
+    res = CliRunner().invoke(app, ["judge", "pointwise", "--input", str(data), "-o", str(tmp_path / "a"), "--set", f"scorers={scorers}",
+                                   "--diagnose", "--json"])
     assert res.exit_code == 0, res.output
     s = json.loads(res.stdout.strip().splitlines()[-1])
     assert 0.0 <= s["parse_failure_rate"]["pointwise_judge"] <= 1.0

@@ -4,14 +4,14 @@ import pytest
 
 vllm = pytest.importorskip("vllm")
 
-from selfimprove.config import BackendConfig  # noqa: E402
+from selfimprove.config import TransformersBackendConfig, VLLMBackendConfig  # noqa: E402
 from selfimprove.generation import Request, SamplingParams, make_generator  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.vllm]
 
 
 def test_vllm_generates_n_samples_with_logprobs(builtin_model_path):
-    gen = make_generator(BackendConfig(name="vllm", max_model_len=512), builtin_model_path)
+    gen = make_generator(VLLMBackendConfig(max_model_len=512), builtin_model_path)
     try:
         reqs = [Request(f"p{i}", [{"role": "user", "content": f"What is {i} + {i}?"}]) for i in range(3)]
         outs = gen.generate(reqs, SamplingParams(n=3, temperature=0.7, max_tokens=24, seed=0))
@@ -27,7 +27,7 @@ def test_vllm_generates_n_samples_with_logprobs(builtin_model_path):
         assert scored[0].num_tokens > 0 and scored[0].logprob_sum < 0
         from selfimprove.generation.hf import TransformersGenerator
 
-        hf = TransformersGenerator(builtin_model_path, BackendConfig())
+        hf = TransformersGenerator(builtin_model_path, TransformersBackendConfig())
         for a, b in zip(scored, hf.score_texts(reqs[:2], ["The answer is 0.", "2"])):
             assert a.num_tokens == b.num_tokens and abs(a.logprob_sum - b.logprob_sum) < 0.05
         lp = gen.next_token_logprobs(reqs[:2], ["0", "1", "2", "3", "4", "5"], prefix="Score: ")

@@ -1,5 +1,6 @@
 """Random-initialised model of SmolLM2-135M's shape with its real tokenizer (the real weights do not fit the transfer)."""
 import sys
+
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 

@@ -1,4 +1,4 @@
-"""Generation backends behind one interface (see base.py); `make_generator` picks one by name."""
+"""Generation backends behind one interface (see base.py); `make_generator` builds the one a backend config names."""
 
 from __future__ import annotations
 
@@ -10,17 +10,12 @@ __all__ = ["Completion", "Generator", "Request", "SamplingParams", "TextScore", 
 
 
 def make_generator(backend, model_path: Path | str, adapter: Path | None = None) -> Generator:
-    """Build the backend named in `backend.name` (a `BackendConfig`) for a resolved model path."""
-    if backend.name == "transformers":
-        from .hf import TransformersGenerator
+    """Build the backend `backend.name` names (`registry.BACKENDS`, imported now) for a resolved model path.
 
-        return TransformersGenerator(model_path, backend, adapter=adapter)
-    if backend.name == "vllm":
-        from .vllm import VLLMGenerator
+    `backend` is a backend config (or a dict, validated as one). Backends take `(model_path, backend, adapter=)`."""
+    from ..config.backend import parse_backend
+    from ..registry import BACKENDS
 
-        return VLLMGenerator(model_path, backend, adapter=adapter)
-    if backend.name == "openai":
-        from .openai_api import OpenAIGenerator
-
-        return OpenAIGenerator(model_path, backend)
-    raise ValueError(f"unknown backend {backend.name!r}")
+    backend = parse_backend(backend) if isinstance(backend, dict) else backend
+    cls = BACKENDS.get(backend.name, "backend.name")
+    return cls(model_path, backend, adapter=adapter)

@@ -87,7 +87,7 @@ class Generator(ABC):
         (None: not among the log-probs the backend returns)."""
         raise NotImplementedError(f"backend {self.info.backend} does not return token log-probabilities")
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 (optional: backends holding nothing need not free anything)
         """Free the model (and GPU memory)."""
 
 

@@ -12,22 +12,11 @@ from pathlib import Path
 import torch
 
 from ..errors import ModelError
-from .decode import decode_pruned
+from ..runtime.devices import pick_device, pick_dtype
 from .base import Completion, Generator, GeneratorInfo, ProgressFn, Request, SamplingParams, TextScore, candidate_tokens, cut_at_stop
+from .decode import decode_pruned
 
 log = logging.getLogger("selfimprove.generation")
-
-
-def pick_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
-def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
-    if dtype == "auto":
-        return torch.float32 if device.type == "cpu" else torch.bfloat16
-    return getattr(torch, dtype)
 
 
 def load_causal_lm(model_path, dtype: str = "auto", device: str = "auto", adapter: Path | None = None):

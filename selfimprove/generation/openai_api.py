@@ -20,7 +20,9 @@ log = logging.getLogger("selfimprove.generation")
 
 
 class OpenAIGenerator(Generator):
-    def __init__(self, model, backend):
+    def __init__(self, model, backend, adapter=None):
+        if adapter is not None:
+            raise ConfigError("the openai backend serves adapters by name: load the LoRA on the server and set backend.served_model")
         try:
             import openai
         except ImportError as e:
@@ -100,7 +102,8 @@ class OpenAIGenerator(Generator):
             if prefix:
                 msgs = list(req.messages) + [{"role": "assistant", "content": prefix}]
                 extra = {"add_generation_prompt": False, "continue_final_message": True}
-            resp = self._call(self.client.chat.completions.create, messages=msgs, max_tokens=1, temperature=0.0, logprobs=True, top_logprobs=20, extra_body=extra)
+            resp = self._call(self.client.chat.completions.create, messages=msgs, max_tokens=1, temperature=0.0, logprobs=True, top_logprobs=20,
+                              extra_body=extra)
             content = resp.choices[0].logprobs.content if resp.choices[0].logprobs else None
             top = {t.token.strip(): t.logprob for t in content[0].top_logprobs} if content else {}
             return {c: top.get(c.strip()) for c in candidates}

@@ -117,7 +117,8 @@ class VLLMGenerator(Generator):
 
         tok = self.llm.get_tokenizer()
         encode = lambda t: tok(t, add_special_tokens=False).input_ids  # noqa: E731
-        split = [candidate_tokens(encode, tok.apply_chat_template(r.messages, tokenize=False, add_generation_prompt=True) + prefix, candidates) for r in requests]
+        split = [candidate_tokens(encode, tok.apply_chat_template(r.messages, tokenize=False, add_generation_prompt=True) + prefix, candidates)
+                 for r in requests]
         sp = VSamplingParams(max_tokens=1, temperature=0.0, logprobs=20)
         outs = self.llm.generate([{"prompt_token_ids": ids} for ids, _ in split], sp, use_tqdm=False)
         result = []

@@ -256,7 +256,7 @@ def setup(libc, mode: str, uid: int | None, hide: list[str], base: str) -> Layou
         except OSError as e:
             errors.append(f"no jail root ({e})")
             if mode == "jail":
-                raise SandboxSetupError(f"filesystem mode jail: {errors[0]}; needs mount namespaces (root, or user namespaces)")
+                raise SandboxSetupError(f"filesystem mode jail: {errors[0]}; needs mount namespaces (root, or user namespaces)") from None
     if layout is None and mode in ("auto", "mirror"):
         if uid is None and mode == "auto":
             raise SandboxSetupError(

@@ -1,6 +1,9 @@
-"""Scorers (registry in base.py): gold verifier, majority vote, LLM judges, meta-judge, P(True), self log-likelihood."""
+"""Scorers: gold verifier, majority vote, LLM judges, meta-judge, P(True), self log-likelihood, reward model.
 
-from . import confidence, consistency, judges, meta_judge, reward_model, verifier  # noqa: F401  (register)
-from .base import SCORERS, ScoreResult, Scorer, make_scorers
+Registered lazily in `registry.SCORERS`; `make_scorers` builds them from config, `apply.score_samples` runs
+them over a table, `rewards.as_reward_func` turns one into a TRL reward function."""
 
-__all__ = ["SCORERS", "ScoreResult", "Scorer", "make_scorers"]
+from ..registry import SCORERS
+from .base import Scorer, ScoreResult, make_scorer, make_scorers
+
+__all__ = ["SCORERS", "ScoreResult", "Scorer", "make_scorer", "make_scorers"]

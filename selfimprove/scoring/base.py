@@ -1,7 +1,10 @@
-"""One scorer interface for the loop, `eval`, `judge` and (later) GRPO rewards.
+"""One scorer interface for the loop, `eval`, `judge` and GRPO rewards (`scoring/rewards.py`).
 
 A scorer maps a batch of samples (rows with `prompt_id`, `completion`, `answer`) plus their prompt
 rows to per-sample values. It never raises on one bad sample: it returns an error string for it.
+Each scorer declares the sample columns it reads and writes (`reads()`, `writes()`), so a pipeline's
+chain of scorers, filters, row builder and trainer is checked before any model loads, and its options
+as a pydantic model (`Options`), validated when it is built.
 """
 
 from __future__ import annotations
@@ -10,8 +13,17 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar
 
-from ..config import ConfigError, ScorerConfig
+from pydantic import BaseModel
+
+from ..options import NoOptions, validate_options
+from ..registry import SCORERS
 from ..tasks.base import Task
+
+Progress = Callable[[int], None]
+
+# Columns every scored sample has before any scorer runs: the generate stage's columns plus `answer`.
+SAMPLE_COLUMNS = ("prompt_id", "sample_id", "turn", "completion", "num_tokens", "logprob_sum", "finish_reason", "model_ref",
+                  "sampling", "iteration", "answer")
 
 
 @dataclass
@@ -23,42 +35,45 @@ class ScoreResult:
 
 
 class Scorer(ABC):
+    """Subclasses set `name`, `output_columns` (and `input_columns` beyond the basic ones), `Options` when they
+    take options, and implement `score`. Construct with `Scorer(task, options_dict_or_model)`."""
+
     name: ClassVar[str]
     output_columns: ClassVar[tuple[str, ...]]
+    input_columns: ClassVar[tuple[str, ...]] = ("prompt_id", "completion", "answer")
+    Options: ClassVar[type[BaseModel]] = NoOptions
+    needs_model: ClassVar[bool] = False
 
-    def __init__(self, task: Task, options: dict):
+    def __init__(self, task: Task, options: dict | BaseModel | None = None, where: str | None = None):
         self.task = task
-        unknown = set(options) - set(self.option_names())
-        if unknown:
-            raise ConfigError(f"score[{self.name}].options: unknown option(s) {sorted(unknown)}; known: {self.option_names()}")
-        self.options = options
+        self.options = validate_options(self.Options, options, where or f"score[{self.name}].options")
 
-    @classmethod
-    def option_names(cls) -> list[str]:
-        return []
+    def reads(self) -> tuple[str, ...]:
+        """Sample columns this scorer needs (written by the generate stage, `answer` extraction or an earlier scorer)."""
+        return self.input_columns
+
+    def writes(self) -> tuple[str, ...]:
+        """Columns this scorer adds (may depend on the task, e.g. `outcome` for code)."""
+        return self.output_columns
 
     @abstractmethod
-    def score(self, prompts: dict[str, dict], samples: list[dict], progress: "Progress | None" = None) -> ScoreResult:
+    def score(self, prompts: dict[str, dict], samples: list[dict], progress: Progress | None = None) -> ScoreResult:
         """Score `samples` (each has `prompt_id`, `completion`, `answer`); `prompts` maps prompt_id -> prompt row.
 
         `progress(k)`, when given, is called as samples finish (long scorers: sandbox runs, judges)."""
 
 
-SCORERS: dict[str, type[Scorer]] = {}
+def make_scorer(name: str, task: Task, options: dict | None = None, where: str = "score") -> Scorer:
+    """The scorer registered as `name` (or at `"package.module:Class"`), its options validated."""
+    return SCORERS.get(name, f"{where}.name")(task, options, where=f"{where}.options")
 
 
-def register(cls: type[Scorer]) -> type[Scorer]:
-    SCORERS[cls.name] = cls
-    return cls
-
-
-def make_scorers(configs: list[ScorerConfig], task: Task) -> list[Scorer]:
+def make_scorers(configs, task: Task, where: str = "score") -> list[Scorer]:
+    """Scorers for a `score:` list of `{name, options}` (ScorerConfig or dicts), in order."""
     out = []
     for i, c in enumerate(configs):
-        cls = SCORERS.get(c.name)
-        if cls is None:
-            raise ConfigError(f"score[{i}].name: unknown scorer {c.name!r}; known scorers: {sorted(SCORERS)}")
-        out.append(cls(task, c.options))
+        name, options = (c["name"], c.get("options")) if isinstance(c, dict) else (c.name, c.options)
+        out.append(make_scorer(name, task, options, f"{where}[{i}]"))
     return out
 
 
@@ -67,6 +82,3 @@ def group_by_prompt(samples: list[dict]) -> dict[str, list[int]]:
     for i, s in enumerate(samples):
         groups.setdefault(s["prompt_id"], []).append(i)
     return groups
-
-
-Progress = Callable[[int], None]

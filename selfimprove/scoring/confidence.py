@@ -4,9 +4,17 @@ teacher-forced log-likelihood of a completion (used for sharpening: best-of-N by
 from __future__ import annotations
 
 import math
+from typing import Literal
 
-from .base import ScoreResult, register
-from .judge_base import COMMON_OPTIONS, ModelScorer, response_of
+from .base import ScoreResult
+from .judge_base import JudgeOptions, ModelScorer, response_of
+
+
+class PTrueOptions(JudgeOptions):
+    template: str = "p_true"
+    show: Literal["answer", "completion"] = "answer"
+    true_token: str = "True"
+    false_token: str = "False"
 
 
 def p_true_from_logprobs(lp_true: float | None, lp_false: float | None) -> float | None:
@@ -22,22 +30,18 @@ def p_true_from_logprobs(lp_true: float | None, lp_false: float | None) -> float
     return a / (a + b)
 
 
-@register
 class PTrue(ModelScorer):
     """Column `p_true`. Option `show`: `answer` (the extracted answer, default) or `completion` (the whole reply)."""
 
     name = "p_true"
     output_columns = ("p_true",)
+    Options = PTrueOptions
 
-    @classmethod
-    def option_names(cls):
-        return COMMON_OPTIONS + ["template", "show", "true_token", "false_token"]
-
-    def __init__(self, task, options):
-        super().__init__(task, options)
-        self.template = options.get("template", "p_true")
-        self.show = options.get("show", "answer")
-        self.candidates = [str(options.get("true_token", "True")), str(options.get("false_token", "False"))]
+    def __init__(self, task, options=None, where=None):
+        super().__init__(task, options, where)
+        self.template = self.options.template
+        self.show = self.options.show
+        self.candidates = [self.options.true_token, self.options.false_token]
 
     def score(self, prompts, samples, progress=None):
         msgs = []
@@ -56,16 +60,11 @@ class PTrue(ModelScorer):
         return ScoreResult({"p_true": values}, errors)
 
 
-@register
 class SelfLogLikelihood(ModelScorer):
     """Columns `loglik_sum`, `loglik_mean` (per token), `loglik_tokens`: log p(completion | prompt) under the judge model."""
 
     name = "self_loglik"
     output_columns = ("loglik_sum", "loglik_mean", "loglik_tokens")
-
-    @classmethod
-    def option_names(cls):
-        return COMMON_OPTIONS
 
     def score(self, prompts, samples, progress=None):
         res = self.score_texts_cached([prompts[s["prompt_id"]]["messages"] for s in samples], [response_of(s) for s in samples])

@@ -9,7 +9,14 @@ the `abstain_below` option (default 0: never). A sample with no answer has V = 0
 
 from __future__ import annotations
 
-from .base import ScoreResult, Scorer, group_by_prompt, register
+from pydantic import Field
+
+from ..options import Options
+from .base import Scorer, ScoreResult, group_by_prompt
+
+
+class MajorityOptions(Options):
+    abstain_below: float = Field(0.0, ge=0, le=1, description="`abstain` is true where the top vote share is below this.")
 
 
 def cluster_answers(answers: list[str | None], same) -> list[int | None]:
@@ -41,21 +48,18 @@ def cluster_answers(answers: list[str | None], same) -> list[int | None]:
     return out
 
 
-@register
 class MajorityVote(Scorer):
     name = "majority_vote"
     output_columns = ("cluster", "vote_count", "vote_share", "is_majority", "top_share", "runner_up_share", "vote_margin", "majority_answer", "abstain")
 
-    @classmethod
-    def option_names(cls) -> list[str]:
-        return ["abstain_below"]
+    Options = MajorityOptions
 
     def _same(self, pairs):
         return self.task.check([a for a, _ in pairs], [b for _, b in pairs])
 
     def score(self, prompts, samples, progress=None):
         n = len(samples)
-        abstain_below = float(self.options.get("abstain_below", 0.0))
+        abstain_below = self.options.abstain_below
         cols: dict[str, list] = {c: [None] * n for c in self.output_columns}
         for _pid, idx in group_by_prompt(samples).items():
             ids = cluster_answers([samples[i].get("answer") for i in idx], self._same)

@@ -4,62 +4,130 @@
 this run), a local folder, a hub id or `builtin:<name>`. `backend` option: a backend config for the
 judge (e.g. `{name: openai, base_url: ..., served_model: ...}` for a remote endpoint); default: the
 run's own backend.
+
+A model scorer reaches its model through `bind(models, policy)`: `models` is anything with
+`generator(model_ref, backend) -> Generator`, a `request_cache` and (for `iter_<k>` judges)
+`iteration_model(k)`; the pipeline's run context is one, `Models` below is the plain library one, and
+`use(generator)` binds a scorer to a generator you already hold.
 """
 
 from __future__ import annotations
 
+from typing import Any, Protocol
 
-from ..config import BackendConfig, ConfigError
-from ..generation import Request, SamplingParams
+from pydantic import Field, field_validator
+
+from ..config.backend import parse_backend
+from ..errors import ConfigError
+from ..generation import Generator, Request, SamplingParams, make_generator
+from ..models import ModelRef, model_ref
+from ..options import Options
+from ..runtime.request_cache import RequestCache
 from ..store import stable_hash
 from .base import Scorer
 
-COMMON_OPTIONS = ["judge", "backend"]
+
+class JudgeOptions(Options):
+    judge: str = Field("policy", description="policy, iter_<k>, a folder, a hub id or builtin:<name>.")
+    backend: dict[str, Any] | None = Field(None, description="Backend of the judge (default: the run's).")
+
+    @field_validator("backend")
+    @classmethod
+    def _backend(cls, v):
+        if v is not None:
+            parse_backend(v)  # a wrong key fails now, naming it
+        return v
+
+
+class ModelAccess(Protocol):
+    request_cache: RequestCache
+
+    def generator(self, model: ModelRef, backend=None) -> Generator: ...
+
+
+class Models:
+    """Model access for library use: one generator at a time per (model, backend), built by `make_generator`;
+    requests cached in memory, or in SQLite at `cache_path` so a rerun asks nothing twice."""
+
+    def __init__(self, backend: dict | Any | None = None, cache_path=None):
+        self.backend = parse_backend(backend or {})
+        self.request_cache = RequestCache(cache_path)
+        self._current: tuple[str, Generator] | None = None
+
+    def generator(self, model: ModelRef, backend=None) -> Generator:
+        backend = backend or self.backend
+        key = stable_hash([model.fingerprint, backend.model_dump()])
+        if self._current and self._current[0] == key:
+            return self._current[1]
+        self.close()
+        self._current = (key, make_generator(backend, model.path))
+        return self._current[1]
+
+    def close(self) -> None:
+        if self._current:
+            self._current[1].close()
+            self._current = None
+
+
+class _Fixed:
+    """Model access that always answers with one generator (`ModelScorer.use`)."""
+
+    def __init__(self, generator: Generator, cache_path=None):
+        self._gen = generator
+        self.request_cache = RequestCache(cache_path)
+
+    def generator(self, model, backend=None) -> Generator:
+        return self._gen
 
 
 class ModelScorer(Scorer):
-    """A scorer that asks a model; `bind(ctx, policy)` must be called before `score`."""
+    """A scorer that asks a model; `bind(models, policy)` or `use(generator)` must be called before `score`."""
 
     needs_model = True
+    Options = JudgeOptions
 
-    def __init__(self, task, options):
-        super().__init__(task, options)
-        self.judge_ref = str(options.get("judge", "policy"))
-        self.backend: BackendConfig | None = None
-        if options.get("backend") is not None:
-            try:
-                self.backend = BackendConfig.model_validate(options["backend"])
-            except Exception as e:  # pydantic message names the key
-                raise ConfigError(f"score[{self.name}].options.backend: {e}") from None
-        self.ctx = None
-        self.model = None
-        for key in [k for k in self.option_names() if k.endswith("template")]:
-            name = options.get(key)
+    def __init__(self, task, options=None, where=None):
+        super().__init__(task, options, where)
+        o = self.options
+        self.judge_ref = o.judge
+        self.backend = parse_backend(o.backend) if o.backend is not None else None
+        self.models: ModelAccess | None = None
+        self.model: ModelRef | None = None
+        for key in [k for k in type(o).model_fields if k.endswith("template")]:
+            name = getattr(o, key)
             if name is not None and not task.prompts.exists(name):
-                raise ConfigError(f"score[{self.name}].options.{key}: no template {name!r} (known: {task.prompts.names()})")
+                raise ConfigError(f"{where or 'score[' + self.name + '].options'}.{key}: no template {name!r} (known: {task.prompts.names()})")
 
-    def bind(self, ctx, policy) -> None:
-        """Resolve the judge model: the policy, an earlier iteration, or any model reference."""
-        from ..stages.context import ModelRef, model_fingerprint
-        from ..models import resolve_model
-
-        self.ctx = ctx
+    def bind(self, models: ModelAccess, policy: ModelRef) -> None:
+        """Resolve the judge model (the policy, an earlier iteration, or any model reference) and how to reach it."""
+        self.models = models
         if self.judge_ref == "policy":
             self.model = policy
         elif self.judge_ref.startswith("iter_") and self.judge_ref[5:].isdigit():
-            self.model = ctx.iteration_model(int(self.judge_ref[5:]))
+            self.model = models.iteration_model(int(self.judge_ref[5:]))
         elif self.backend is not None and self.backend.name == "openai":
             self.model = ModelRef(self.judge_ref, self.judge_ref, f"openai:{self.backend.base_url}:{self.backend.served_model or self.judge_ref}")
         else:
-            path = resolve_model(self.judge_ref)
-            self.model = ModelRef(self.judge_ref, path, model_fingerprint(self.judge_ref, path))
+            self.model = model_ref(self.judge_ref)
 
-    def _gen(self):
-        if self.ctx is None:
-            raise RuntimeError(f"scorer {self.name} was not bound to a model (call bind(ctx, policy) first)")
-        return self.ctx.generator(self.model, self.backend)
+    def use(self, generator: Generator, fingerprint: str = "direct", cache_path=None) -> "ModelScorer":
+        """Judge with `generator` (any backend instance); `fingerprint` keys the request cache."""
+        self.models = _Fixed(generator, cache_path)
+        self.model = ModelRef(fingerprint, fingerprint, fingerprint)
+        return self
+
+    @property
+    def bound(self) -> bool:
+        return self.models is not None
+
+    def _gen(self) -> Generator:
+        if self.models is None:
+            raise RuntimeError(f"scorer {self.name} was not bound to a model (call bind(models, policy) or use(generator) first)")
+        return self.models.generator(self.model, self.backend)
 
     def _key(self, kind: str, payload) -> str:
+        if self.model is None:
+            self._gen()  # raises the "not bound" error
         backend = self.backend.model_dump(exclude={"api_key_env"}) if self.backend else None
         return stable_hash([kind, self.model.fingerprint, backend, payload])
 
@@ -71,11 +139,11 @@ class ModelScorer(Scorer):
             outs = self._gen().generate([Request(str(i), messages[i]) for i in idx], params, progress=progress)
             return [[{"text": c.text, "num_tokens": c.num_tokens, "finish_reason": c.finish_reason} for c in comps] for comps in outs]
 
-        return self.ctx.request_cache.map(keys, compute)
+        return self._cache().map(keys, compute)
 
     def next_token_cached(self, messages: list[list[dict]], candidates: list[str], prefix: str = "") -> list[dict]:
         keys = [self._key("next_token", [m, candidates, prefix]) for m in messages]
-        return self.ctx.request_cache.map(keys, lambda idx: self._gen().next_token_logprobs([Request(str(i), messages[i]) for i in idx], candidates, prefix))
+        return self._cache().map(keys, lambda idx: self._gen().next_token_logprobs([Request(str(i), messages[i]) for i in idx], candidates, prefix))
 
     def score_texts_cached(self, messages: list[list[dict]], texts: list[str]) -> list[dict]:
         keys = [self._key("score_text", [m, t]) for m, t in zip(messages, texts)]
@@ -84,10 +152,25 @@ class ModelScorer(Scorer):
             res = self._gen().score_texts([Request(str(i), messages[i]) for i in idx], [texts[i] for i in idx])
             return [{"logprob_sum": r.logprob_sum, "num_tokens": r.num_tokens} for r in res]
 
-        return self.ctx.request_cache.map(keys, compute)
+        return self._cache().map(keys, compute)
+
+    def _cache(self) -> RequestCache:
+        if self.models is None:
+            self._gen()
+        return self.models.request_cache
 
     def user(self, template: str, **variables) -> list[dict]:
         return [{"role": "user", "content": self.task.prompts.render(template, **variables)}]
+
+
+def bind_scorers(scorers, models: ModelAccess, policy: ModelRef) -> dict[str, str]:
+    """Point every model-based scorer at its model; returns {scorer name: judge model fingerprint}."""
+    out = {}
+    for sc in scorers:
+        if sc.needs_model:
+            sc.bind(models, policy)
+            out[sc.name] = sc.model.fingerprint
+    return out
 
 
 def response_of(sample: dict) -> str:

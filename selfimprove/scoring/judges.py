@@ -10,23 +10,50 @@ the expected score over low..high, or the likelier of A and B. Nothing is genera
 
 from __future__ import annotations
 
-import numpy as np
+from typing import Literal
 
-from ..config import ConfigError
+import numpy as np
+from pydantic import Field, model_validator
+
+from ..errors import ConfigError
 from ..generation import SamplingParams
-from .base import ScoreResult, group_by_prompt, register
-from .judge_base import COMMON_OPTIONS, ModelScorer, response_of
+from .base import ScoreResult, group_by_prompt
+from .judge_base import JudgeOptions, ModelScorer, response_of
 from .parsers import parse_pairwise, parse_score
 
 
-MODES = ("generate", "logprobs")
+class SamplingOptions(JudgeOptions):
+    """How judgments are sampled; `temperature` defaults to 0.7 when n > 1, else greedy."""
+
+    n: int = Field(1, gt=0, description="Judgments per item (averaged).")
+    temperature: float | None = Field(None, ge=0)
+    max_tokens: int = Field(256, gt=0)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _n_needs_temperature(self):
+        if self.n > 1 and self.temperature == 0:
+            raise ValueError("n > 1 judgments need temperature > 0 (greedy gives the same judgment n times)")
+        return self
+
+    def params(self, n: int | None = None) -> SamplingParams:
+        n = self.n if n is None else n
+        temperature = self.temperature if self.temperature is not None else (0.7 if n > 1 else 0.0)
+        return SamplingParams(n=n, temperature=temperature, max_tokens=self.max_tokens, seed=self.seed, logprobs=False)
 
 
-def judge_mode(scorer_name: str, options: dict) -> str:
-    mode = options.get("mode", "generate")
-    if mode not in MODES:
-        raise ConfigError(f"score[{scorer_name}].options.mode: {' or '.join(MODES)}, not {mode!r}")
-    return mode
+class PointwiseOptions(SamplingOptions):
+    template: str | None = Field(None, description="Default: judge_pointwise (judge_pointwise_ref when reference_guided).")
+    reference_guided: bool = False
+    low: float = 0
+    high: float = 5
+    mode: Literal["generate", "logprobs"] = "generate"
+
+
+class PairwiseOptions(SamplingOptions):
+    template: str = "judge_pairwise"
+    agreement: Literal["both_orders", "average"] = "both_orders"
+    mode: Literal["generate", "logprobs"] = "generate"
 
 
 def expected_score(logprobs: dict[str, float | None]) -> tuple[float | None, dict[str, float]]:
@@ -41,34 +68,22 @@ def expected_score(logprobs: dict[str, float | None]) -> tuple[float | None, dic
     return sum(float(k) * p for k, p in probs.items()), probs
 
 
-def sampling(options: dict, default_max_tokens: int = 256) -> SamplingParams:
-    n = int(options.get("n", 1))
-    temperature = float(options.get("temperature", 0.7 if n > 1 else 0.0))
-    if n > 1 and temperature == 0:
-        raise ConfigError("judge options: n > 1 judgments need temperature > 0 (greedy gives the same judgment n times)")
-    return SamplingParams(n=n, temperature=temperature, max_tokens=int(options.get("max_tokens", default_max_tokens)), seed=int(options.get("seed", 0)), logprobs=False)
-
-
-@register
 class PointwiseJudge(ModelScorer):
     """Columns: `judge_score` (mean of parsed scores, None if none parsed), `judge_var`, `judge_scores`
     (per judgment, None = parse failure), `judge_raw` (texts), `judge_parse_failures` (count)."""
 
     name = "pointwise_judge"
     output_columns = ("judge_score", "judge_var", "judge_scores", "judge_raw", "judge_parse_failures")
+    Options = PointwiseOptions
 
-    @classmethod
-    def option_names(cls):
-        return COMMON_OPTIONS + ["template", "reference_guided", "n", "temperature", "max_tokens", "seed", "low", "high", "mode"]
-
-    def __init__(self, task, options):
-        super().__init__(task, options)
-        self.mode = judge_mode(self.name, options)
-        self.params = sampling(options if self.mode == "generate" else {**options, "n": 1})
-        ref = bool(options.get("reference_guided", False))
-        self.template = options.get("template") or ("judge_pointwise_ref" if ref else "judge_pointwise")
-        self.reference_guided = ref
-        self.low, self.high = float(options.get("low", 0)), float(options.get("high", 5))
+    def __init__(self, task, options=None, where=None):
+        super().__init__(task, options, where)
+        o = self.options
+        self.mode = o.mode
+        self.params = o.params() if self.mode == "generate" else o.params(n=1)
+        self.reference_guided = o.reference_guided
+        self.template = o.template or ("judge_pointwise_ref" if o.reference_guided else "judge_pointwise")
+        self.low, self.high = float(o.low), float(o.high)
 
     def messages(self, prompt: dict, sample: dict) -> list[dict]:
         v = {"question": prompt["question"], "response": response_of(sample)}
@@ -180,7 +195,6 @@ def judge_pairs(scorer: ModelScorer, template: str, params: SamplingParams, rule
     return results
 
 
-@register
 class PairwiseJudge(ModelScorer):
     """Each sample meets the next sample of its prompt (cyclically) in both orders.
 
@@ -192,19 +206,14 @@ class PairwiseJudge(ModelScorer):
 
     name = "pairwise_judge"
     output_columns = ("pair_win_rate", "pair_games", "pair_flips", "pair_parse_failures", "pair_raw")
+    Options = PairwiseOptions
 
-    @classmethod
-    def option_names(cls):
-        return COMMON_OPTIONS + ["template", "agreement", "max_tokens", "seed", "temperature", "mode"]
-
-    def __init__(self, task, options):
-        super().__init__(task, options)
-        self.mode = judge_mode(self.name, options)
-        self.template = options.get("template", "judge_pairwise")
-        self.rule = options.get("agreement", "both_orders")
-        if self.rule not in ("both_orders", "average"):
-            raise ConfigError(f"score[{self.name}].options.agreement: must be both_orders or average, not {self.rule!r}")
-        self.params = sampling({**options, "n": 1})
+    def __init__(self, task, options=None, where=None):
+        super().__init__(task, options, where)
+        self.mode = self.options.mode
+        self.template = self.options.template
+        self.rule = self.options.agreement
+        self.params = self.options.params(n=1)
 
     def score(self, prompts, samples, progress=None):
         games: list[tuple[int, int]] = []

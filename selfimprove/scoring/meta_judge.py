@@ -10,36 +10,37 @@ judgments that give the same score are skipped, as in the paper.
 from __future__ import annotations
 
 from itertools import combinations
+from typing import Literal
 
-
-from ..config import ConfigError
-from .base import ScoreResult, group_by_prompt, register
+from ..errors import ConfigError
+from .base import ScoreResult, group_by_prompt
 from .elo import bradley_terry, elo
-from .judge_base import COMMON_OPTIONS, ModelScorer, response_of
-from .judges import sampling
+from .judge_base import ModelScorer, response_of
+from .judges import SamplingOptions
 from .parsers import parse_meta
 
 
-@register
+class MetaJudgeOptions(SamplingOptions):
+    template: str = "meta_judge"
+    select: Literal["highest_variance", "all"] = "highest_variance"
+    position_weights: bool = True
+
+
 class MetaJudge(ModelScorer):
     """Columns: `meta_elo` (Elo per judgment, None where not meta-judged), `meta_chosen` / `meta_rejected`
     (index into `judge_raw`), `meta_battles`, `meta_parse_failures`."""
 
     name = "meta_judge"
     output_columns = ("meta_elo", "meta_chosen", "meta_rejected", "meta_battles", "meta_parse_failures")
+    input_columns = ("prompt_id", "completion", "judge_raw", "judge_scores", "judge_var")
+    Options = MetaJudgeOptions
 
-    @classmethod
-    def option_names(cls):
-        return COMMON_OPTIONS + ["template", "select", "max_tokens", "seed", "temperature", "position_weights"]
-
-    def __init__(self, task, options):
-        super().__init__(task, options)
-        self.template = options.get("template", "meta_judge")
-        self.select = options.get("select", "highest_variance")
-        if self.select not in ("highest_variance", "all"):
-            raise ConfigError(f"score[{self.name}].options.select: highest_variance or all, not {self.select!r}")
-        self.weighted = bool(options.get("position_weights", True))
-        self.params = sampling({**options, "n": 1})
+    def __init__(self, task, options=None, where=None):
+        super().__init__(task, options, where)
+        self.template = self.options.template
+        self.select = self.options.select
+        self.weighted = self.options.position_weights
+        self.params = self.options.params(n=1)
 
     def chosen_samples(self, samples: list[dict]) -> list[int]:
         out = []
@@ -69,7 +70,8 @@ class MetaJudge(ModelScorer):
                     continue
                 q = prompts[s["prompt_id"]]["question"]
                 for first, second in ((a, b), (b, a)):
-                    jobs.append((i, first, second, self.user(self.template, question=q, response=response_of(s), judgment_a=raws[first], judgment_b=raws[second])))
+                    msgs = self.user(self.template, question=q, response=response_of(s), judgment_a=raws[first], judgment_b=raws[second])
+                    jobs.append((i, first, second, msgs))
         outs = self.generate_cached([j[3] for j in jobs], self.params, progress)
         battles: dict[int, list[tuple[int, int, int]]] = {}
         fails: dict[int, int] = {}

@@ -3,13 +3,19 @@
 
 from __future__ import annotations
 
-import torch
+from pydantic import Field
 
-from ..config import ConfigError
-from .base import ScoreResult, Scorer, register
+from ..options import Options
+from .base import Scorer, ScoreResult
 
 
-@register
+class RewardModelOptions(Options):
+    model: str = Field(description="Hub id or local folder of an AutoModelForSequenceClassification with one label.")
+    batch_size: int = Field(16, gt=0)
+    device: str = "auto"
+    max_length: int = Field(2048, gt=0)
+
+
 class RewardModel(Scorer):
     """Column `reward`. Options: `model` (hub id or folder of an AutoModelForSequenceClassification with one label),
     `batch_size`, `device`, `max_length`."""
@@ -17,25 +23,22 @@ class RewardModel(Scorer):
     name = "reward_model"
     output_columns = ("reward",)
 
-    @classmethod
-    def option_names(cls):
-        return ["model", "batch_size", "device", "max_length"]
+    Options = RewardModelOptions
 
-    def __init__(self, task, options):
-        super().__init__(task, options)
-        if not options.get("model"):
-            raise ConfigError("score[reward_model].options.model: give the reward model (hub id or local folder)")
+    def __init__(self, task, options=None, where=None):
+        super().__init__(task, options, where)
         self._model = None
 
     def _load(self):
+        import torch
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
         from ..errors import ModelError
-        from ..generation.hf import pick_device
         from ..models import resolve_model
+        from ..runtime.devices import pick_device
 
-        path = resolve_model(str(self.options["model"]))
-        dev = pick_device(self.options.get("device", "auto"))
+        path = resolve_model(self.options.model)
+        dev = pick_device(self.options.device)
         try:
             tok = AutoTokenizer.from_pretrained(path)
             model = AutoModelForSequenceClassification.from_pretrained(path, dtype=torch.float32 if dev.type == "cpu" else torch.bfloat16)
@@ -47,8 +50,13 @@ class RewardModel(Scorer):
         tok.padding_side = "right"
         self._model = (model.to(dev).eval(), tok, dev)
 
-    @torch.inference_mode()
     def score(self, prompts, samples, progress=None):
+        import torch
+
+        with torch.inference_mode():
+            return self._score(prompts, samples, progress)
+
+    def _score(self, prompts, samples, progress=None):
         if self._model is None:
             self._load()
         model, tok, dev = self._model
@@ -56,10 +64,10 @@ class RewardModel(Scorer):
         for s in samples:
             msgs = list(prompts[s["prompt_id"]]["messages"]) + [{"role": "assistant", "content": s.get("completion") or ""}]
             texts.append(tok.apply_chat_template(msgs, tokenize=False) if tok.chat_template else f"{msgs[-2]['content']}\n{msgs[-1]['content']}")
-        bs = int(self.options.get("batch_size", 16))
+        bs = self.options.batch_size
         rewards: list[float] = []
         for i in range(0, len(texts), bs):
-            enc = tok(texts[i : i + bs], return_tensors="pt", padding=True, truncation=True, max_length=int(self.options.get("max_length", 2048))).to(dev)
+            enc = tok(texts[i : i + bs], return_tensors="pt", padding=True, truncation=True, max_length=self.options.max_length).to(dev)
             logits = model(**enc).logits.float()
             rewards.extend(logits[:, 0].tolist())
             if progress:

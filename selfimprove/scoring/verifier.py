@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from .base import ScoreResult, Scorer, register
+from .base import Scorer, ScoreResult
 
 
-@register
 class GoldVerifier(Scorer):
     """Adds `correct` (bool; `outcome` too for code tasks). Prompts without a reference get `correct = None` and an error."""
 
     name = "gold"
     output_columns = ("correct",)
+
+    def writes(self) -> tuple[str, ...]:
+        return ("correct", "outcome") if self.task.outcome_column else ("correct",)
 
     def score(self, prompts, samples, progress=None):
         refs, answers, idx, errors = [], [], [], [None] * len(samples)

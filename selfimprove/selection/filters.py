@@ -61,6 +61,18 @@ def balance(rows: list[dict], rng: random.Random) -> list[dict]:
     return cap_per_prompt(rows, max(1, k), rng)
 
 
+def filter_columns(cfg: SelectConfig) -> dict[str, tuple[str, ...]]:
+    """The sample columns each configured filter reads, by its `select.*` key."""
+    out = {"dedup": ("prompt_id", "completion"), "max_per_prompt": ("prompt_id",), "balance": ("prompt_id",)}
+    if cfg.require_finished:
+        out["require_finished"] = ("finish_reason",)
+    if cfg.correct_only:
+        out["correct_only"] = ("correct",)
+    if cfg.min_vote_share is not None:
+        out["min_vote_share"] = ("vote_share",)
+    return out
+
+
 def select_samples(rows: list[dict], cfg: SelectConfig, seed: int) -> tuple[list[dict], dict[str, int]]:
     """Apply the configured filters in a fixed order; return kept rows and counts after each step."""
     rng = random.Random(seed)

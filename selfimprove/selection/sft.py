@@ -2,22 +2,53 @@
 
 from __future__ import annotations
 
+from pydantic import Field
+
+from ..options import Options
+from .base import RowBuilder
+
+
+class SFTRowOptions(Options):
+    weight_column: str | None = Field(
+        None, description="A scored column whose value becomes each row's `weight` (needs a trainer that supports weights); "
+        "default: every row weighs 1.")
+
+
+class SFTRows(RowBuilder):
+    """Rows: `prompt` (chat list), `completion` (assistant turn), `messages` (both), `weight`, lineage."""
+
+    name = "sft"
+    reads = ("prompt_id", "sample_id", "completion", "model_ref")
+    writes = ("prompt_id", "sample_id", "prompt", "completion", "messages", "weight", "model_ref")
+    Options = SFTRowOptions
+
+    def columns_read(self) -> tuple[str, ...]:
+        return self.reads + ((self.options.weight_column,) if self.options.weight_column else ())
+
+    @property
+    def weighted(self) -> bool:
+        return self.options.weight_column is not None
+
+    def build(self, samples: list[dict], prompts: dict[str, dict]) -> tuple[list[dict], dict]:
+        col = self.options.weight_column
+        rows = []
+        for s in samples:
+            prompt = list(prompts[s["prompt_id"]]["messages"])
+            answer = [{"role": "assistant", "content": s["completion"]}]
+            rows.append(
+                {
+                    "prompt_id": s["prompt_id"],
+                    "sample_id": s["sample_id"],
+                    "prompt": prompt,
+                    "completion": answer,
+                    "messages": prompt + answer,
+                    "weight": float(s[col]) if col else 1.0,
+                    "model_ref": s["model_ref"],
+                }
+            )
+        return rows, {"rows": len(rows)}
+
 
 def sft_rows(samples: list[dict], prompts: dict[str, dict]) -> list[dict]:
-    """Train-set rows: `prompt` (chat list), `completion` (assistant turn), `messages` (both), `weight`, lineage."""
-    rows = []
-    for s in samples:
-        prompt = list(prompts[s["prompt_id"]]["messages"])
-        answer = [{"role": "assistant", "content": s["completion"]}]
-        rows.append(
-            {
-                "prompt_id": s["prompt_id"],
-                "sample_id": s["sample_id"],
-                "prompt": prompt,
-                "completion": answer,
-                "messages": prompt + answer,
-                "weight": float(s.get("weight", 1.0) or 1.0),
-                "model_ref": s["model_ref"],
-            }
-        )
-    return rows
+    """SFT rows with weight 1 (the default builder), for library use."""
+    return SFTRows().build(samples, prompts)[0]

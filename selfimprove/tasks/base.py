@@ -7,15 +7,12 @@ from abc import ABC, abstractmethod
 from collections.abc import Set as AbstractSet
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel
 
 from ..config import ConfigError, SplitConfig, TaskConfig
+from ..options import NoOptions, validate_options
 from ..prompts import PromptLibrary
 from .equivalence import shared_equivalence
-
-
-class NoOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 class Task(ABC):
@@ -34,12 +31,9 @@ class Task(ABC):
     heldout_key: ClassVar[str] = "the question text with whitespace runs collapsed to one space and the ends stripped (case kept)"
 
     def __init__(self, cfg: TaskConfig, prompts: PromptLibrary):
-        try:
-            self.options = self.Options.model_validate(cfg.options)
-        except ValidationError as e:
-            msgs = [f"task.options.{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors()]
-            raise ConfigError("invalid task options:\n  " + "\n  ".join(msgs)) from None
+        self.options = validate_options(self.Options, cfg.options, "task.options")
         self.prompts = prompts
+        self.cfg = cfg  # the `task:` section it was built from (part of stage configs)
         self.template = cfg.prompt_template or self.default_template
         self.system_template = cfg.system_prompt_template or self.default_system_template
         for key, name in (("task.prompt_template", self.template), ("task.system_prompt_template", self.system_template)):
@@ -95,6 +89,10 @@ class Task(ABC):
     @abstractmethod
     def extract_answer(self, completion: str) -> str | None:
         """The final answer stated in a completion, or None."""
+
+    def normalize_reference(self, text: str) -> str:
+        """A gold answer as a user's data gives it (judge jobs' `reference`), in the form `check` compares."""
+        return text
 
     def check(self, references: list[str], answers: list[str | None]) -> list[tuple[bool, str | None]]:
         """(correct, error) per pair, by math-verify equivalence."""

@@ -21,5 +21,8 @@ class FreeformTask(DatasetTask):
             items.append({"prompt_id": self.row_id(row), "question": str(v["question"]), "reference": gold_answer(str(ref)) if ref not in (None, "") else ""})
         return items
 
+    def normalize_reference(self, text: str) -> str:
+        return gold_answer(text)
+
     def extract_answer(self, completion: str) -> str | None:
         return extract_answer(completion)

@@ -52,6 +52,10 @@ class GSM8KTask(DatasetTask):
     default_template = "math_cot"
     default_fields = {"question": "question", "answer": "answer"}
 
+
+    def normalize_reference(self, text: str) -> str:
+        return gold_answer(text)
+
     def load_items(self, split, where):
         items = []
         for row, v in self.mapped(split, where):
@@ -72,6 +76,10 @@ class MATH500Task(DatasetTask):
     default_fields = {"question": "problem", "answer": "answer", "solution": "solution"}
     optional_fields = frozenset({"answer", "solution"})
     id_column = "unique_id"
+
+
+    def normalize_reference(self, text: str) -> str:
+        return gold_answer(text)
 
     def load_items(self, split, where):
         items = []

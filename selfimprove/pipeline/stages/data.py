@@ -9,10 +9,12 @@ manifest (`counts.heldout_overlap`) and the report, and warned about.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
-from ..tasks import Task
-from .common import run_stage
-from .context import RunContext
+from ...config import DataConfig
+from ...runtime.context import RunContext
+from ...tasks import Task
+from ..runner import run_stage
 
 # Part of both prompt tables' config: bump it when the same config yields different rows, so that stored
 # tables are rebuilt (2: arithmetic problems distinct by identity, train drawn around the eval problems).
@@ -21,30 +23,31 @@ PROMPT_ROWS_VERSION = 2
 
 @dataclass(frozen=True)
 class PromptRows:
-    """Both splits' prompt rows and the held-out check's numbers; unpacks as `train_rows, eval_rows`."""
+    """Both splits' prompt rows, the held-out check's numbers and the `data:` section they were read with;
+    unpacks as `train_rows, eval_rows`."""
 
     train: list[dict]
     eval: list[dict]
     heldout_overlap: dict  # {"train_rows_dropped": n, "eval_problems": m}
+    data: DataConfig
 
     def __iter__(self):
         return iter((self.train, self.eval))
 
 
-def load_prompt_rows(ctx: RunContext) -> PromptRows:
+def load_prompt_rows(task: Task, data: DataConfig, warn: Callable[[str], None]) -> PromptRows:
     """Read both splits through the task (validates fields and templates; loads no model), eval problems kept out of train."""
-    task = ctx.task
-    eval_rows = task.load(ctx.cfg.data.eval, "data.eval")
+    eval_rows = task.load(data.eval, "data.eval")
     held_out = {task.problem_key(r) for r in eval_rows}
-    train_rows = task.load(ctx.cfg.data.train, "data.train", exclude=held_out if task.generated else frozenset())
+    train_rows = task.load(data.train, "data.train", exclude=held_out if task.generated else frozenset())
     train_rows, overlap = drop_heldout(task, train_rows, eval_rows)
     if overlap["train_rows_dropped"]:
         dropped, involved = overlap["train_rows_dropped"], overlap["eval_problems"]
-        ctx.warn(
+        warn(
             f"held-out overlap: {dropped} data.train row(s) ask one of {involved} data.eval problem(s) "
             f"(compared by {task.heldout_key}); they are dropped from training, leaving {len(train_rows)} train prompts"
         )
-    return PromptRows(train_rows, eval_rows, overlap)
+    return PromptRows(train_rows, eval_rows, overlap, data)
 
 
 def drop_heldout(task: Task, train_rows: list[dict], eval_rows: list[dict]) -> tuple[list[dict], dict]:
@@ -66,13 +69,15 @@ def heldout_info(task: Task) -> dict:
 def prompts_stage(ctx: RunContext, rows: PromptRows):
     """Write the two prompt tables; returns their StageDirs."""
     train_rows, eval_rows = rows
-    base_cfg = {"task": ctx.cfg.task.model_dump(), "rows_version": PROMPT_ROWS_VERSION, **ctx.task.template_info()}
-    eval_sd = ctx.store.stage(None, "eval_prompts", {**base_cfg, "split": ctx.cfg.data.eval.model_dump()})
-    run_stage(ctx, None, eval_sd, lambda sd: (eval_rows, {"prompts": len(eval_rows)}, ctx.task.template_info()))
+    data = rows.data
+    task = ctx.task
+    base_cfg = {"task": task.cfg.model_dump(), "rows_version": PROMPT_ROWS_VERSION, **task.template_info()}
+    eval_sd = ctx.store.stage(None, "eval_prompts", {**base_cfg, "split": data.eval.model_dump()})
+    run_stage(ctx, None, eval_sd, lambda sd: (eval_rows, {"prompts": len(eval_rows)}, task.template_info()))
     train_sd = ctx.store.stage(
-        None, "train_prompts", {**base_cfg, "split": ctx.cfg.data.train.model_dump()}, {"eval_prompts": eval_sd.fingerprint}
+        None, "train_prompts", {**base_cfg, "split": data.train.model_dump()}, {"eval_prompts": eval_sd.fingerprint}
     )
     counts = {"prompts": len(train_rows), "heldout_overlap": rows.heldout_overlap}
-    extra = {**ctx.task.template_info(), "heldout": heldout_info(ctx.task)}
+    extra = {**task.template_info(), "heldout": heldout_info(task)}
     run_stage(ctx, None, train_sd, lambda sd: (train_rows, counts, extra))
     return train_sd, eval_sd

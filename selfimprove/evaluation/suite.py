@@ -10,19 +10,25 @@ from pathlib import Path
 
 from rich.console import Console
 
-from .errors import ConfigError
-from .evals import compute_metrics, format_metric
+from ..config import EvalSuiteConfig
+from ..errors import ConfigError
+from ..pipeline.runner import run_stage
+from ..pipeline.stages.evaluate import eval_scorers, evaluate
+from ..prompts import PromptLibrary
+from ..runtime.context import RunContext
+from ..scoring.apply import score_samples
+from ..store import StageDir, atomic_write_bytes, atomic_write_json, stable_hash, write_table
+from ..tasks import make_task
+from .metrics import compute_metrics, format_metric
 from .predictions import read_predictions
-from .prompts import PromptLibrary
-from .stages.common import run_stage
-from .stages.context import RunContext
-from .stages.evaluate import eval_scorers, evaluate
-from .stages.score import score_rows
-from .store import StageDir, atomic_write_bytes, atomic_write_json, stable_hash, write_table
-from .suite import EvalSuiteConfig, model_slug
-from .tasks import make_task
 
 HEADLINE_ORDER = ("accuracy", "pass@1", "acc@t1", "acc@t2", "delta", "delta_i2c", "delta_c2i")
+
+
+def model_slug(ref: str) -> str:
+    """A folder name for a model reference: `builtin:smollm2-135m-instruct` -> `builtin-smollm2-135m-instruct`."""
+    out = "".join(c if c.isalnum() or c in "-_." else "-" for c in ref.strip("/").replace("/", "--"))
+    return out.strip("-.") or "model"
 
 
 def default_output(cfg: EvalSuiteConfig, predictions: Path | None) -> Path:
@@ -42,9 +48,9 @@ def run_suite(cfg: EvalSuiteConfig, console: Console, *, output: Path | None = N
         split = split.model_copy(update={"size": min(limit, split.size or limit)})
     rows = task.load(split, "data")
     root = Path(output) if output else default_output(cfg, predictions)
-    ctx = RunContext(cfg, task, prompts, console, root=root)
+    ctx = RunContext(root, task, prompts, model=cfg.model, backend=cfg.backend, console=console)
     if predictions is not None:
-        metrics, table = score_predictions(ctx, predictions, rows[:limit] if limit else rows, rows)
+        metrics, table = score_predictions(ctx, cfg, predictions, rows[:limit] if limit else rows, rows)
         root.mkdir(parents=True, exist_ok=True)
         write_table(root / "results" / "table.parquet", table)
     else:
@@ -79,21 +85,21 @@ def run_suite(cfg: EvalSuiteConfig, console: Console, *, output: Path | None = N
     return metrics, root
 
 
-def score_predictions(ctx: RunContext, path: Path, rows: list[dict], all_rows: list[dict]) -> tuple[dict, list[dict]]:
+def score_predictions(ctx: RunContext, cfg: EvalSuiteConfig, path: Path, rows: list[dict], all_rows: list[dict]) -> tuple[dict, list[dict]]:
     """Score completions from a file; problems without one count as `num_missing`, no model is loaded."""
     by_mode, have = read_predictions(path, all_rows)
     wanted = {r["prompt_id"] for r in rows}
     prompts = {r["prompt_id"]: r for r in rows}
-    scorers = eval_scorers(ctx)
+    scorers = eval_scorers(ctx.task)
     scored: dict[str, list[dict]] = {}
     for mode, samples in by_mode.items():
         samples = [s for s in samples if s["prompt_id"] in wanted]
         if samples:
-            out = score_rows(ctx, scorers, prompts, samples, f"{ctx.cfg.name} {mode} score")
+            out = score_samples(scorers, ctx.task, prompts, samples, f"{cfg.name} {mode} score", ctx.progress)
             scored[mode] = [dict(r, question=prompts[r["prompt_id"]]["question"]) for r in out]
     if not scored:
         raise ConfigError(f"--predictions: {path} has no prediction for any of the {len(rows)} problems")
-    e = ctx.cfg.eval
+    e = cfg.eval
     metrics = compute_metrics(scored.get("greedy"), scored.get("sampled"), revision=scored.get("revision"), prompts=prompts,
                               resamples=e.bootstrap, seed=e.seed)
     answered = have & wanted
@@ -105,7 +111,11 @@ def headline(metrics: dict) -> list[str]:
     """Metric names in display order: accuracy, pass@k, maj@k, self-correction."""
     names = [k for k in metrics if not k.endswith("_ci") and isinstance(metrics[k], float)]
     order = {n: i for i, n in enumerate(HEADLINE_ORDER)}
-    return sorted(names, key=lambda n: (order.get(n, 50), {"pass": 0, "maj": 1}.get(n.split("@")[0], 2), int(n.split("@")[1]) if "@" in n and n.split("@")[1].isdigit() else 0))
+    def key(n: str):
+        k = n.split("@")[1] if "@" in n else ""
+        return order.get(n, 50), {"pass": 0, "maj": 1}.get(n.split("@")[0], 2), int(k) if k.isdigit() else 0
+
+    return sorted(names, key=key)
 
 
 def summary_markdown(cfg: EvalSuiteConfig, metrics: dict) -> str:

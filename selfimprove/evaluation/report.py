@@ -13,8 +13,8 @@ import io
 import json
 from pathlib import Path
 
-from .evals import format_metric
-from .store import MANIFEST, atomic_write_bytes, atomic_write_json, read_json
+from ..store import MANIFEST, atomic_write_bytes, atomic_write_json, read_json
+from .metrics import format_metric
 
 STAGE_ORDER = ["train_prompts", "eval_prompts", "generate", "score", "select", "train", "eval"]
 HEADLINE = ["accuracy", "pass@1", "maj@4", "maj@8", "pass@4", "pass@8"]

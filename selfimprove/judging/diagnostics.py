@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from .evals import bootstrap_ci
-from .scoring.stats import auroc, cohen_kappa, spearman
+from ..config import PASS_THRESHOLD, ScorerConfig
+from ..evaluation.metrics import bootstrap_ci
+from ..scoring import make_scorers
+from ..scoring.apply import score_samples
+from ..scoring.judge_base import bind_scorers
+from ..scoring.stats import auroc, cohen_kappa, spearman
+from .rows import merge, prompt_and_samples
 
 SCORES = ("judge_score", "p_true", "reward", "loglik_mean", "pair_win_rate")
-PASS_THRESHOLD = 3.0  # a 0-5 rubric score at or above this counts as "judged good" when compared with gold labels
 
 
 def _vals(table: list[dict], col: str) -> list[float]:
@@ -51,7 +55,8 @@ def summarize(table: list[dict]) -> dict:
         vals = _vals(table, col)
         if vals:
             lo, hi = bootstrap_ci(np.array(vals), 1000, 0)
-            out["scores"][col] = {"n": len(vals), "missing": len(table) - len(vals), "mean": float(np.mean(vals)), "mean_ci": [lo, hi], "histogram": histogram(col, vals)}
+            out["scores"][col] = {"n": len(vals), "missing": len(table) - len(vals), "mean": float(np.mean(vals)), "mean_ci": [lo, hi],
+                                  "histogram": histogram(col, vals)}
     if any("verdict" in r for r in table):
         verdicts = [r.get("verdict") for r in table]
         out["verdicts"] = {str(k): verdicts.count(k) for k in ("A", "B", "tie", None)}
@@ -136,7 +141,8 @@ def diagnostics(ctx, cfg, task, table: list[dict], policy) -> dict:
 def own_advantage(table: list[dict], policy_source: str, suffix: str = "") -> float | None:
     """Pairwise: the judge's win rate for its own responses; pointwise: its own mean score minus the others'."""
     if any("verdict" in r for r in table):
-        games = [r for r in table if r.get(f"verdict{suffix}") in ("A", "B", "tie") and (r.get("source") == policy_source) != (r.get("source_b") == policy_source)]
+        games = [r for r in table if r.get(f"verdict{suffix}") in ("A", "B", "tie")
+                 and (r.get("source") == policy_source) != (r.get("source_b") == policy_source)]
         if not games:
             return None
         own_first = [(r[f"verdict{suffix}"], r.get("source") == policy_source) for r in games]
@@ -147,23 +153,19 @@ def own_advantage(table: list[dict], policy_source: str, suffix: str = "") -> fl
 
 
 def self_preference(ctx, cfg, task, table: list[dict], policy) -> dict:
-    from .config import ScorerConfig
-    from .judge_job import merge, prompt_and_samples
-    from .scoring import make_scorers
-    from .stages.score import score_rows
-
     if not cfg.diagnose.policy_source:
         return {"error": "diagnose.policy_source: name the `source` value of the judge's own responses"}
     configs = [ScorerConfig(name=s.name, options={**s.options, "judge": cfg.diagnose.other_judge,
                                                    **({"backend": cfg.diagnose.other_backend.model_dump()} if cfg.diagnose.other_backend else {})})
                for s in cfg.scorers if s.name in ("pointwise_judge", "pairwise_judge")]
-    scorers = make_scorers(configs, task)
+    scorers = make_scorers(configs, task, "diagnose")
+    bind_scorers(scorers, ctx, policy)
     prompts, samples = prompt_and_samples(table)
     try:
-        scored = score_rows(ctx, scorers, prompts, samples, "self-preference: other judge", policy)
+        scored = score_samples(scorers, task, prompts, samples, "self-preference: other judge", ctx.progress)
     finally:
         ctx.release_generator()
-    other = merge(table, scored, [c for s in scorers for c in s.output_columns])
+    other = merge(table, scored, [c for s in scorers for c in s.writes()])
     mine = own_advantage(table, cfg.diagnose.policy_source)
     theirs = own_advantage(other, cfg.diagnose.policy_source)
     kind = "win_rate" if any("verdict" in r for r in table) else "score_gap"
@@ -187,3 +189,18 @@ def summary_markdown(summary: dict) -> str:
 
         lines += ["", "## diagnostics", "", "```json", json.dumps(diag, indent=2, default=str), "```"]
     return "\n".join(lines) + "\n"
+
+
+def judge_report(rows: list[dict]) -> dict:
+    """Judge numbers for the loop's run report (score stage): score means/histograms, parse failures, position
+    and length bias, agreement with the gold verifier (where `correct` exists)."""
+    if not rows or not any(c in rows[0] for c in SCORES):
+        return {}
+    table = [dict(r, response=r.get("completion")) for r in rows]
+    out = summarize(table)
+    out["length_bias"] = length_bias(table)
+    out["agreement_with_gold"] = agreement(table, PASS_THRESHOLD)
+    flips = [r for r in rows if r.get("pair_games")]
+    if flips:
+        out["position_bias"] = {"flip_rate": sum(r["pair_flips"] for r in flips) / max(1, sum(r["pair_games"] for r in flips))}
+    return out

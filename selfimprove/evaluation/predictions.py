@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 
 def _sample(pid: str, j: int, text: str, mode: str, turn: int) -> dict:

@@ -1,4 +1,5 @@
-"""What every stage needs: the config, the run store, the task, progress display and a generator cache."""
+"""What every stage shares while a job runs: the run store, the task, the console and progress bars, the
+base model, and one generator at a time. Stage settings are not here: each stage gets its own config section."""
 
 from __future__ import annotations
 
@@ -12,9 +13,8 @@ from typing import Iterator
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from ..config import PipelineConfig
 from ..generation import Generator, make_generator
-from ..models import resolve_model
+from ..models import ModelRef, model_fingerprint, model_ref
 from ..prompts import PromptLibrary
 from ..store import RunStore, StageDir, stable_hash
 from ..tasks import Task
@@ -35,22 +35,16 @@ class StageReport:
     extra: dict = field(default_factory=dict)
 
 
-@dataclass
-class ModelRef:
-    """A model as the loop sees it: its reference (lineage), resolved path and fingerprint."""
-
-    ref: str
-    path: Path | str
-    fingerprint: str
-
-
 class RunContext:
-    def __init__(self, cfg: PipelineConfig, task: Task, prompts: PromptLibrary, console: Console | None = None, root: Path | None = None):
-        """`cfg` is a pipeline config, or any config with `model`, `backend`, `eval` (an eval suite); `root` overrides the run folder."""
-        self.cfg = cfg
+    """One job's runtime (a pipeline run, an eval, a judge job): `root` is its folder, `model` the base model
+    reference, `backend` the backend config generators are built with unless a stage names another."""
+
+    def __init__(self, root: Path, task: Task, prompts: PromptLibrary, *, model: str, backend, console: Console | None = None):
         self.task = task
         self.prompts = prompts
-        self.store = RunStore(root if root is not None else Path(cfg.run_dir) / cfg.name)
+        self.model = model
+        self.backend = backend
+        self.store = RunStore(Path(root))
         self.console = console or Console(stderr=True)
         self.reports: list[StageReport] = []
         self.warnings: list[str] = []
@@ -60,8 +54,7 @@ class RunContext:
 
     # -- models ---------------------------------------------------------------------------
     def base_model(self) -> ModelRef:
-        path = resolve_model(self.cfg.model)
-        return ModelRef(self.cfg.model, path, model_fingerprint(self.cfg.model, path))
+        return model_ref(self.model)
 
     def iteration_model(self, k: int) -> ModelRef:
         if k == 0:
@@ -73,7 +66,7 @@ class RunContext:
     def generator(self, model: ModelRef, backend=None) -> Generator:
         """The backend for `model` (the run's backend unless another is given), reused while the same
         model is asked for: one model in memory at a time, so a judge that is the policy costs nothing."""
-        backend = backend or self.cfg.backend
+        backend = backend or self.backend
         key = stable_hash([model.fingerprint, backend.model_dump()])
         if self._generator and self._generator[0] == key:
             return self._generator[1]
@@ -145,18 +138,6 @@ def _short_counts(counts: dict) -> str:
     return " ".join(f"{k}={counts[k]}" for k in keys)
 
 
-def model_fingerprint(ref: str, path: Path | str) -> str:
-    """Identify a base model cheaply: builtin name, a local folder's file names/sizes/mtimes, or the hub id."""
-    p = Path(path)
-    if ref.startswith("builtin:") or not p.exists():
-        return ref
-    h = [ref]
-    for f in sorted(q for q in p.rglob("*") if q.is_file()):
-        st = f.stat()
-        h.append(f"{f.relative_to(p)}:{st.st_size}:{int(st.st_mtime)}")
-    return stable_hash(h)
-
-
 class Timer:
     def __init__(self):
         self.t0 = time.time()
@@ -166,4 +147,4 @@ class Timer:
         return time.time() - self.t0
 
 
-__all__ = ["ModelRef", "RunContext", "StageReport", "Timer"]
+__all__ = ["ModelRef", "RunContext", "StageReport", "Timer", "model_fingerprint"]

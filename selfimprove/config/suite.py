@@ -6,9 +6,10 @@ from pathlib import Path
 
 from pydantic import Field, field_validator
 
-from .config import BackendConfig, EvalConfig, SplitConfig, Strict, TaskConfig, load_config, plain_name
-
-DEFAULT_MODEL = "builtin:smollm2-135m-instruct"
+from ..models import DEFAULT_MODEL
+from .backend import BackendConfig, TransformersBackendConfig
+from .base import Strict, load_config, plain_name
+from .pipeline import EvalConfig, SplitConfig, TaskConfig
 
 
 class EvalSuiteConfig(Strict):
@@ -19,7 +20,7 @@ class EvalSuiteConfig(Strict):
     model: str = Field(DEFAULT_MODEL, description="Model reference (overridden by --model).")
     task: TaskConfig
     data: SplitConfig = Field(default_factory=SplitConfig, description="The problems: local file or hub dataset, split, field mapping, size.")
-    backend: BackendConfig = Field(default_factory=BackendConfig)
+    backend: BackendConfig = Field(default_factory=TransformersBackendConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig, description="greedy and/or n samples, max_tokens, revise_template, bootstrap.")
     output_dir: str = Field("eval_runs", description="Parent folder of results.")
     prompts_dir: str | None = Field(None, description="Extra folder searched for prompt templates before the bundled ones.")
@@ -33,9 +34,3 @@ class EvalSuiteConfig(Strict):
 def load_suite(path: str | Path, overrides: list[str] | None = None) -> EvalSuiteConfig:
     """Read an eval suite YAML, apply `--set` overrides, validate (no model, no data touched)."""
     return load_config(path, EvalSuiteConfig, overrides)
-
-
-def model_slug(ref: str) -> str:
-    """A folder name for a model reference: `builtin:smollm2-135m-instruct` -> `builtin-smollm2-135m-instruct`."""
-    out = "".join(c if c.isalnum() or c in "-_." else "-" for c in ref.strip("/").replace("/", "--"))
-    return out.strip("-.") or "model"

@@ -1,0 +1,159 @@
+"""The import graph of the `selfimprove` package, read from the source (AST), function-level imports included.
+
+Prints every module's imports of other selfimprove modules, the import cycles (strongly connected
+components of more than one module), and which modules import the pipeline runtime. Used by
+tests/test_architecture.py and for the closing notes of restructuring work:
+
+    python scripts/import_graph.py [--root selfimprove] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import sys
+from pathlib import Path
+
+
+def module_name(path: Path, root: Path) -> str:
+    parts = list(path.relative_to(root.parent).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts = parts[:-1]
+    return ".".join(parts)
+
+
+def resolve(importer: str, is_package: bool, node: ast.ImportFrom) -> str:
+    if node.level == 0:
+        return node.module or ""
+    base = importer.split(".")
+    if not is_package:
+        base = base[:-1]
+    base = base[: len(base) - (node.level - 1)]
+    return ".".join(base + ([node.module] if node.module else []))
+
+
+def import_graph(root: Path) -> dict[str, dict[str, str]]:
+    """module -> {imported module: "top" | "function"} (only modules of the package)."""
+    files = {module_name(p, root): p for p in root.rglob("*.py")}
+    graph: dict[str, dict[str, str]] = {}
+    for mod, path in files.items():
+        tree = ast.parse(path.read_text(), str(path))
+        edges: dict[str, str] = {}
+        top_level = {id(n) for n in tree.body}
+        for parent in ast.walk(tree):
+            for node in ast.iter_child_nodes(parent):
+                if not isinstance(node, (ast.Import, ast.ImportFrom)):
+                    continue
+                where = "top" if id(node) in top_level or _module_level(tree, node) else "function"
+                targets = []
+                if isinstance(node, ast.Import):
+                    targets = [a.name for a in node.names]
+                else:
+                    base = resolve(mod, path.name == "__init__.py", node)
+                    targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in files else base for a in node.names]
+                for t in targets:
+                    while t and t not in files:
+                        t = t.rpartition(".")[0]
+                    if t and t != mod and t.split(".")[0] == root.name:
+                        if edges.get(t) != "top":
+                            edges[t] = where
+        graph[mod] = edges
+    return graph
+
+
+def _module_level(tree: ast.Module, node: ast.AST) -> bool:
+    """Imports inside module-level `if`/`try` blocks run at import time too."""
+    stack = list(tree.body)
+    while stack:
+        n = stack.pop()
+        if n is node:
+            return True
+        if isinstance(n, (ast.If, ast.Try)):
+            stack.extend(ast.iter_child_nodes(n))
+        elif hasattr(ast, "TryStar") and isinstance(n, ast.TryStar):
+            stack.extend(ast.iter_child_nodes(n))
+    return False
+
+
+def cycles(graph: dict[str, dict[str, str]]) -> list[list[str]]:
+    """Strongly connected components with more than one module (Tarjan), package __init__ re-exports excluded
+    (a package importing its own submodules is not a cycle of concepts)."""
+    edges = {m: [t for t in ts if not m.startswith(t + ".") and not t.startswith(m + ".")] for m, ts in graph.items()}
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on: set[str] = set()
+    out: list[list[str]] = []
+    counter = [0]
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = counter[0]
+        counter[0] += 1
+        stack.append(v)
+        on.add(v)
+        for w in edges.get(v, []):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                out.append(sorted(comp))
+
+    sys.setrecursionlimit(10000)
+    for v in sorted(edges):
+        if v not in index:
+            visit(v)
+    return out
+
+
+def importers_of(graph: dict[str, dict[str, str]], targets: tuple[str, ...]) -> dict[str, list[str]]:
+    """Modules that import any module under one of `targets` (excluding the targets' own packages)."""
+    out = {}
+    for m, ts in sorted(graph.items()):
+        if any(m == t or m.startswith(t + ".") for t in targets):
+            continue
+        hit = sorted(t for t in ts if any(t == x or t.startswith(x + ".") for x in targets))
+        if hit:
+            out[m] = hit
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--root", default=str(Path(__file__).resolve().parent.parent / "selfimprove"))
+    ap.add_argument("--runtime", nargs="*", default=["selfimprove.runtime.context", "selfimprove.stages.context", "selfimprove.pipeline"],
+                    help="Modules counted as the pipeline runtime.")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    graph = import_graph(Path(args.root))
+    result = {
+        "modules": len(graph),
+        "edges": sum(len(v) for v in graph.values()),
+        "function_level_edges": sum(w == "function" for v in graph.values() for w in v.values()),
+        "cycles": cycles(graph),
+        "import_the_runtime": importers_of(graph, tuple(args.runtime)),
+    }
+    if args.json:
+        print(json.dumps({**result, "graph": graph}, indent=1))
+        return
+    print(f"{result['modules']} modules, {result['edges']} internal imports ({result['function_level_edges']} inside functions)")
+    print(f"cycles: {len(result['cycles'])}")
+    for c in result["cycles"]:
+        print("  " + " <-> ".join(c))
+    print(f"modules importing the runtime ({', '.join(args.runtime)}): {len(result['import_the_runtime'])}")
+    for m, ts in result["import_the_runtime"].items():
+        print(f"  {m} -> {', '.join(ts)}")
+
+
+if __name__ == "__main__":
+    main()

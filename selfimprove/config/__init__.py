@@ -1,0 +1,31 @@
+"""Configuration schemas (pydantic, unknown keys forbidden): pipelines, eval suites, judge jobs, and the
+sections they share (backend and training method are tagged unions). Validating one imports no torch."""
+
+from ..errors import ConfigError
+from .backend import BackendConfig, OpenAIBackendConfig, PluginBackendConfig, TransformersBackendConfig, VLLMBackendConfig, parse_backend
+from .base import Strict, apply_override, format_validation_error, load_config, load_yaml, parse_override, plain_name
+from .judge import PASS_THRESHOLD, DiagnoseConfig, JudgeJobConfig, load_job
+from .pipeline import (
+                      STAGES,
+                      BuilderConfig,
+                      DataConfig,
+                      EvalConfig,
+                      GenerateConfig,
+                      PipelineConfig,
+                      SamplingConfig,
+                      ScorerConfig,
+                      SelectConfig,
+                      SplitConfig,
+                      TaskConfig,
+                      load_pipeline,
+)
+from .suite import EvalSuiteConfig, load_suite
+from .train import LoraConfig, PluginTrainConfig, SFTTrainConfig, TrainBase, TrainConfig
+
+__all__ = [
+    "BackendConfig", "BuilderConfig", "ConfigError", "DataConfig", "DiagnoseConfig", "EvalConfig", "EvalSuiteConfig", "GenerateConfig",
+    "JudgeJobConfig", "LoraConfig", "OpenAIBackendConfig", "PASS_THRESHOLD", "PipelineConfig", "PluginBackendConfig", "PluginTrainConfig",
+    "SFTTrainConfig", "STAGES", "SamplingConfig", "ScorerConfig", "SelectConfig", "SplitConfig", "Strict", "TaskConfig", "TrainBase",
+    "TrainConfig", "TransformersBackendConfig", "VLLMBackendConfig", "apply_override", "format_validation_error", "load_config",
+    "load_job", "load_pipeline", "load_suite", "load_yaml", "parse_backend", "parse_override", "plain_name",
+]

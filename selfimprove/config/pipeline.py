@@ -1,0 +1,162 @@
+"""Pipeline configuration: the pydantic schema of `pipelines/*.yaml` (one section per stage).
+
+Every model forbids unknown keys so that a typo fails in the first second, with the YAML
+path of the offending key in the message (see `ConfigError`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, field_validator, model_validator
+
+from ..generation.base import SamplingParams
+from .backend import BackendConfig, TransformersBackendConfig
+from .base import Strict, load_config, plain_name
+from .train import SFTTrainConfig, TrainConfig
+
+
+class SplitConfig(Strict):
+    """Where one split of prompts comes from: a local JSONL/Parquet/CSV file, a hub dataset, or (synthetic tasks) a seeded generator."""
+
+    source: str | None = Field(None, description="Local file/directory or hub dataset id; synthetic tasks leave it empty.")
+    split: str = Field("train", description="Split name for hub datasets and dataset directories.")
+    subset: str | None = Field(None, description="Hub dataset configuration name, e.g. `main` for openai/gsm8k.")
+    size: int | None = Field(None, gt=0, description="Rows to use (first N after an optional seeded shuffle); required for synthetic tasks.")
+    seed: int = Field(0, description="Seed of the synthetic generator or of the shuffle.")
+    shuffle: bool = Field(False, description="Shuffle rows (seeded) before taking `size`.")
+    fields: dict[str, str] = Field(default_factory=dict, description="Task field -> dataset column, e.g. {question: Body, answer: Answer}.")
+
+
+class DataConfig(Strict):
+    train: SplitConfig = Field(description="Prompts the loop samples and trains on.")
+    eval: SplitConfig = Field(description="Held-out prompts for evaluation; never trained on.")
+
+
+class TaskConfig(Strict):
+    name: str = Field(description="Registered task: arithmetic, gsm8k, math500.")
+    prompt_template: str | None = Field(None, description="Jinja2 template name in prompts/ (default: the task's own).")
+    system_prompt_template: str | None = Field(None, description="Optional Jinja2 template rendered as the system message.")
+    options: dict[str, Any] = Field(default_factory=dict, description="Task-specific options, validated by the task.")
+
+
+class SamplingConfig(Strict):
+    n: int = Field(4, gt=0, description="Samples per prompt.")
+    temperature: float = Field(0.7, ge=0, description="0 means greedy.")
+    top_p: float = Field(1.0, gt=0, le=1)
+    max_tokens: int = Field(128, gt=0)
+    stop: list[str] = Field(default_factory=list, description="Stop strings; the text is cut before them.")
+    seed: int = 0
+
+    def params(self, **changes) -> SamplingParams:
+        """These settings as the backends' `SamplingParams` (`changes` override fields, e.g. a per-iteration seed)."""
+        d = {"n": self.n, "temperature": self.temperature, "top_p": self.top_p, "max_tokens": self.max_tokens, "stop": tuple(self.stop), "seed": self.seed}
+        d.update(changes)
+        return SamplingParams(**d)
+
+
+class GenerateConfig(SamplingConfig):
+    shard_size: int = Field(32, gt=0, description="Prompts per shard; a killed run resumes at the last finished shard.")
+    n: int = Field(8, gt=0, description="Samples per prompt.")
+
+
+class ScorerConfig(Strict):
+    name: str = Field(description="Registered scorer: gold, majority_vote.")
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class BuilderConfig(Strict):
+    name: str = Field("sft", description="Registered row builder (sft) or 'package.module:Class'.")
+    options: dict[str, Any] = Field(default_factory=dict, description="Validated by the builder's `Options` model.")
+
+
+class SelectConfig(Strict):
+    correct_only: bool = Field(True, description="Keep samples whose `correct` column is true.")
+    require_finished: bool = Field(True, description="Drop samples cut off by max_tokens.")
+    min_vote_share: float | None = Field(None, ge=0, le=1, description="Keep samples whose answer has at least this vote share.")
+    dedup: bool = Field(True, description="Drop repeated (prompt, completion) pairs (whitespace-normalised).")
+    max_per_prompt: int | None = Field(4, gt=0, description="Cap kept samples per prompt.")
+    balance: bool = Field(False, description="Keep the same number per prompt (the smallest kept count, at least 1).")
+    builder: BuilderConfig = Field(default_factory=BuilderConfig, description="Turns the kept samples into training rows (sft: prompt + completion).")
+
+
+class EvalConfig(Strict):
+    greedy: bool = Field(True, description="Greedy decoding -> accuracy.")
+    n: int = Field(0, ge=0, description="Sampled completions per problem for pass@k / maj@k (0 = none).")
+    sample_problems: int | None = Field(None, gt=0, description="Sample only the first N held-out problems (sampling all is n times the cost of greedy).")
+    temperature: float = Field(0.7, ge=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+    max_tokens: int = Field(128, gt=0)
+    stop: list[str] = Field(default_factory=list)
+    seed: int = 1234
+    shard_size: int = Field(64, gt=0)
+    bootstrap: int = Field(1000, gt=0, description="Bootstrap resamples for the 95% intervals.")
+    revise_template: str | None = Field(None, description="Two-turn self-correction: template of the turn-2 instruction (e.g. self_correct); needs greedy.")
+    revise_max_tokens: int | None = Field(None, gt=0, description="max_tokens of the revision turn (default: max_tokens).")
+
+    def mode_params(self) -> dict[str, SamplingParams]:
+        """The first-turn modes this config asks for: `greedy` and/or `sampled`, as sampling parameters."""
+        out = {}
+        if self.greedy:
+            out["greedy"] = SamplingParams(n=1, temperature=0.0, max_tokens=self.max_tokens, stop=tuple(self.stop), seed=self.seed)
+        if self.n:
+            out["sampled"] = SamplingParams(n=self.n, temperature=self.temperature, top_p=self.top_p, max_tokens=self.max_tokens,
+                                            stop=tuple(self.stop), seed=self.seed)
+        return out
+
+    def revision_params(self) -> SamplingParams:
+        """The revision turn: greedy, `revise_max_tokens` (default max_tokens)."""
+        return SamplingParams(n=1, temperature=0.0, max_tokens=self.revise_max_tokens or self.max_tokens, stop=tuple(self.stop), seed=self.seed)
+
+    @model_validator(mode="after")
+    def _something_to_do(self) -> "EvalConfig":
+        if not self.greedy and self.n == 0:
+            raise ValueError("eval needs greedy: true or n > 0")
+        if self.revise_template and not self.greedy:
+            raise ValueError("revise_template needs greedy: true (the revision turn revises the greedy attempt)")
+        return self
+
+
+STAGES = ("generate", "score", "select", "train", "eval")
+
+
+class PipelineConfig(Strict):
+    name: str = Field(description="Run name; outputs go to <run_dir>/<name>/.")
+    run_dir: str = "runs"
+    model: str = Field(description="Model reference: hub id, local path, builtin:<name>.")
+    iterations: int = Field(1, ge=0)
+    seed: int = 0
+    stages: list[str] = Field(default_factory=lambda: list(STAGES), description="Stages of each iteration, in order.")
+    task: TaskConfig
+    data: DataConfig
+    backend: BackendConfig = Field(default_factory=TransformersBackendConfig)
+    generate: GenerateConfig = Field(default_factory=GenerateConfig)
+    score: list[ScorerConfig] = Field(default_factory=lambda: [ScorerConfig(name="gold"), ScorerConfig(name="majority_vote")])
+    select: SelectConfig = Field(default_factory=SelectConfig)
+    train: TrainConfig = Field(default_factory=SFTTrainConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    prompts_dir: str | None = Field(None, description="Extra folder searched for prompt templates before the bundled ones.")
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, v: str) -> str:
+        return plain_name(v)
+
+    @field_validator("stages")
+    @classmethod
+    def _known_stages(cls, v: list[str]) -> list[str]:
+        unknown = [s for s in v if s not in STAGES]
+        if unknown:
+            raise ValueError(f"unknown stage(s) {unknown}; known stages: {list(STAGES)}")
+        order = [STAGES.index(s) for s in v]
+        if order != sorted(order) or len(set(v)) != len(v):
+            raise ValueError(f"stages must appear once each, in the order {list(STAGES)}")
+        return v
+
+
+def load_pipeline(path: str | Path, overrides: list[str] | None = None) -> PipelineConfig:
+    """Read a pipeline YAML, apply `--set` overrides, validate everything (no model is touched)."""
+    return load_config(path, PipelineConfig, overrides)
+
+

@@ -1,0 +1,1 @@
+"""Evaluation: metrics (accuracy, pass@k, maj@k, self-correction), `selfimprove eval` suites, the run report."""

@@ -1,0 +1,1 @@
+"""`selfimprove judge`: judge jobs over datasets of responses, and judge diagnostics."""

@@ -1,0 +1,97 @@
+"""The self-improvement loop: prompts -> [stages of the training method] x iterations, evaluated on held-out prompts.
+
+Iteration 0 evaluates the base model. Iteration k runs the stages its training method declares (SFT:
+generate -> score -> select -> train; a method that generates inside training declares fewer), from model k-1
+(or from the base model when `train.init: base`), and its trained model is `iter_k`. Every stage is skipped
+when its manifest matches, so a rerun of a finished pipeline does no work.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.console import Console
+
+from ..config import PipelineConfig
+from ..errors import ConfigError
+from ..prompts import PromptLibrary
+from ..runtime.context import RunContext
+from ..scoring import make_scorers
+from ..selection import filter_columns, make_row_builder
+from ..store import atomic_write_json
+from ..tasks import make_task
+from ..training.base import make_trainer
+from .contracts import check_chain
+from .stages.data import PromptRows, load_prompt_rows, prompts_stage
+from .stages.evaluate import eval_stage
+from .stages.generate import generate_stage
+from .stages.score import score_stage
+from .stages.select import select_stage
+from .stages.train import train_stage
+
+
+def iteration_plan(cfg: PipelineConfig) -> list[str]:
+    """The stages of one iteration: the training method's own list, cut at the first stage `stages:` leaves out."""
+    trainer = make_trainer(cfg.train)
+    plan = []
+    for stage in type(trainer).stages:
+        if stage not in cfg.stages:
+            break
+        plan.append(stage)
+    return plan
+
+
+def prepare(cfg: PipelineConfig, console: Console | None = None) -> tuple[RunContext, PromptRows]:
+    """Everything that can fail on bad input, before any model loads: stages, task, templates, scorers, the column
+    chain, datasets. The rows unpack as `train_rows, eval_rows`; no eval problem is among the train rows."""
+    for stage, needs in (("train", "select"), ("select", "score"), ("score", "generate")):
+        if stage in cfg.stages and needs not in cfg.stages:
+            raise ConfigError(f"stages: {stage} needs {needs}")
+    prompts = PromptLibrary(cfg.prompts_dir)
+    task = make_task(cfg.task, prompts)
+    scorers = make_scorers(cfg.score, task)
+    builder = make_row_builder(cfg.select.builder.name, cfg.select.builder.options)
+    trainer = make_trainer(cfg.train)
+    check_chain(scorers, cfg.stages, filter_columns(cfg.select), builder, trainer)
+    ctx = RunContext(Path(cfg.run_dir) / cfg.name, task, prompts, model=cfg.model, backend=cfg.backend, console=console)
+    return ctx, load_prompt_rows(task, cfg.data, ctx.warn)
+
+
+def run_pipeline(cfg: PipelineConfig, console: Console | None = None) -> dict:
+    """Run (or resume) the whole pipeline; returns the summary that is also written to summary.json."""
+    from ..evaluation.report import build_summary, write_report
+
+    ctx, rows = prepare(cfg, console)
+    plan = iteration_plan(cfg)
+    ctx.store.root.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(ctx.store.root / "config.json", cfg.model_dump())
+    try:
+        train_sd, eval_sd = prompts_stage(ctx, rows)
+        if "eval" in cfg.stages:
+            eval_stage(ctx, 0, cfg.eval, eval_sd, ctx.base_model())
+        selects = []
+        current = ctx.base_model()
+        for k in range(1, cfg.iterations + 1):
+            if not plan:
+                break
+            tables = {}
+            for stage in plan:
+                if stage == "generate":
+                    tables["samples"] = generate_stage(ctx, k, cfg.generate, train_sd, current)
+                elif stage == "score":
+                    tables["scored"] = score_stage(ctx, k, cfg.score, train_sd, tables["samples"], current)
+                elif stage == "select":
+                    tables["train_set"] = select_stage(ctx, k, cfg.select, cfg.seed + k, cfg.train.accumulate_data, train_sd,
+                                                       tables["scored"], selects)
+                    selects.append(tables["train_set"])
+                elif stage == "train":
+                    start = ctx.base_model() if cfg.train.init == "base" else current
+                    train_stage(ctx, k, cfg.train, tables.get("train_set"), start)
+                    current = ctx.iteration_model(k)
+                    if "eval" in cfg.stages:
+                        eval_stage(ctx, k, cfg.eval, eval_sd, current)
+    finally:
+        ctx.release_generator()
+    summary = build_summary(ctx.store.root, ctx.reports)
+    write_report(ctx.store.root, summary)
+    return summary

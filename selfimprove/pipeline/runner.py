@@ -1,0 +1,64 @@
+"""The one runner every job uses (the loop's stages, `selfimprove eval`, `selfimprove judge`): skip a stage whose
+manifest matches its config and inputs, otherwise run it, time it, log it, record it; and run a stage's work in
+shards so a killed job resumes at the last finished shard (a finished shard is never redone).
+
+A shard's work is a function of plain, serialisable values (the shard's rows, the stage's config section, model
+references), so the same work can run in another process or on another machine."""
+
+from __future__ import annotations
+
+import logging
+from typing import Callable, TypeVar
+
+from ..runtime.context import RunContext, StageReport, Timer
+from ..store import StageDir
+
+log = logging.getLogger("selfimprove.runner")
+T = TypeVar("T")
+
+
+def run_stage(ctx: RunContext, iteration: int | None, sd: StageDir, work: Callable[[StageDir], tuple[list[dict] | None, dict, dict]]) -> StageDir:
+    """Run `work(sd) -> (rows or None, counts, extra)` unless `sd` is complete; rows go to table.parquet.
+
+    When `work` returns None for rows it has written its own output and called `sd.finish`.
+    """
+    if sd.is_complete():
+        m = sd.manifest() or {}
+        ctx.record(StageReport(iteration, sd.stage, True, m.get("seconds", 0.0), m.get("counts", {}), _extra(m)))
+        return sd
+    sd.begin()
+    timer = Timer()
+    with sd.logging_to_file():
+        rows, counts, extra = work(sd)
+        if rows is not None:
+            sd.finish_table(rows, counts=counts, seconds=timer.seconds, extra=extra)
+        else:
+            m = sd.manifest() or {}
+            if m.get("status") != "complete":
+                raise RuntimeError(f"stage {sd.path} did not finish its manifest")
+    m = sd.manifest() or {}
+    ctx.record(StageReport(iteration, sd.stage, False, m.get("seconds", timer.seconds), m.get("counts", counts), _extra(m)))
+    return sd
+
+
+def run_shards(ctx: RunContext, sd: StageDir, items: list[T], shard_size: int, work: Callable[[int, list[T], Callable[[int], None]], list[dict]],
+               label: str, unit: str = "prompts", verb: str = "done", name: str | None = None) -> list[dict]:
+    """Every missing shard of `items` through `work(shard_index, shard_items, advance) -> rows`, each shard's rows
+    written as soon as it finishes; returns the rows of all shards in order. The caller has called `sd.begin()`
+    (directly or through `run_stage`), which keeps shards made with the same config and inputs."""
+    shards = [items[i : i + shard_size] for i in range(0, len(items), shard_size)]
+    done = sum(len(s) for i, s in enumerate(shards) if sd.has_shard(i))
+    if done:
+        log.info("resuming %s: %d of %d %s already %s", sd.path, done, len(items), unit, verb)
+        ctx.console.print(f"[dim]resuming {name or label}: {done}/{len(items)} {unit} already {verb}[/dim]")
+    with ctx.progress(label, len(items)) as bar:
+        bar.update(done)
+        for i, shard in enumerate(shards):
+            if sd.has_shard(i):
+                continue
+            sd.write_shard(i, work(i, shard, bar.advance))
+    return sd.read_shards()
+
+
+def _extra(manifest: dict) -> dict:
+    return {k: manifest[k] for k in ("metrics", "train", "judge") if k in manifest}

@@ -1,0 +1,78 @@
+"""Generate stage: n samples per prompt, written in shards so a killed run resumes at the last finished shard.
+
+Output columns: prompt_id, sample_id, turn, completion, num_tokens, logprob_sum, finish_reason,
+model_ref, sampling (the parameters used), iteration.
+"""
+
+from __future__ import annotations
+
+from ...config import GenerateConfig
+from ...generation import Generator, Request, SamplingParams
+from ...models import ModelRef
+from ...runtime.context import RunContext
+from ...store import StageDir, stable_hash
+from ..runner import run_shards, run_stage
+
+
+def sample_rows(prompt_rows: list[dict], outs, model: ModelRef, params: SamplingParams, iteration: int) -> list[dict]:
+    rows = []
+    sampling = params.to_dict()
+    for p, comps in zip(prompt_rows, outs):
+        for j, c in enumerate(comps):
+            rows.append(
+                {
+                    "prompt_id": p["prompt_id"],
+                    "sample_id": f"{p['prompt_id']}/s{j:04d}",
+                    "turn": 1,
+                    "completion": c.text,
+                    "num_tokens": c.num_tokens,
+                    "logprob_sum": c.logprob_sum,
+                    "finish_reason": c.finish_reason,
+                    "model_ref": model.ref,
+                    "sampling": sampling,
+                    "iteration": iteration,
+                }
+            )
+    return rows
+
+
+def shard_params(params: SamplingParams, shard: int) -> SamplingParams:
+    """The shard's own seed, so a resumed shard samples as the lost one would have."""
+    return SamplingParams(**{**params.to_dict(), "stop": tuple(params.stop), "seed": int(stable_hash([params.seed, shard])[:8], 16)})
+
+
+def generate_shard(gen: Generator, prompt_rows: list[dict], model: ModelRef, params: SamplingParams, shard: int, iteration: int,
+                   progress=None) -> list[dict]:
+    """One shard's samples: plain rows in, plain rows out (the unit of work a worker runs)."""
+    outs = gen.generate([Request(p["prompt_id"], p["messages"]) for p in prompt_rows], shard_params(params, shard), progress=progress)
+    return sample_rows(prompt_rows, outs, model, params, iteration)
+
+
+def generate_sharded(ctx: RunContext, sd: StageDir, prompt_rows: list[dict], model: ModelRef, params: SamplingParams,
+                     shard_size: int, iteration: int, label: str) -> list[dict]:
+    """Generate every missing shard with the run's backend; returns all samples."""
+    return run_shards(ctx, sd, prompt_rows, shard_size,
+                      lambda i, shard, advance: generate_shard(ctx.generator(model), shard, model, params, i, iteration, advance), label)
+
+
+def generation_counts(rows: list[dict]) -> dict:
+    n = len(rows)
+    return {
+        "samples": n,
+        "prompts": len({r["prompt_id"] for r in rows}),
+        "tokens": sum(r["num_tokens"] for r in rows),
+        "truncated": sum(r["finish_reason"] == "length" for r in rows),
+    }
+
+
+def generate_stage(ctx: RunContext, iteration: int, cfg: GenerateConfig, prompts_sd: StageDir, model: ModelRef) -> StageDir:
+    """Reads the `prompts` table; writes the `samples` table (iteration k samples with seed `generate.seed + k`)."""
+    params = cfg.params(seed=cfg.seed + iteration)
+    config = {"generate": cfg.model_dump(), "backend": ctx.backend.model_dump(), "iteration_seed": params.seed}
+    sd = ctx.store.stage(iteration, "generate", config, {"prompts": prompts_sd.fingerprint, "model": model.fingerprint})
+
+    def work(sd: StageDir):
+        rows = generate_sharded(ctx, sd, prompts_sd.rows(), model, params, cfg.shard_size, iteration, f"iter {iteration} generate")
+        return rows, generation_counts(rows), {"model_ref": model.ref, "backend": ctx.backend.name}
+
+    return run_stage(ctx, iteration, sd, work)

@@ -1,0 +1,36 @@
+"""Select stage: filter scored samples (`select:` filters) and build training rows with the configured row builder
+(`select.builder`, default sft: `prompt`, `completion`, `messages`, `weight`, lineage)."""
+
+from __future__ import annotations
+
+from ...config import SelectConfig
+from ...runtime.context import RunContext
+from ...selection import make_row_builder, select_samples
+from ...store import StageDir
+from ..runner import run_stage
+
+
+def select_stage(ctx: RunContext, iteration: int, cfg: SelectConfig, seed: int, accumulate: bool, prompts_sd: StageDir,
+                 scored_sd: StageDir, earlier: list[StageDir]) -> StageDir:
+    """Reads `prompts` and `scored`; writes the train set. `earlier` holds previous iterations' select stages, whose
+    rows come first when `accumulate` (train.accumulate_data) is on. `seed` drives the per-prompt caps."""
+    builder = make_row_builder(cfg.builder.name, cfg.builder.options)
+    inputs = {"prompts": prompts_sd.fingerprint, "scored": scored_sd.fingerprint}
+    if accumulate:
+        inputs.update({f"select_{i}": e.fingerprint for i, e in enumerate(earlier)})
+    config = {"select": cfg.model_dump(), "accumulate": accumulate, "seed": seed}
+    sd = ctx.store.stage(iteration, "select", config, inputs)
+
+    def work(sd: StageDir):
+        prompts = {p["prompt_id"]: p for p in prompts_sd.rows()}
+        kept, counts = select_samples(scored_sd.rows(), cfg, seed)
+        rows, built = builder.build(kept, prompts)
+        counts.update({k: v for k, v in built.items() if k != "rows"})
+        counts["rows_this_iteration"] = len(rows)
+        if accumulate:
+            for e in earlier:
+                rows = e.rows() + rows
+        counts["rows"] = len(rows)
+        return rows, counts, {}
+
+    return run_stage(ctx, iteration, sd, work)

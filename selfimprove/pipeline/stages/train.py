@@ -1,0 +1,33 @@
+"""Train stage: fine-tune the iteration's starting model on the train set with the configured method
+(`train.method`); output `train/model` (merged) and, with LoRA, `train/adapter`."""
+
+from __future__ import annotations
+
+from ...config import TrainBase
+from ...models import ModelRef
+from ...runtime.context import RunContext
+from ...store import StageDir, tree_digest
+from ...training.base import make_trainer
+from ..runner import run_stage
+
+
+def train_stage(ctx: RunContext, iteration: int, cfg: TrainBase, select_sd: StageDir, start: ModelRef) -> StageDir:
+    """Reads the train set; writes the iteration's model (`iter_<k>`)."""
+    trainer = make_trainer(cfg)
+    sd = ctx.store.stage(iteration, "train", {"train": cfg.model_dump()}, {"data": select_sd.fingerprint, "model": start.fingerprint})
+
+    def work(sd: StageDir):
+        ctx.release_generator()  # one model in memory at a time
+        rows = select_sd.rows()
+        with ctx.progress(f"iter {iteration} train", None) as bar:
+            stats = trainer.train(start.path, rows, sd.path, progress=bar.update)
+        counts = {"rows": len(rows), "steps": stats["steps"]}
+        sd.finish(
+            output_fingerprint=tree_digest(sd.path / "model"),
+            counts=counts,
+            seconds=stats["train_seconds"],
+            extra={"train": stats, "start_model": start.ref, "model_ref": f"iter_{iteration}"},
+        )
+        return None, counts, {}
+
+    return run_stage(ctx, iteration, sd, work)

@@ -1,0 +1,42 @@
+"""Row builders turn kept samples into training rows (SFT rows now; preference pairs next). Each declares the
+sample columns it reads and the row columns it writes, so the loop checks them against the scorers before
+it and the trainer after it before any model loads."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import ClassVar
+
+from pydantic import BaseModel
+
+from ..options import NoOptions, validate_options
+from ..registry import ROW_BUILDERS
+
+
+class RowBuilder(ABC):
+    """Subclasses set `name`, `reads`, `writes` (and `Options`), and implement `build`."""
+
+    name: ClassVar[str]
+    reads: ClassVar[tuple[str, ...]]
+    writes: ClassVar[tuple[str, ...]]
+    Options: ClassVar[type[BaseModel]] = NoOptions
+
+    def __init__(self, options: dict | BaseModel | None = None, where: str = "select.builder.options"):
+        self.options = validate_options(self.Options, options, where)
+
+    def columns_read(self) -> tuple[str, ...]:
+        """Sample columns needed (may depend on options)."""
+        return self.reads
+
+    @property
+    def weighted(self) -> bool:
+        """Whether the rows carry weights other than 1 (the trainer must support them)."""
+        return False
+
+    @abstractmethod
+    def build(self, samples: list[dict], prompts: dict[str, dict]) -> tuple[list[dict], dict]:
+        """Training rows from kept samples (`prompts`: prompt_id -> prompt row), and counts for the manifest."""
+
+
+def make_row_builder(name: str, options: dict | None = None, where: str = "select.builder") -> RowBuilder:
+    return ROW_BUILDERS.get(name, f"{where}.name")(options, where=f"{where}.options")

@@ -1,0 +1,1 @@
+"""Training methods (`registry.TRAINERS`): SFT now; each subclasses `base.Trainer` and shares `common`."""

@@ -1,0 +1,41 @@
+"""The trainer interface: a training method takes the iteration's starting model and the train-set rows and
+writes `out_dir/model` (merged, loadable by every backend) and, with LoRA, `out_dir/adapter`. Each method
+declares the row columns it reads, whether it accepts per-row weights, and which stages an iteration of it
+runs, so the loop builds its stage list from the configured method."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Callable, ClassVar
+
+from pydantic import BaseModel
+
+from ..options import NoOptions, validate_options
+from ..registry import TRAINERS
+
+ProgressFn = Callable[[int, int | None], None]
+
+
+class Trainer(ABC):
+    """Construct with the `train:` section (a `TrainBase` subclass); `train(...)` returns stats for the manifest."""
+
+    name: ClassVar[str]
+    reads: ClassVar[tuple[str, ...]]
+    supports_weights: ClassVar[bool] = False
+    stages: ClassVar[tuple[str, ...]] = ("generate", "score", "select", "train")
+    Options: ClassVar[type[BaseModel]] = NoOptions
+
+    def __init__(self, cfg, where: str = "train"):
+        self.cfg = cfg
+        self.options = validate_options(self.Options, getattr(cfg, "options", None), f"{where}.options")
+
+    @abstractmethod
+    def train(self, model_path, rows: list[dict], out_dir: Path, progress: ProgressFn | None = None) -> dict:
+        """Fine-tune `model_path` on `rows`; save `out_dir/model` (and `out_dir/adapter` with LoRA); return stats
+        (at least `steps` and `train_seconds`)."""
+
+
+def make_trainer(cfg, where: str = "train") -> Trainer:
+    """The trainer `cfg.method` names (`registry.TRAINERS`), built with its config section."""
+    return TRAINERS.get(cfg.method, f"{where}.method")(cfg, where)

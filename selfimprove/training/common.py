@@ -1,0 +1,124 @@
+"""What every trainer shares: device and dtype, model and tokenizer loading, LoRA through PEFT, the progress
+callback, the read-back check of TRL settings, and saving (adapter, then the merged float32 model)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from ..errors import StageError
+from ..models import save_model
+
+log = logging.getLogger("selfimprove.training")
+
+
+def training_setup(device: str):
+    """(device, dtype, on_cpu): float32 on CPU and on GPUs without bf16, bfloat16 otherwise."""
+    from ..runtime.devices import pick_device, training_dtype
+
+    dev = pick_device(device)
+    return dev, training_dtype(dev), dev.type == "cpu"
+
+
+def load_model_and_tokenizer(model_path, dtype):
+    """The causal LM in `dtype` and its tokenizer (pad token = EOS when it has none)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model_path)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype)
+    return model, tok
+
+
+def peft_config(lora):
+    """PEFT's LoraConfig for the `train.lora` section (None: full fine-tuning)."""
+    if lora is None:
+        return None
+    from peft import LoraConfig as PeftLoraConfig
+
+    return PeftLoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=lora.target_modules,
+                          task_type="CAUSAL_LM")
+
+
+def progress_callback(progress):
+    """A TrainerCallback reporting (step, max_steps) to `progress` and TRL's logs to the stage log."""
+    from transformers import TrainerCallback
+
+    class _Bar(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kw):
+            if progress:
+                progress(0, state.max_steps)
+
+        def on_step_end(self, args, state, control, **kw):
+            if progress:
+                progress(state.global_step, state.max_steps)
+
+        def on_log(self, args, state, control, logs=None, **kw):
+            if logs:
+                log.info("step %s: %s", state.global_step, logs)
+
+    return _Bar()
+
+
+def quiet(trainer) -> None:
+    """Logs go to the stage's log.txt, not stdout."""
+    from transformers import PrinterCallback
+
+    trainer.remove_callback(PrinterCallback)
+
+
+def checkpointing_keyword(config_cls) -> str:
+    """`activation_checkpointing` (transformers >= 5.24; `gradient_checkpointing` there is a deprecated alias,
+    to be removed in v6) or `gradient_checkpointing` (before)."""
+    fields = getattr(config_cls, "__dataclass_fields__", {})
+    return "activation_checkpointing" if "activation_checkpointing" in fields else "gradient_checkpointing"
+
+
+def check_settings(args, semantics: dict) -> None:
+    """Every setting that decides what is trained must read back as set (TRL's defaults differ from transformers'
+    and move between releases); a renamed, ignored or overridden one fails here, naming the versions."""
+    wrong = {k: getattr(args, k, None) for k, v in semantics.items() if getattr(args, k, None) != v}
+    if wrong:
+        import transformers
+        import trl
+
+        raise StageError(
+            f"TRL {trl.__version__} / transformers {transformers.__version__} did not keep the training settings "
+            f"selfimprove set: got {wrong}, wanted { {k: semantics[k] for k in wrong} }; report these versions"
+        )
+
+
+def save_trained(model, tokenizer, out_dir: Path, lora: bool) -> None:
+    """With LoRA: the adapter alone to `out_dir/adapter` (for vLLM's LoRARequest or sharing), then merge; the
+    merged model in float32 to `out_dir/model` (the next iteration's generator)."""
+    import torch
+
+    if lora:
+        model.save_pretrained(out_dir / "adapter")
+        model = model.merge_and_unload()
+    save_model(model.to(torch.float32), tokenizer, out_dir / "model")
+
+
+def require_rows(rows: list[dict], min_rows: int) -> None:
+    if len(rows) < min_rows:
+        raise StageError(
+            f"only {len(rows)} training rows were selected (train.min_rows = {min_rows}); "
+            "sample more (generate.n, data.train.size), sample cooler (generate.temperature), or relax select.*"
+        )
+
+
+def trainer_stats(trainer, result, seconds: float, trainable: int, rows: int, dev, dtype) -> dict:
+    """Steps, losses, seconds and sizes for the train stage's manifest."""
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    return {
+        "steps": trainer.state.global_step,
+        "train_loss": float(result.training_loss),
+        "first_loss": losses[0] if losses else None,
+        "last_loss": losses[-1] if losses else None,
+        "train_seconds": round(seconds, 2),
+        "trainable_parameters": trainable,
+        "rows": rows,
+        "device": str(dev),
+        "dtype": str(dtype),
+    }

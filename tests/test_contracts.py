@@ -1,0 +1,73 @@
+"""Column contracts: the chain generate -> score -> select -> train is checked before any model loads, and a
+missing column names the step that reads it and the scorer that would write it."""
+
+import textwrap
+
+import pytest
+
+from selfimprove.config import ConfigError, load_pipeline
+from selfimprove.pipeline.contracts import check_chain
+from selfimprove.pipeline.loop import prepare
+from selfimprove.selection import SFTRows
+
+BASE = """
+name: t
+model: builtin:smollm2-135m-instruct
+task: {name: arithmetic, options: {digits: 1}}
+data:
+  train: {size: 4, seed: 1}
+  eval: {size: 4, seed: 2}
+"""
+
+
+def cfg(tmp_path, extra="", overrides=()):
+    p = tmp_path / "p.yaml"
+    p.write_text(textwrap.dedent(BASE + extra))
+    return load_pipeline(p, list(overrides))
+
+
+def test_quickstart_chain_passes_and_lists_columns(tmp_path, no_model_loads):
+    ctx, _ = prepare(cfg(tmp_path))
+    assert ctx.task.name == "arithmetic"
+
+
+def test_no_gold_scorer_but_correct_only_fails_up_front(tmp_path, no_model_loads):
+    with pytest.raises(ConfigError) as e:
+        prepare(cfg(tmp_path, "score: [{name: majority_vote}]\n"))
+    msg = str(e.value)
+    assert msg.startswith("select.correct_only reads `correct` (written by gold)") and "turn select.correct_only off" in msg
+
+
+def test_vote_share_filter_without_majority_vote(tmp_path, no_model_loads):
+    with pytest.raises(ConfigError, match=r"select\.min_vote_share reads `vote_share` \(written by majority_vote\)"):
+        prepare(cfg(tmp_path, "score: [{name: gold}]\nselect: {min_vote_share: 0.5}\n"))
+
+
+def test_meta_judge_needs_pointwise_judge_before_it(tmp_path, no_model_loads):
+    with pytest.raises(ConfigError) as e:
+        prepare(cfg(tmp_path, "score: [{name: gold}, {name: meta_judge}]\n"))
+    assert "score[1] (meta_judge) reads `judge_raw` (written by pointwise_judge)" in str(e.value)
+    # in the right order it passes
+    prepare(cfg(tmp_path, "score: [{name: gold}, {name: pointwise_judge, options: {n: 2}}, {name: meta_judge}]\n"))
+
+
+def test_weighted_rows_need_a_trainer_that_takes_weights(tmp_path, no_model_loads):
+    with pytest.raises(ConfigError, match="gives rows weights, but train.method sft trains every row with weight 1"):
+        prepare(cfg(tmp_path, "select: {builder: {name: sft, options: {weight_column: vote_share}}}\n"))
+    # the builder's weight column must exist too
+    with pytest.raises(ConfigError, match=r"select\.builder \(sft\) reads `judge_score`"):
+        prepare(cfg(tmp_path, "select: {builder: {name: sft, options: {weight_column: judge_score}}}\n"))
+
+
+def test_trainer_reading_columns_the_builder_does_not_write():
+    class Pairs:
+        name = "needs_pairs"
+        reads = ("chosen", "rejected")
+        supports_weights = False
+
+    with pytest.raises(ConfigError, match=r"train\.method needs_pairs reads \['chosen', 'rejected'\], which select\.builder sft does not write"):
+        check_chain([], ["generate", "score", "select", "train"], {}, SFTRows(), Pairs())
+
+
+def test_stages_left_out_are_not_checked(tmp_path, no_model_loads):
+    prepare(cfg(tmp_path, "score: [{name: majority_vote}]\nstages: [generate, score, eval]\n"))

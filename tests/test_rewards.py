@@ -1,0 +1,124 @@
+"""Scorers as plain library objects and as TRL reward functions: no run context, TRL's calling convention
+(conversational prompts/completions, dataset columns as keyword lists, trainer_state/log_* keywords), whole
+groups seen by a majority vote, None where no reward exists."""
+
+import math
+
+import pytest
+
+from selfimprove.config import TaskConfig
+from selfimprove.generation.base import Generator, GeneratorInfo
+from selfimprove.prompts import PromptLibrary
+from selfimprove.scoring import make_scorer
+from selfimprove.scoring.base import Scorer, ScoreResult
+from selfimprove.scoring.rewards import as_reward_func
+from selfimprove.tasks import make_task
+
+
+@pytest.fixture(scope="module")
+def task():
+    return make_task(TaskConfig(name="arithmetic"), PromptLibrary())
+
+
+def trl_call(fn, answers_per_prompt: dict, references: dict | None = None, **extra):
+    """Call `fn` as GRPOTrainer._calculate_rewards does: one entry per completion, a prompt's copies consecutive."""
+    prompts, completions, cols = [], [], {"prompt_id": [], "reference": []}
+    for pid, answers in answers_per_prompt.items():
+        for a in answers:
+            prompts.append([{"role": "user", "content": f"question {pid}"}])
+            completions.append([{"role": "assistant", "content": f"The answer is {a}."}])
+            cols["prompt_id"].append(pid)
+            cols["reference"].append((references or {}).get(pid, ""))
+    return fn(prompts=prompts, completions=completions, completion_ids=None, trainer_state=object(), log_extra=lambda *a: None,
+              log_metric=lambda *a: None, **cols, **extra)
+
+
+def test_gold_verifier_reward(task):
+    reward = as_reward_func(make_scorer("gold", task), "correct")
+    assert reward.__name__ == "gold:correct"
+    got = trl_call(reward, {"p1": ["12", "13"], "p2": ["7", "7.0"]}, {"p1": "12", "p2": "7"})
+    assert got == [1.0, 0.0, 1.0, 1.0]
+    # no reference: no reward (None, which TRL turns into NaN and leaves out), not a 0
+    assert trl_call(reward, {"p3": ["5"]}) == [None]
+
+
+def test_majority_vote_reward_sees_whole_groups(task):
+    reward = as_reward_func(make_scorer("majority_vote", task), "is_majority")  # TTRL's pseudo-label reward
+    got = trl_call(reward, {"a": ["3", "3", "4", "3"], "b": ["9", "8", "8", "x"]})
+    assert got == [1.0, 1.0, 0.0, 1.0, 0.0, 1.0, 1.0, 0.0]
+    share = as_reward_func(make_scorer("majority_vote", task), "vote_share")
+    assert trl_call(share, {"a": ["3", "3", "4", "3"]}) == [0.75, 0.75, 0.25, 0.75]
+
+
+def test_reward_function_receives_every_sample_of_a_group(task):
+    seen = []
+
+    class Recorder(Scorer):
+        name = "recorder"
+        output_columns = ("n_in_group",)
+
+        def score(self, prompts, samples, progress=None):
+            seen.append([s["sample_id"] for s in samples])
+            sizes = {}
+            for s in samples:
+                sizes[s["prompt_id"]] = sizes.get(s["prompt_id"], 0) + 1
+            return ScoreResult({"n_in_group": [sizes[s["prompt_id"]] for s in samples]}, [None] * len(samples))
+
+    got = trl_call(as_reward_func(Recorder(task)), {"a": ["1"] * 4, "b": ["2"] * 4})
+    assert got == [4.0] * 8 and len(seen) == 1 and len(seen[0]) == 8 and len(set(seen[0])) == 8
+
+
+def test_unknown_column_is_refused(task):
+    with pytest.raises(ValueError, match="writes \\['correct'\\], not 'vote_share'"):
+        as_reward_func(make_scorer("gold", task), "vote_share")
+
+
+class ScriptedLogprobs(Generator):
+    """A backend stand-in that answers next-token log-probs: True is likely when the shown answer is 4."""
+
+    info = GeneratorInfo("scripted", "m")
+
+    def __init__(self):
+        self.calls = 0
+
+    def generate(self, requests, params, progress=None):
+        raise AssertionError("p_true asks for log-probs only")
+
+    def next_token_logprobs(self, requests, candidates, prefix=""):
+        self.calls += len(requests)
+        out = []
+        for r in requests:
+            likely = r.messages[-1]["content"].split("Proposed answer:")[1].split("\n")[0].strip() == "4"
+            out.append({"True": math.log(0.9 if likely else 0.2), "False": math.log(0.1 if likely else 0.8)})
+        return out
+
+
+def test_model_scorer_as_library_object_and_reward(task):
+    gen = ScriptedLogprobs()
+    scorer = make_scorer("p_true", task).use(gen, fingerprint="scripted")
+    reward = as_reward_func(scorer, "p_true")
+    got = trl_call(reward, {"q": ["4", "5"]})
+    assert [round(v, 3) for v in got] == [0.9, 0.2]
+    trl_call(reward, {"q": ["4", "5"]})
+    assert gen.calls == 2  # the second call was answered from the request cache
+
+
+def test_unbound_model_scorer_says_how_to_bind(task):
+    reward = as_reward_func(make_scorer("p_true", task), "p_true")
+    with pytest.raises(RuntimeError, match="use\\(generator\\)"):
+        trl_call(reward, {"q": ["4"]})
+
+
+def test_models_helper_runs_a_real_backend(task, tiny_model_path):
+    """A model scorer bound with the library's `Models` (no run context) on the transformers backend."""
+    from selfimprove.models import model_ref
+    from selfimprove.scoring.apply import score_samples
+    from selfimprove.scoring.judge_base import Models, bind_scorers
+
+    scorers = [make_scorer("gold", task), make_scorer("self_loglik", task)]
+    models = Models({"batch_size": 4})
+    bind_scorers(scorers, models, model_ref(str(tiny_model_path)))
+    prompts = {"p": {"prompt_id": "p", "messages": [{"role": "user", "content": "2+2?"}], "question": "2+2?", "reference": "4"}}
+    rows = score_samples(scorers, task, prompts, [{"prompt_id": "p", "sample_id": "p/0", "completion": "The answer is 4."}])
+    models.close()
+    assert rows[0]["correct"] is True and rows[0]["loglik_sum"] < 0 and rows[0]["loglik_tokens"] > 0 and rows[0]["scorer_errors"] == ""
