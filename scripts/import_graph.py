@@ -131,7 +131,7 @@ def importers_of(graph: dict[str, dict[str, str]], targets: tuple[str, ...]) -> 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--root", default=str(Path(__file__).resolve().parent.parent / "selfimprove"))
-    ap.add_argument("--runtime", nargs="*", default=["selfimprove.runtime.context", "selfimprove.stages.context", "selfimprove.pipeline"],
+    ap.add_argument("--runtime", nargs="*", default=["selfimprove.runtime.context", "selfimprove.pipeline"],
                     help="Modules counted as the pipeline runtime.")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()

@@ -23,7 +23,9 @@ def load_object(target: str, where: str):
         raise ConfigError(f"{where}: {target!r} is not of the form 'package.module:Class'")
     try:
         obj = importlib.import_module(module_name)
-    except ImportError as e:
+    except ModuleNotFoundError as e:
+        if e.name is None or not (module_name == e.name or module_name.startswith(e.name + ".")):
+            raise  # the module exists but a dependency of it is missing: show where
         raise ConfigError(f"{where}: cannot import {module_name!r} for {target!r}: {e}") from None
     for part in attr.split("."):
         try:

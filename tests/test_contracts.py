@@ -64,6 +64,7 @@ def test_trainer_reading_columns_the_builder_does_not_write():
         name = "needs_pairs"
         reads = ("chosen", "rejected")
         supports_weights = False
+        stages = ("generate", "score", "select", "train")
 
     with pytest.raises(ConfigError, match=r"train\.method needs_pairs reads \['chosen', 'rejected'\], which select\.builder sft does not write"):
         check_chain([], ["generate", "score", "select", "train"], {}, SFTRows(), Pairs())
@@ -71,3 +72,52 @@ def test_trainer_reading_columns_the_builder_does_not_write():
 
 def test_stages_left_out_are_not_checked(tmp_path, no_model_loads):
     prepare(cfg(tmp_path, "score: [{name: majority_vote}]\nstages: [generate, score, eval]\n"))
+
+
+def test_stages_follow_the_training_method(tmp_path, no_model_loads):
+    with pytest.raises(ConfigError, match="stages: train needs select"):
+        prepare(cfg(tmp_path, "stages: [generate, score, train, eval]\n"))
+
+
+def test_select_builder_drops_rows_without_a_weight():
+    rows, counts = SFTRows({"weight_column": "judge_score"}).build(
+        [{"prompt_id": "p", "sample_id": f"p/{i}", "completion": "c", "model_ref": "m", "judge_score": v} for i, v in enumerate([4.0, None])],
+        {"p": {"messages": [{"role": "user", "content": "q"}]}})
+    assert [r["weight"] for r in rows] == [4.0] and counts == {"rows": 1, "dropped_without_weight": 1}
+
+
+PROMPT_TRAINER = '''
+import shutil
+from selfimprove.training.base import Trainer
+
+class CopyTrainer(Trainer):
+    """A method that trains on the prompt table (as GRPO will: it generates inside training); here it copies the model."""
+    name = "copy"
+    reads = ("prompt_id", "messages")
+    stages = ("train",)
+
+    def train(self, model_path, rows, out_dir, progress=None):
+        shutil.copytree(model_path, out_dir / "model")
+        return {"steps": 0, "train_seconds": 0.0, "prompts": len(rows)}
+
+class NeedsChosen(CopyTrainer):
+    reads = ("chosen",)
+'''
+
+
+def test_a_method_without_select_trains_on_the_prompts(tmp_path, tiny_model_path, monkeypatch):
+    """The loop builds its stage list from the method: a train-only method gets the prompt table."""
+    from selfimprove.pipeline.loop import run_pipeline
+
+    (tmp_path / "prompt_trainer.py").write_text(PROMPT_TRAINER)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    extra = f"run_dir: {tmp_path / 'runs'}\nmodel: {tiny_model_path}\nbackend: {{batch_size: 8}}\neval: {{greedy: true, max_tokens: 4, bootstrap: 20}}\n"
+    with pytest.raises(ConfigError, match="stages: generate is not a stage of train.method prompt_trainer:CopyTrainer"):
+        prepare(cfg(tmp_path, extra, ["train.method=prompt_trainer:CopyTrainer"]))
+    with pytest.raises(ConfigError, match=r"trains on the prompt table .* reads \['chosen'\]"):
+        prepare(cfg(tmp_path, extra, ["train.method=prompt_trainer:NeedsChosen", "stages=[train, eval]"]))
+    summary = run_pipeline(cfg(tmp_path, extra, ["train.method=prompt_trainer:CopyTrainer", "stages=[train, eval]"]))
+    it1 = summary["iterations"][1]
+    assert it1["iteration"] == 1 and sorted(it1["stages"]) == ["eval", "train"] and "accuracy" in it1["metrics"]
+    manifest = (tmp_path / "runs" / "t" / "iter_1" / "train" / "manifest.json").read_text()
+    assert '"prompts": 4' in manifest

@@ -131,10 +131,13 @@ def test_backend_is_a_tagged_union(tmp_path, plugin_module):
         load_pipeline(write(tmp_path, BASE), ["backend.name=vllm", "backend.base_url=http://x"])
     assert "backend.base_url: unknown key for backend 'vllm'" in str(e.value)
     # a plug-in backend by module path, built by make_generator like the builtins
-    cfg = load_pipeline(write(tmp_path, BASE), [f"backend.name={plugin_module}:Echo", "backend.options={k: 1}"])
-    assert isinstance(cfg.backend, PluginBackendConfig) and cfg.backend.options == {"k": 1}
     from selfimprove.generation import make_generator
 
+    cfg = load_pipeline(write(tmp_path, BASE), [f"backend.name={plugin_module}:Echo", "backend.options={k: 1}"])
+    assert isinstance(cfg.backend, PluginBackendConfig) and cfg.backend.options == {"k": 1}
+    with pytest.raises(ConfigError, match=r"backend\.options\.k: unknown option; known: \[\]"):  # Echo declares no options
+        make_generator(cfg.backend, "m")
+    cfg = load_pipeline(write(tmp_path, BASE), [f"backend.name={plugin_module}:Echo"])
     assert make_generator(cfg.backend, "m").backend is cfg.backend
     assert BACKENDS.get("transformers").__name__ == "TransformersGenerator"
 
@@ -149,3 +152,39 @@ def test_training_method_is_a_tagged_union(tmp_path, plugin_module, no_model_loa
     assert TRAINERS.get("sft").stages == ("generate", "score", "select", "train")
     cfg = load_pipeline(write(tmp_path, BASE), ["stages=[generate,score,eval]"])
     assert iteration_plan(cfg) == ["generate", "score"]
+
+
+def test_judge_backend_and_plugin_backend_options_are_checked_up_front(tmp_path, plugin_module, no_model_loads):
+    cfg = load_pipeline(write(tmp_path, BASE + "score: [{name: gold}, {name: p_true, options: {backend: {name: openai, dtype: float32}}}]\n"))
+    with pytest.raises(ConfigError) as e:
+        prepare(cfg)
+    assert str(e.value).startswith("score[1].options.backend: dtype: unknown key for backend 'openai'")
+    (tmp_path / "gen_with_options.py").write_text(textwrap.dedent('''
+        from selfimprove.options import Options
+        from myplugins import Echo
+
+        class EchoOptions(Options):
+            temperature_offset: float = 0.0
+
+        class EchoWithOptions(Echo):
+            Options = EchoOptions
+    '''))
+    cfg = load_pipeline(write(tmp_path, BASE), ["backend.name=gen_with_options:EchoWithOptions", "backend.options={temp: 1}"])
+    with pytest.raises(ConfigError, match=r"backend\.options\.temp: unknown option; known: \['temperature_offset'\]"):
+        prepare(cfg)
+    cfg = load_pipeline(write(tmp_path, BASE), ["backend.name=no_such_pkg_xyz:Gen"])
+    with pytest.raises(ConfigError, match=r"backend\.name: cannot import 'no_such_pkg_xyz'"):
+        prepare(cfg)
+
+
+def test_train_device_follows_the_backend(tmp_path):
+    assert load_pipeline(write(tmp_path, BASE)).train.device == "auto"
+    assert load_pipeline(write(tmp_path, BASE), ["backend.device=cpu"]).train.device == "cpu"
+    assert load_pipeline(write(tmp_path, BASE), ["backend.device=cpu", "train.device=cuda:1"]).train.device == "cuda:1"
+    assert load_pipeline(write(tmp_path, BASE), ["backend.name=openai"]).train.device == "auto"
+
+
+def test_required_option_names_what_it_wants(no_model_loads):
+    task = make_task(TaskConfig(name="arithmetic"), PromptLibrary())
+    with pytest.raises(ConfigError, match=r"score\.options\.model: required \(Hub id or local folder"):
+        make_scorer("reward_model", task)

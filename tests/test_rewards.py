@@ -122,3 +122,19 @@ def test_models_helper_runs_a_real_backend(task, tiny_model_path):
     rows = score_samples(scorers, task, prompts, [{"prompt_id": "p", "sample_id": "p/0", "completion": "The answer is 4."}])
     models.close()
     assert rows[0]["correct"] is True and rows[0]["loglik_sum"] < 0 and rows[0]["loglik_tokens"] > 0 and rows[0]["scorer_errors"] == ""
+
+
+def test_reward_values_from_numpy_and_nan():
+    import numpy as np
+
+    from selfimprove.scoring.rewards import reward_value
+
+    assert [reward_value(v) for v in (np.bool_(True), np.float32(0.5), np.int64(2), float("nan"), [1])] == [1.0, 0.5, 2.0, None, None]
+
+
+def test_models_helper_refuses_iteration_refs_outside_a_run():
+    from selfimprove.config import ConfigError
+    from selfimprove.scoring.judge_base import Models
+
+    with pytest.raises(ConfigError, match="outside a run, give its folder"):
+        Models().iteration_model(2)

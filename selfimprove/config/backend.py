@@ -89,12 +89,7 @@ def _backend_tag(v: Any) -> str:
 
 
 BackendConfig = Annotated[
-    Union[
-        Annotated[TransformersBackendConfig, Tag("backend=transformers")],
-        Annotated[VLLMBackendConfig, Tag("backend=vllm")],
-        Annotated[OpenAIBackendConfig, Tag("backend=openai")],
-        Annotated[PluginBackendConfig, Tag("backend=plugin")],
-    ],
+    Union[tuple(Annotated[cls, Tag(f"backend={name}")] for name, cls in {**BUILTIN_BACKENDS, "plugin": PluginBackendConfig}.items())],
     Discriminator(_backend_tag),
 ]
 """The `backend:` section: a missing `name` means transformers."""

@@ -35,7 +35,7 @@ class DataConfig(Strict):
 
 
 class TaskConfig(Strict):
-    name: str = Field(description="Registered task: arithmetic, gsm8k, math500.")
+    name: str = Field(description="Registered task (arithmetic, gsm8k, math500, humaneval, mbpp, freeform) or 'package.module:Class'.")
     prompt_template: str | None = Field(None, description="Jinja2 template name in prompts/ (default: the task's own).")
     system_prompt_template: str | None = Field(None, description="Optional Jinja2 template rendered as the system message.")
     options: dict[str, Any] = Field(default_factory=dict, description="Task-specific options, validated by the task.")
@@ -62,7 +62,8 @@ class GenerateConfig(SamplingConfig):
 
 
 class ScorerConfig(Strict):
-    name: str = Field(description="Registered scorer: gold, majority_vote.")
+    name: str = Field(description="Registered scorer (gold, majority_vote, pointwise_judge, pairwise_judge, meta_judge, p_true, self_loglik, "
+                                  "reward_model) or 'package.module:Class'.")
     options: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -142,6 +143,13 @@ class PipelineConfig(Strict):
     @classmethod
     def _safe_name(cls, v: str) -> str:
         return plain_name(v)
+
+    @model_validator(mode="after")
+    def _train_device(self) -> "PipelineConfig":
+        """Training runs where the backend's model does unless `train.device` says otherwise."""
+        if self.train.device is None:
+            self.train.device = getattr(self.backend, "device", "auto")
+        return self
 
     @field_validator("stages")
     @classmethod

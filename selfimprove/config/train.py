@@ -34,7 +34,8 @@ class TrainBase(Strict):
     accumulate_data: bool = Field(False, description="Train on the selected data of all iterations so far, not only the current one.")
     min_rows: int = Field(1, ge=1, description="Fail (with a message) when fewer rows are selected than this.")
     seed: int = 0
-    device: str = Field("auto", description="auto (a GPU when there is one), cpu, cuda, cuda:1 ...")
+    device: str | None = Field(None, description="auto (a GPU when there is one), cpu, cuda, cuda:1 ... Default: the backend's device "
+                                                 "(local backends), else auto.")
     report_to: list[str] = Field(default_factory=list, description="Trackers: tensorboard, wandb, mlflow.")
 
 
@@ -68,7 +69,7 @@ def _method_tag(v: Any) -> str:
 
 
 TrainConfig = Annotated[
-    Union[Annotated[SFTTrainConfig, Tag("method=sft")], Annotated[PluginTrainConfig, Tag("method=plugin")]],
+    Union[tuple(Annotated[cls, Tag(f"method={name}")] for name, cls in {**BUILTIN_METHODS, "plugin": PluginTrainConfig}.items())],
     Discriminator(_method_tag),
 ]
 """The `train:` section: a missing `method` means sft."""

@@ -12,6 +12,7 @@ from rich.console import Console
 
 from ..config import EvalSuiteConfig
 from ..errors import ConfigError
+from ..generation import check_backend
 from ..pipeline.runner import run_stage
 from ..pipeline.stages.evaluate import eval_scorers, evaluate
 from ..prompts import PromptLibrary
@@ -41,6 +42,7 @@ def run_suite(cfg: EvalSuiteConfig, console: Console, *, output: Path | None = N
     """Evaluate and return (metrics, output folder). Bad config, data or predictions fail before any model loads."""
     prompts = PromptLibrary(cfg.prompts_dir)
     task = make_task(cfg.task, prompts)
+    check_backend(cfg.backend)
     if cfg.eval.revise_template and not prompts.exists(cfg.eval.revise_template):
         raise ConfigError(f"eval.revise_template: no template {cfg.eval.revise_template!r} (known: {prompts.names()})")
     split = cfg.data

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from ..config import JudgeJobConfig
 from ..errors import ConfigError
+from ..generation import check_backend
 from ..pipeline.runner import run_shards, run_stage
 from ..prompts import PromptLibrary
 from ..runtime.context import RunContext
@@ -30,6 +31,9 @@ def run_job(cfg: JudgeJobConfig, console, *, output: Path | None = None, diagnos
     prompts_lib = PromptLibrary(cfg.prompts_dir)
     task = make_task(cfg.task, prompts_lib)
     scorers = make_scorers(cfg.scorers, task, "scorers")
+    check_backend(cfg.backend)
+    if cfg.diagnose.other_backend is not None:
+        check_backend(cfg.diagnose.other_backend, "diagnose.other_backend")
     rows = read_rows(cfg)
     if any(s.name == "pairwise_judge" for s in scorers) and not all(r.get("response_b") is not None for r in rows):
         raise ConfigError("pairwise_judge needs `response_b` in every row (input.fields.response_b names its column)")

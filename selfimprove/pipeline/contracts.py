@@ -9,6 +9,8 @@ from ..errors import ConfigError
 from ..registry import SCORERS
 from ..scoring.base import SAMPLE_COLUMNS
 
+PROMPT_COLUMNS = ("prompt_id", "messages", "reference", "task", "question", "meta")
+
 
 def producers(column: str) -> list[str]:
     """Registered scorers whose output includes `column` (imports the scorer modules; none of them loads torch)."""
@@ -34,6 +36,11 @@ def _missing(reader: str, needed, available: set[str], hint: str) -> None:
 def check_chain(scorers, stages: list[str], filters: dict[str, tuple[str, ...]] | None = None, builder=None, trainer=None) -> dict:
     """Raise ConfigError at the first step that reads a column nothing before it writes; return the columns
     available after each step (for docs and tests)."""
+    if trainer is not None and "train" in stages and "select" not in type(trainer).stages:
+        missing = [c for c in trainer.reads if c not in PROMPT_COLUMNS]
+        if missing:
+            raise ConfigError(f"train.method {trainer.name} trains on the prompt table (it has no select stage) but reads {missing}; "
+                              f"prompt rows have {list(PROMPT_COLUMNS)}")
     available = set(SAMPLE_COLUMNS)
     after: dict[str, list[str]] = {"generate": sorted(available)}
     if "score" not in stages:

@@ -14,6 +14,7 @@ from rich.console import Console
 
 from ..config import PipelineConfig
 from ..errors import ConfigError
+from ..generation import check_backend
 from ..prompts import PromptLibrary
 from ..runtime.context import RunContext
 from ..scoring import make_scorers
@@ -41,17 +42,28 @@ def iteration_plan(cfg: PipelineConfig) -> list[str]:
     return plan
 
 
+def check_stages(stages: list[str], method_stages: tuple[str, ...], method: str) -> None:
+    """`stages:` may stop an iteration early, never skip a stage the method needs before a later one."""
+    for stage in stages:
+        if stage == "eval":
+            continue
+        if stage not in method_stages:
+            raise ConfigError(f"stages: {stage} is not a stage of train.method {method} (an iteration runs {list(method_stages)})")
+        for needs in method_stages[: method_stages.index(stage)]:
+            if needs not in stages:
+                raise ConfigError(f"stages: {stage} needs {needs}")
+
+
 def prepare(cfg: PipelineConfig, console: Console | None = None) -> tuple[RunContext, PromptRows]:
     """Everything that can fail on bad input, before any model loads: stages, task, templates, scorers, the column
     chain, datasets. The rows unpack as `train_rows, eval_rows`; no eval problem is among the train rows."""
-    for stage, needs in (("train", "select"), ("select", "score"), ("score", "generate")):
-        if stage in cfg.stages and needs not in cfg.stages:
-            raise ConfigError(f"stages: {stage} needs {needs}")
+    trainer = make_trainer(cfg.train)
+    check_stages(cfg.stages, type(trainer).stages, cfg.train.method)
     prompts = PromptLibrary(cfg.prompts_dir)
     task = make_task(cfg.task, prompts)
     scorers = make_scorers(cfg.score, task)
     builder = make_row_builder(cfg.select.builder.name, cfg.select.builder.options)
-    trainer = make_trainer(cfg.train)
+    check_backend(cfg.backend)
     check_chain(scorers, cfg.stages, filter_columns(cfg.select), builder, trainer)
     ctx = RunContext(Path(cfg.run_dir) / cfg.name, task, prompts, model=cfg.model, backend=cfg.backend, console=console)
     return ctx, load_prompt_rows(task, cfg.data, ctx.warn)
@@ -86,7 +98,8 @@ def run_pipeline(cfg: PipelineConfig, console: Console | None = None) -> dict:
                     selects.append(tables["train_set"])
                 elif stage == "train":
                     start = ctx.base_model() if cfg.train.init == "base" else current
-                    train_stage(ctx, k, cfg.train, tables.get("train_set"), start)
+                    # the train set, or the prompts for a method that generates inside training (no select stage)
+                    train_stage(ctx, k, cfg.train, tables.get("train_set", train_sd), start)
                     current = ctx.iteration_model(k)
                     if "eval" in cfg.stages:
                         eval_stage(ctx, k, cfg.eval, eval_sd, current)

@@ -2,8 +2,9 @@
 manifest matches its config and inputs, otherwise run it, time it, log it, record it; and run a stage's work in
 shards so a killed job resumes at the last finished shard (a finished shard is never redone).
 
-A shard's work is a function of plain, serialisable values (the shard's rows, the stage's config section, model
-references), so the same work can run in another process or on another machine."""
+A shard's rows are plain values and each stage's shard work is a function of them, its config section and model
+references plus a generator or bound scorers (`stages.generate.generate_shard`), the unit a worker process
+would run."""
 
 from __future__ import annotations
 
@@ -42,7 +43,7 @@ def run_stage(ctx: RunContext, iteration: int | None, sd: StageDir, work: Callab
 
 
 def run_shards(ctx: RunContext, sd: StageDir, items: list[T], shard_size: int, work: Callable[[int, list[T], Callable[[int], None]], list[dict]],
-               label: str, unit: str = "prompts", verb: str = "done", name: str | None = None) -> list[dict]:
+               label: str, unit: str = "prompts", verb: str = "done") -> list[dict]:
     """Every missing shard of `items` through `work(shard_index, shard_items, advance) -> rows`, each shard's rows
     written as soon as it finishes; returns the rows of all shards in order. The caller has called `sd.begin()`
     (directly or through `run_stage`), which keeps shards made with the same config and inputs."""
@@ -50,7 +51,7 @@ def run_shards(ctx: RunContext, sd: StageDir, items: list[T], shard_size: int, w
     done = sum(len(s) for i, s in enumerate(shards) if sd.has_shard(i))
     if done:
         log.info("resuming %s: %d of %d %s already %s", sd.path, done, len(items), unit, verb)
-        ctx.console.print(f"[dim]resuming {name or label}: {done}/{len(items)} {unit} already {verb}[/dim]")
+        ctx.console.print(f"[dim]resuming {label}: {done}/{len(items)} {unit} already {verb}[/dim]")
     with ctx.progress(label, len(items)) as bar:
         bar.update(done)
         for i, shard in enumerate(shards):

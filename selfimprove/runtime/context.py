@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from ..generation import Generator, make_generator
-from ..models import ModelRef, model_fingerprint, model_ref
+from ..models import ModelRef, model_ref
 from ..prompts import PromptLibrary
 from ..store import RunStore, StageDir, stable_hash
 from ..tasks import Task
@@ -49,7 +49,6 @@ class RunContext:
         self.reports: list[StageReport] = []
         self.warnings: list[str] = []
         self._generator: tuple[str, Generator] | None = None
-        self._progress: Progress | None = None
         self._request_cache: RequestCache | None = None
 
     # -- models ---------------------------------------------------------------------------
@@ -147,4 +146,4 @@ class Timer:
         return time.time() - self.t0
 
 
-__all__ = ["ModelRef", "RunContext", "StageReport", "Timer", "model_fingerprint"]
+__all__ = ["ModelRef", "RunContext", "StageReport", "Timer"]

@@ -15,11 +15,12 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationError, field_validator
 
 from ..config.backend import parse_backend
+from ..config.base import format_validation_error
 from ..errors import ConfigError
-from ..generation import Generator, Request, SamplingParams, make_generator
+from ..generation import Generator, Request, SamplingParams, check_backend, make_generator
 from ..models import ModelRef, model_ref
 from ..options import Options
 from ..runtime.request_cache import RequestCache
@@ -35,7 +36,12 @@ class JudgeOptions(Options):
     @classmethod
     def _backend(cls, v):
         if v is not None:
-            parse_backend(v)  # a wrong key fails now, naming it
+            try:
+                check_backend(parse_backend(v), "backend")  # a wrong key fails now, naming it
+            except ValidationError as e:
+                raise ValueError("; ".join(line.strip() for line in format_validation_error(e, "").splitlines()[1:])) from None
+            except ConfigError as e:
+                raise ValueError(str(e)) from None
         return v
 
 
@@ -53,6 +59,9 @@ class Models:
         self.backend = parse_backend(backend or {})
         self.request_cache = RequestCache(cache_path)
         self._current: tuple[str, Generator] | None = None
+
+    def iteration_model(self, k: int) -> ModelRef:
+        raise ConfigError(f"judge: iter_{k} names a model of a pipeline run; outside a run, give its folder (runs/<name>/iter_{k}/train/model)")
 
     def generator(self, model: ModelRef, backend=None) -> Generator:
         backend = backend or self.backend

@@ -23,31 +23,30 @@ from .parsers import parse_pairwise, parse_score
 
 
 class SamplingOptions(JudgeOptions):
-    """How judgments are sampled; `temperature` defaults to 0.7 when n > 1, else greedy."""
+    """How a judgment is sampled (one per item; greedy unless `temperature` is set)."""
 
-    n: int = Field(1, gt=0, description="Judgments per item (averaged).")
     temperature: float | None = Field(None, ge=0)
     max_tokens: int = Field(256, gt=0)
     seed: int = 0
 
-    @model_validator(mode="after")
-    def _n_needs_temperature(self):
-        if self.n > 1 and self.temperature == 0:
-            raise ValueError("n > 1 judgments need temperature > 0 (greedy gives the same judgment n times)")
-        return self
-
-    def params(self, n: int | None = None) -> SamplingParams:
-        n = self.n if n is None else n
+    def params(self, n: int = 1) -> SamplingParams:
         temperature = self.temperature if self.temperature is not None else (0.7 if n > 1 else 0.0)
         return SamplingParams(n=n, temperature=temperature, max_tokens=self.max_tokens, seed=self.seed, logprobs=False)
 
 
 class PointwiseOptions(SamplingOptions):
+    n: int = Field(1, gt=0, description="Judgments per response (averaged); temperature defaults to 0.7 when n > 1.")
     template: str | None = Field(None, description="Default: judge_pointwise (judge_pointwise_ref when reference_guided).")
     reference_guided: bool = False
     low: float = 0
     high: float = 5
     mode: Literal["generate", "logprobs"] = "generate"
+
+    @model_validator(mode="after")
+    def _n_needs_temperature(self):
+        if self.mode == "generate" and self.n > 1 and self.temperature == 0:
+            raise ValueError("n > 1 judgments need temperature > 0 (greedy gives the same judgment n times)")
+        return self
 
 
 class PairwiseOptions(SamplingOptions):
@@ -80,7 +79,7 @@ class PointwiseJudge(ModelScorer):
         super().__init__(task, options, where)
         o = self.options
         self.mode = o.mode
-        self.params = o.params() if self.mode == "generate" else o.params(n=1)
+        self.params = o.params(n=o.n if self.mode == "generate" else 1)
         self.reference_guided = o.reference_guided
         self.template = o.template or ("judge_pointwise_ref" if o.reference_guided else "judge_pointwise")
         self.low, self.high = float(o.low), float(o.high)

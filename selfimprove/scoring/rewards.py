@@ -13,6 +13,8 @@ passes whole groups; across processes a group is split between ranks, and the ca
 
 from __future__ import annotations
 
+import math
+import numbers
 from typing import Any, Callable
 
 from ..store import stable_hash
@@ -25,10 +27,12 @@ def reward_value(v: Any) -> float | None:
     >>> [reward_value(x) for x in (True, False, 3, None, "x")]
     [1.0, 0.0, 3.0, None, None]
     """
+    if hasattr(v, "item") and not isinstance(v, (list, tuple)):  # numpy scalars
+        v = v.item()
     if isinstance(v, bool):
         return 1.0 if v else 0.0
-    if isinstance(v, (int, float)):
-        return float(v)
+    if isinstance(v, numbers.Real):
+        return None if math.isnan(float(v)) else float(v)
     return None
 
 

@@ -32,7 +32,11 @@ class SFTRows(RowBuilder):
     def build(self, samples: list[dict], prompts: dict[str, dict]) -> tuple[list[dict], dict]:
         col = self.options.weight_column
         rows = []
+        no_weight = 0
         for s in samples:
+            if col and not isinstance(s.get(col), (int, float)):
+                no_weight += 1  # e.g. a judge score that did not parse: no weight, no row
+                continue
             prompt = list(prompts[s["prompt_id"]]["messages"])
             answer = [{"role": "assistant", "content": s["completion"]}]
             rows.append(
@@ -46,7 +50,7 @@ class SFTRows(RowBuilder):
                     "model_ref": s["model_ref"],
                 }
             )
-        return rows, {"rows": len(rows)}
+        return rows, {"rows": len(rows), **({"dropped_without_weight": no_weight} if col else {})}
 
 
 def sft_rows(samples: list[dict], prompts: dict[str, dict]) -> list[dict]:

@@ -95,3 +95,14 @@ def extract_answer(text: str, prefer_boxed: bool = False) -> str | None:
     if prefer_boxed:
         return None
     return last_number(text)
+
+
+def gold_answer(text: str) -> str:
+    """The gold answer of a dataset row: GSM8K's `#### n`, a \\boxed{} or "the answer is" in a worked
+    solution, the last number of a longer text, or else the field itself (`145.0`, `1,000`, `\\frac{1}{2}`)."""
+    text = text.strip()
+    if "####" in text:
+        return gsm8k_gold(text)
+    if "\\boxed" in text or ANSWER_IS_RE.search(text) or len(text.split()) > 4:
+        return extract_answer(text) or text
+    return text

@@ -12,6 +12,7 @@ from pydantic import BaseModel
 from ..config import ConfigError, SplitConfig, TaskConfig
 from ..options import NoOptions, validate_options
 from ..prompts import PromptLibrary
+from .answers import gold_answer
 from .equivalence import shared_equivalence
 
 
@@ -91,8 +92,9 @@ class Task(ABC):
         """The final answer stated in a completion, or None."""
 
     def normalize_reference(self, text: str) -> str:
-        """A gold answer as a user's data gives it (judge jobs' `reference`), in the form `check` compares."""
-        return text
+        """A gold answer as a user's data gives it (judge jobs' `reference`), in the form `check` compares: for
+        answer tasks, GSM8K's `#### n`, a `\\boxed{}`, "the answer is", or the text itself (`tasks.answers.gold_answer`)."""
+        return gold_answer(text)
 
     def check(self, references: list[str], answers: list[str | None]) -> list[tuple[bool, str | None]]:
         """(correct, error) per pair, by math-verify equivalence."""

@@ -70,6 +70,10 @@ class CodeTask(DatasetTask):
     def extract_answer(self, completion: str) -> str | None:
         return extract_code(completion)
 
+    def normalize_reference(self, text: str) -> str:
+        """A code task's reference is its test material (JSON), used as given."""
+        return text
+
     def program(self, ref: dict, answer: str) -> Program:
         ep = ref.get("entry_point")
         defines = bool(ep) and re.search(rf"^\s*(async\s+)?def {re.escape(ep)}\s*\(", answer, re.M)

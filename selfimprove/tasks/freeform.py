@@ -4,8 +4,8 @@ is checked like a math answer ("the answer is", \\boxed{}, last number) with mat
 from __future__ import annotations
 
 from ..config import SplitConfig
-from .answers import extract_answer
-from .math import DatasetTask, gold_answer
+from .answers import extract_answer, gold_answer
+from .math import DatasetTask
 
 
 class FreeformTask(DatasetTask):
@@ -20,9 +20,6 @@ class FreeformTask(DatasetTask):
             ref = v.get("answer")
             items.append({"prompt_id": self.row_id(row), "question": str(v["question"]), "reference": gold_answer(str(ref)) if ref not in (None, "") else ""})
         return items
-
-    def normalize_reference(self, text: str) -> str:
-        return gold_answer(text)
 
     def extract_answer(self, completion: str) -> str | None:
         return extract_answer(completion)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..config import ConfigError, SplitConfig
-from .answers import ANSWER_IS_RE, extract_answer, gsm8k_gold, last_boxed
+from .answers import extract_answer, gold_answer, last_boxed
 from .base import Task
 from .sources import field_value, load_split_rows
 
@@ -36,25 +36,11 @@ class DatasetTask(Task):
         return str(row["_row_index"])
 
 
-def gold_answer(text: str) -> str:
-    """The gold answer of a dataset row: GSM8K's `#### n`, a \\boxed{} or "the answer is" in a worked
-    solution, the last number of a longer text, or else the field itself (`145.0`, `1,000`, `\\frac{1}{2}`)."""
-    text = text.strip()
-    if "####" in text:
-        return gsm8k_gold(text)
-    if "\\boxed" in text or ANSWER_IS_RE.search(text) or len(text.split()) > 4:
-        return extract_answer(text) or text
-    return text
-
-
 class GSM8KTask(DatasetTask):
     name = "gsm8k"
     default_template = "math_cot"
     default_fields = {"question": "question", "answer": "answer"}
 
-
-    def normalize_reference(self, text: str) -> str:
-        return gold_answer(text)
 
     def load_items(self, split, where):
         items = []
@@ -77,9 +63,6 @@ class MATH500Task(DatasetTask):
     optional_fields = frozenset({"answer", "solution"})
     id_column = "unique_id"
 
-
-    def normalize_reference(self, text: str) -> str:
-        return gold_answer(text)
 
     def load_items(self, split, where):
         items = []

@@ -25,8 +25,6 @@ from .common import (
     training_setup,
 )
 
-_checkpointing_keyword = checkpointing_keyword  # the name tests and older code used
-
 
 def sft_config(cfg, out_dir: Path, *, on_cpu: bool, bf16: bool, total_steps: int):
     """TRL's `SFTConfig` for one training stage, every setting that decides what is trained stated explicitly

@@ -12,7 +12,8 @@ from ..runner import run_stage
 
 
 def train_stage(ctx: RunContext, iteration: int, cfg: TrainBase, select_sd: StageDir, start: ModelRef) -> StageDir:
-    """Reads the train set; writes the iteration's model (`iter_<k>`)."""
+    """Reads the train set (or, for a method without a select stage, the train prompts); writes the iteration's
+    model (`iter_<k>`)."""
     trainer = make_trainer(cfg)
     sd = ctx.store.stage(iteration, "train", {"train": cfg.model_dump()}, {"data": select_sd.fingerprint, "model": start.fingerprint})
 
