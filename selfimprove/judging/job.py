@@ -40,7 +40,6 @@ def run_job(cfg: JudgeJobConfig, console, *, output: Path | None = None, diagnos
     root = Path(output) if output else Path(cfg.output_dir) / cfg.name
     ctx = RunContext(root, task, prompts_lib, model=cfg.model, backend=cfg.backend, console=console)
     policy = ctx.base_model()
-    bind_scorers(scorers, ctx, policy)
     columns = [c for s in scorers for c in s.writes()]
     config = {"scorers": [s.model_dump() for s in cfg.scorers], "task": cfg.task.model_dump(), "backend": cfg.backend.model_dump(),
               "shard_size": cfg.shard_size}
@@ -56,6 +55,7 @@ def run_job(cfg: JudgeJobConfig, console, *, output: Path | None = None, diagnos
         return out
 
     def work(sd: StageDir):
+        bind_scorers(scorers, ctx, policy)  # resolves judge models only when there is judging to do
         table = run_shards(ctx, sd, rows, cfg.shard_size, judge_shard, cfg.name, unit="rows", verb="judged")
         counts = {"rows": len(table), "requests": ctx.request_cache.misses, "cached": ctx.request_cache.hits}
         return table, counts, {"summary": summarize(table)}
