@@ -106,10 +106,12 @@ SCORERS: Registry = Registry("scorer", "selfimprove.scoring.base:Scorer", {
 
 ROW_BUILDERS: Registry = Registry("row builder", "selfimprove.selection.base:RowBuilder", {
     "sft": "selfimprove.selection.sft:SFTRows",
+    "vote_pairs": "selfimprove.selection.pairs:VotePairs",
 })
 
 TRAINERS: Registry = Registry("trainer", "selfimprove.training.base:Trainer", {
     "sft": "selfimprove.training.sft:SFTTrainer",
+    "dpo": "selfimprove.training.dpo:DPOTrainer",
 })
 
 __all__ = ["BACKENDS", "ROW_BUILDERS", "Registry", "SCORERS", "TASKS", "TRAINERS", "load_object"]

@@ -52,11 +52,29 @@ def test_meta_judge_needs_pointwise_judge_before_it(tmp_path, no_model_loads):
 
 
 def test_weighted_rows_need_a_trainer_that_takes_weights(tmp_path, no_model_loads):
-    with pytest.raises(ConfigError, match="gives rows weights, but train.method sft trains every row with weight 1"):
-        prepare(cfg(tmp_path, "select: {builder: {name: sft, options: {weight_column: vote_share}}}\n"))
-    # the builder's weight column must exist too
+    # sft takes weights: a weight column that a scorer writes passes
+    prepare(cfg(tmp_path, "select: {builder: {name: sft, options: {weight_column: vote_share}}}\n"))
+    # the builder's weight column must exist
     with pytest.raises(ConfigError, match=r"select\.builder \(sft\) reads `judge_score`"):
         prepare(cfg(tmp_path, "select: {builder: {name: sft, options: {weight_column: judge_score}}}\n"))
+
+    class Unweighted:
+        name = "unweighted"
+        reads = ("prompt", "completion")
+        supports_weights = False
+        stages = ("generate", "score", "select", "train")
+
+    class Votes:
+        name = "votes"
+
+        def reads(self):
+            return ("answer",)
+
+        def writes(self):
+            return ("vote_share",)
+
+    with pytest.raises(ConfigError, match="gives rows weights, but train.method unweighted trains every row with weight 1"):
+        check_chain([Votes()], ["generate", "score", "select", "train"], {}, SFTRows({"weight_column": "vote_share"}), Unweighted())
 
 
 def test_trainer_reading_columns_the_builder_does_not_write():

@@ -20,10 +20,10 @@ from .pipeline import (
                       load_pipeline,
 )
 from .suite import EvalSuiteConfig, load_suite
-from .train import LoraConfig, PluginTrainConfig, SFTTrainConfig, TrainBase, TrainConfig
+from .train import DPOTrainConfig, LoraConfig, PluginTrainConfig, SFTTrainConfig, TrainBase, TrainConfig
 
 __all__ = [
-    "BackendConfig", "BuilderConfig", "ConfigError", "DataConfig", "DiagnoseConfig", "EvalConfig", "EvalSuiteConfig", "GenerateConfig",
+    "BackendConfig", "BuilderConfig", "DPOTrainConfig", "ConfigError", "DataConfig", "DiagnoseConfig", "EvalConfig", "EvalSuiteConfig", "GenerateConfig",
     "JudgeJobConfig", "LoraConfig", "OpenAIBackendConfig", "PASS_THRESHOLD", "PipelineConfig", "PluginBackendConfig", "PluginTrainConfig",
     "SFTTrainConfig", "STAGES", "SamplingConfig", "ScorerConfig", "SelectConfig", "SplitConfig", "Strict", "TaskConfig", "TrainBase",
     "TrainConfig", "TransformersBackendConfig", "VLLMBackendConfig", "apply_override", "format_validation_error", "load_config",

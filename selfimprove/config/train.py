@@ -45,6 +45,18 @@ class SFTTrainConfig(TrainBase):
     method: Literal["sft"] = "sft"
 
 
+class DPOTrainConfig(TrainBase):
+    """Weighted DPO with an optional per-sequence NLL term on the chosen response (ScPO / IRPO), on TRL's DPOTrainer;
+    rows `prompt`, `chosen`, `rejected`, `weight` (a preference-pair builder in `select.builder`)."""
+
+    method: Literal["dpo"] = "dpo"
+    beta: float = Field(0.1, gt=0, description="DPO's beta: how far the policy may move from the reference.")
+    nll_alpha: float = Field(0.0, ge=0, description="Weight of NLL(chosen)/|chosen| added to each pair's loss (ScPO/IRPO: 1).")
+    reference: str = Field("start", description="start = the iteration's starting model (LoRA: the adapter switched off); or a model "
+                                                "reference (folder, hub id, builtin:...) kept fixed.")
+    precompute_ref: bool = Field(False, description="Compute the reference log-probs once before training (no reference in memory).")
+
+
 class PluginTrainConfig(TrainBase):
     """A trainer registered by the user or named `"package.module:Class"`."""
 
@@ -60,7 +72,7 @@ class PluginTrainConfig(TrainBase):
         return v
 
 
-BUILTIN_METHODS = {"sft": SFTTrainConfig}
+BUILTIN_METHODS = {"sft": SFTTrainConfig, "dpo": DPOTrainConfig}
 
 
 def _method_tag(v: Any) -> str:

@@ -1,8 +1,11 @@
-"""Supervised fine-tuning on selected samples with TRL's `SFTTrainer`, LoRA through PEFT.
+"""Supervised fine-tuning on selected samples with TRL's `SFTTrainer`, LoRA through PEFT, each row's loss
+multiplied by its `weight` (TRL 1.16 has no per-row weights: `WeightedSFTTrainer` adds them).
 
-Rows are conversational prompt-completion pairs, so the loss covers the assistant turn only.
-On CPU everything runs in float32 without gradient checkpointing: TRL's bf16 default is about
-200x slower on CPUs without bf16 matrix units.
+Rows are conversational prompt-completion pairs, so the loss covers the assistant turn only. The loss is
+TRL's: the sum of completion-token losses divided by the completion tokens of the whole (accumulated) batch;
+a weight scales its row's token losses, so with every weight 1 it is TRL's loss exactly, and a row of weight 0
+contributes nothing. On CPU everything runs in float32 without gradient checkpointing: TRL's bf16 default is
+about 200x slower on CPUs without bf16 matrix units.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from .common import (
     trainer_stats,
     training_setup,
 )
+from .weights import WEIGHT, keep_weight_column
 
 
 def sft_config(cfg, out_dir: Path, *, on_cpu: bool, bf16: bool, total_steps: int):
@@ -69,11 +73,48 @@ def sft_config(cfg, out_dir: Path, *, on_cpu: bool, bf16: bool, total_steps: int
     return args
 
 
+def weighted_sft_trainer_class():
+    """TRL's SFTTrainer with per-row weights (built on first use so that importing this module imports no TRL)."""
+    from functools import partial
+
+    from trl import SFTTrainer as TRLSFTTrainer
+
+    def scale_log_probs(weight, module, args, output):
+        # The fused LM head returns per-token log-probs (zero on ignored positions) that TRL's loss sums; scaling a
+        # row's log-probs scales its loss terms and nothing else (label_mask, entropy and accuracy are separate).
+        if getattr(output, "log_probs", None) is not None:
+            output.log_probs = output.log_probs * weight.to(output.log_probs.device, output.log_probs.dtype)[:, None]
+        return output
+
+    class WeightedSFTTrainer(TRLSFTTrainer):
+        """`compute_loss` with the batch's `weight` applied to each row's token losses (see the module docstring)."""
+
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            a = self.args
+            if a.loss_type != "nll" or a.label_smoothing_factor or self.compute_loss_func is not None or a.packing or a.padding_free:
+                raise ValueError("weighted SFT needs loss_type nll, no label smoothing, no custom loss, no packing or padding-free")
+            keep_weight_column(self)
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            weight = inputs.pop(WEIGHT, None)
+            if weight is None:
+                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            handle = model.register_forward_hook(partial(scale_log_probs, weight))
+            try:
+                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            finally:
+                handle.remove()
+
+    return WeightedSFTTrainer
+
+
 class SFTTrainer(Trainer):
-    """`train.method: sft`: rows `prompt` + `completion` (chat lists); every row weighs 1."""
+    """`train.method: sft`: rows `prompt` + `completion` (chat lists), weighted by `weight` when present."""
 
     name = "sft"
     reads = ("prompt", "completion")
+    supports_weights = True
 
     def train(self, model_path, rows: list[dict], out_dir: Path, progress=None) -> dict:
         return train_sft(model_path, rows, out_dir, self.cfg, self.cfg.device, progress)
@@ -86,19 +127,18 @@ def train_sft(model_path, rows: list[dict], out_dir: Path, cfg, device: str = "a
     """
     import datasets
     import torch
-    from trl import SFTTrainer as TRLSFTTrainer
 
     require_rows(rows, cfg.min_rows)
-    weights = {float(r.get("weight", 1.0)) for r in rows}
-    if weights - {1.0}:
-        raise ValueError("train.method sft weighs every row 1; rows with other weights need a trainer that supports weights")
+    bad = [i for i, r in enumerate(rows) if not (isinstance(r.get(WEIGHT, 1.0), (int, float)) and r.get(WEIGHT, 1.0) >= 0)]
+    if bad:
+        raise ValueError(f"train rows need a weight >= 0; row {bad[0]} has {rows[bad[0]].get(WEIGHT)!r}")
     dev, dtype, on_cpu = training_setup(device)
     model, tok = load_model_and_tokenizer(model_path, torch.float32 if on_cpu else dtype)
-    ds = datasets.Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"]} for r in rows])
+    ds = datasets.Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"], WEIGHT: float(r.get(WEIGHT, 1.0))} for r in rows])
     steps_per_epoch = math.ceil(len(rows) / (cfg.batch_size * cfg.gradient_accumulation_steps))
     total_steps = max(1, math.ceil(steps_per_epoch * cfg.epochs))
     args = sft_config(cfg, out_dir, on_cpu=on_cpu, bf16=dtype == torch.bfloat16, total_steps=total_steps)
-    trainer = TRLSFTTrainer(
+    trainer = weighted_sft_trainer_class()(
         model=model,
         args=args,
         train_dataset=ds,

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from ...config import TrainBase
+from ...errors import StageError
 from ...models import ModelRef
 from ...runtime.context import RunContext
 from ...store import StageDir, tree_digest
@@ -20,6 +21,12 @@ def train_stage(ctx: RunContext, iteration: int, cfg: TrainBase, select_sd: Stag
     def work(sd: StageDir):
         ctx.release_generator()  # one model in memory at a time
         rows = select_sd.rows()
+        if len(rows) < cfg.min_rows:
+            counts = (select_sd.manifest() or {}).get("counts", {})
+            raise StageError(f"iteration {iteration}: {len(rows)} training rows (train.min_rows = {cfg.min_rows}); the select stage counted "
+                             f"{ {k: v for k, v in counts.items() if k not in ('rows', 'rows_this_iteration')} }: relax the filter or builder "
+                             "option that dropped them (select.*, select.builder.options), or sample more or cooler (generate.n, "
+                             "data.train.size, generate.temperature)")
         with ctx.progress(f"iter {iteration} train", None) as bar:
             stats = trainer.train(start.path, rows, sd.path, progress=bar.update)
         counts = {"rows": len(rows), "steps": stats["steps"]}
