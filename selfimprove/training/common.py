@@ -4,6 +4,7 @@ callback, the read-back check of TRL settings, and saving (adapter, then the mer
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 
 from ..errors import StageError
@@ -98,6 +99,47 @@ def save_trained(model, tokenizer, out_dir: Path, lora: bool) -> None:
         model.save_pretrained(out_dir / "adapter")
         model = model.merge_and_unload()
     save_model(model.to(torch.float32), tokenizer, out_dir / "model")
+
+
+def trl_args(config_cls, cfg, out_dir: Path, semantics: dict, total_steps: int, **extra):
+    """A TRL config (`SFTConfig`, `DPOConfig`, ...) for one training stage: the schedule, logging and saving every
+    trainer shares, the learning rate, and `semantics` (every setting that decides what is trained, stated because
+    TRL's defaults differ from transformers' and move between releases: bf16 and gradient checkpointing on, ...),
+    which are read back so that a renamed, ignored or overridden setting fails here. Checkpointing is off (float32
+    on CPU without it; the keyword is the installed release's)."""
+    semantics = {**semantics, "learning_rate": cfg.learning_rate, checkpointing_keyword(config_cls): False}
+    args = config_cls(
+        output_dir=str(out_dir / "trainer"),
+        per_device_train_batch_size=cfg.batch_size,
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        num_train_epochs=cfg.epochs,
+        lr_scheduler_type=cfg.lr_scheduler,
+        warmup_steps=int(round(cfg.warmup_ratio * total_steps)),
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        logging_steps=1,
+        save_strategy="no",
+        report_to=cfg.report_to or "none",
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+        **extra,
+        **semantics,
+    )
+    # both spellings of checkpointing must read False, whichever one this release acts on
+    check_settings(args, {**semantics, "gradient_checkpointing": False})
+    return args
+
+
+def total_steps(rows: int, cfg) -> int:
+    """Optimizer steps of a run over `rows` rows (for the warmup)."""
+    return max(1, math.ceil(math.ceil(rows / (cfg.batch_size * cfg.gradient_accumulation_steps)) * cfg.epochs))
+
+
+def check_weights(rows: list[dict]) -> None:
+    """Every row's `weight` (default 1) must be a number >= 0."""
+    bad = [i for i, r in enumerate(rows) if not (isinstance(r.get("weight", 1.0), (int, float)) and r.get("weight", 1.0) >= 0)]
+    if bad:
+        raise ValueError(f"train rows need a weight >= 0; row {bad[0]} has {rows[bad[0]].get('weight')!r}")
 
 
 def require_rows(rows: list[dict], min_rows: int) -> None:

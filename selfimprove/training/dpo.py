@@ -11,67 +11,35 @@ switched off) unless `train.reference` names another model; `precompute_ref` com
 
 from __future__ import annotations
 
-import math
 import time
 from pathlib import Path
 
 from .base import Trainer
 from .common import (
-    check_settings,
-    checkpointing_keyword,
+    check_weights,
     load_model_and_tokenizer,
     peft_config,
     progress_callback,
     quiet,
     require_rows,
     save_trained,
+    total_steps,
     trainer_stats,
     training_setup,
+    trl_args,
 )
 from .weights import WEIGHT, keep_weight_column
 
 
 def dpo_config(cfg, out_dir: Path, *, on_cpu: bool, bf16: bool, total_steps: int):
-    """TRL's `DPOConfig`, every setting that decides what is trained stated (DPO's defaults: learning rate 1e-6, bf16
-    and gradient checkpointing on) and read back."""
+    """TRL's `DPOConfig` for one training stage (see `common.trl_args`; DPO's own defaults are a 1e-6 learning rate,
+    bf16 and gradient checkpointing): the sigmoid loss with the reverse KL, which `_compute_loss` below replaces."""
     from trl import DPOConfig
 
-    checkpointing = checkpointing_keyword(DPOConfig)
-    semantics = dict(
-        bf16=bf16,
-        fp16=False,
-        use_cpu=on_cpu,
-        max_length=cfg.max_length,
-        beta=cfg.beta,
-        loss_type=["sigmoid"],
-        f_divergence_type="reverse_kl",
-        ld_alpha=None,
-        use_weighting=False,
-        label_smoothing=0.0,
-        padding_free=False,
-        precompute_ref_log_probs=cfg.precompute_ref,
-        learning_rate=cfg.learning_rate,
-        **{checkpointing: False},
-    )
-    args = DPOConfig(
-        output_dir=str(out_dir / "trainer"),
-        per_device_train_batch_size=cfg.batch_size,
-        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
-        num_train_epochs=cfg.epochs,
-        lr_scheduler_type=cfg.lr_scheduler,
-        warmup_steps=int(round(cfg.warmup_ratio * total_steps)),
-        seed=cfg.seed,
-        data_seed=cfg.seed,
-        logging_steps=1,
-        save_strategy="no",
-        report_to=cfg.report_to or "none",
-        disable_tqdm=True,
-        dataloader_num_workers=0,
-        **semantics,
-    )
-    semantics["gradient_checkpointing"] = False
-    check_settings(args, semantics)
-    return args
+    semantics = dict(bf16=bf16, fp16=False, use_cpu=on_cpu, max_length=cfg.max_length, beta=cfg.beta, loss_type=["sigmoid"],
+                     f_divergence_type="reverse_kl", ld_alpha=None, use_weighting=False, label_smoothing=0.0, padding_free=False,
+                     precompute_ref_log_probs=cfg.precompute_ref)
+    return trl_args(DPOConfig, cfg, out_dir, semantics, total_steps)
 
 
 def weighted_dpo_trainer_class():
@@ -152,9 +120,7 @@ class DPOTrainer(Trainer):
 
         cfg = self.cfg
         require_rows(rows, cfg.min_rows)
-        bad = [i for i, r in enumerate(rows) if not (isinstance(r.get(WEIGHT, 1.0), (int, float)) and r.get(WEIGHT, 1.0) >= 0)]
-        if bad:
-            raise ValueError(f"train rows need a weight >= 0; row {bad[0]} has {rows[bad[0]].get(WEIGHT)!r}")
+        check_weights(rows)
         dev, dtype, on_cpu = training_setup(cfg.device)
         model, tok = load_model_and_tokenizer(model_path, torch.float32 if on_cpu else dtype)
         ref_model = None
@@ -164,8 +130,7 @@ class DPOTrainer(Trainer):
             ref_model, _ = load_model_and_tokenizer(resolve_model(cfg.reference), torch.float32 if on_cpu else dtype)
         ds = datasets.Dataset.from_list([{"prompt": r["prompt"], "chosen": r["chosen"], "rejected": r["rejected"],
                                           WEIGHT: float(r.get(WEIGHT, 1.0))} for r in rows])
-        total_steps = max(1, math.ceil(math.ceil(len(rows) / (cfg.batch_size * cfg.gradient_accumulation_steps)) * cfg.epochs))
-        args = dpo_config(cfg, out_dir, on_cpu=on_cpu, bf16=dtype == torch.bfloat16, total_steps=total_steps)
+        args = dpo_config(cfg, out_dir, on_cpu=on_cpu, bf16=dtype == torch.bfloat16, total_steps=total_steps(len(rows), cfg))
         trainer = weighted_dpo_trainer_class()(
             model=model, ref_model=ref_model, args=args, train_dataset=ds, processing_class=tok, peft_config=peft_config(cfg.lora),
             callbacks=[progress_callback(progress)], nll_alpha=cfg.nll_alpha,

@@ -10,67 +10,34 @@ about 200x slower on CPUs without bf16 matrix units.
 
 from __future__ import annotations
 
-import math
 import time
 from pathlib import Path
 
 from .base import Trainer
 from .common import (
-    check_settings,
-    checkpointing_keyword,
+    check_weights,
     load_model_and_tokenizer,
     peft_config,
     progress_callback,
     quiet,
     require_rows,
     save_trained,
+    total_steps,
     trainer_stats,
     training_setup,
+    trl_args,
 )
 from .weights import WEIGHT, keep_weight_column
 
 
 def sft_config(cfg, out_dir: Path, *, on_cpu: bool, bf16: bool, total_steps: int):
-    """TRL's `SFTConfig` for one training stage, every setting that decides what is trained stated explicitly
-    (TRL's own defaults differ from transformers' and move between releases: bf16 and gradient checkpointing
-    on, packing off, ...), then read back, so a renamed, ignored or overridden setting fails here."""
+    """TRL's `SFTConfig` for one training stage (see `common.trl_args`): the loss covers the assistant turn only,
+    no packing or padding-free (they would merge rows and their weights)."""
     from trl import SFTConfig
 
-    checkpointing = checkpointing_keyword(SFTConfig)
-    semantics = dict(
-        bf16=bf16,
-        fp16=False,
-        use_cpu=on_cpu,
-        max_length=cfg.max_length,
-        completion_only_loss=True,  # the loss covers the assistant turn only
-        assistant_only_loss=False,
-        packing=False,
-        padding_free=False,
-        loss_type="nll",
-        **{checkpointing: False},  # float32 on CPU without checkpointing: see the module docstring
-    )
-    args = SFTConfig(
-        output_dir=str(out_dir / "trainer"),
-        per_device_train_batch_size=cfg.batch_size,
-        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
-        num_train_epochs=cfg.epochs,
-        learning_rate=cfg.learning_rate,
-        lr_scheduler_type=cfg.lr_scheduler,
-        warmup_steps=int(round(cfg.warmup_ratio * total_steps)),
-        seed=cfg.seed,
-        data_seed=cfg.seed,
-        logging_steps=1,
-        save_strategy="no",
-        report_to=cfg.report_to or "none",
-        disable_tqdm=True,
-        dataloader_num_workers=0,
-        model_init_kwargs=None,
-        **semantics,
-    )
-    # both spellings of checkpointing must read False, whichever one this release acts on
-    semantics["gradient_checkpointing"] = False
-    check_settings(args, semantics)
-    return args
+    semantics = dict(bf16=bf16, fp16=False, use_cpu=on_cpu, max_length=cfg.max_length, completion_only_loss=True, assistant_only_loss=False,
+                     packing=False, padding_free=False, loss_type="nll")
+    return trl_args(SFTConfig, cfg, out_dir, semantics, total_steps, model_init_kwargs=None)
 
 
 def weighted_sft_trainer_class():
@@ -129,15 +96,11 @@ def train_sft(model_path, rows: list[dict], out_dir: Path, cfg, device: str = "a
     import torch
 
     require_rows(rows, cfg.min_rows)
-    bad = [i for i, r in enumerate(rows) if not (isinstance(r.get(WEIGHT, 1.0), (int, float)) and r.get(WEIGHT, 1.0) >= 0)]
-    if bad:
-        raise ValueError(f"train rows need a weight >= 0; row {bad[0]} has {rows[bad[0]].get(WEIGHT)!r}")
+    check_weights(rows)
     dev, dtype, on_cpu = training_setup(device)
     model, tok = load_model_and_tokenizer(model_path, torch.float32 if on_cpu else dtype)
     ds = datasets.Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"], WEIGHT: float(r.get(WEIGHT, 1.0))} for r in rows])
-    steps_per_epoch = math.ceil(len(rows) / (cfg.batch_size * cfg.gradient_accumulation_steps))
-    total_steps = max(1, math.ceil(steps_per_epoch * cfg.epochs))
-    args = sft_config(cfg, out_dir, on_cpu=on_cpu, bf16=dtype == torch.bfloat16, total_steps=total_steps)
+    args = sft_config(cfg, out_dir, on_cpu=on_cpu, bf16=dtype == torch.bfloat16, total_steps=total_steps(len(rows), cfg))
     trainer = weighted_sft_trainer_class()(
         model=model,
         args=args,
