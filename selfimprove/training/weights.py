@@ -3,8 +3,6 @@ preparation (signature columns) and the collator, and hand it to the loss as a t
 
 from __future__ import annotations
 
-import torch
-
 WEIGHT = "weight"
 
 
@@ -16,6 +14,8 @@ class KeepWeight:
         self.collator = collator
 
     def __call__(self, examples):
+        import torch
+
         weights = [float(ex.pop(WEIGHT, 1.0)) for ex in examples]
         batch = self.collator(examples)
         batch[WEIGHT] = torch.tensor(weights, dtype=torch.float32)
