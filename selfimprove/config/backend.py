@@ -4,11 +4,11 @@ backend is an error naming it. `name` may also be a registered plug-in or `"pack
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, Union
+from typing import Any, Literal
 
-from pydantic import Discriminator, Field, Tag, TypeAdapter, field_validator
+from pydantic import Field, TypeAdapter, field_validator
 
-from .base import Strict
+from .base import Strict, tagged_union
 
 
 class BackendBase(Strict):
@@ -83,15 +83,7 @@ class PluginBackendConfig(LocalBackend):
 BUILTIN_BACKENDS = {"transformers": TransformersBackendConfig, "vllm": VLLMBackendConfig, "openai": OpenAIBackendConfig}
 
 
-def _backend_tag(v: Any) -> str:
-    name = v.get("name", "transformers") if isinstance(v, dict) else getattr(v, "name", "transformers")
-    return f"backend={name}" if name in BUILTIN_BACKENDS else "backend=plugin"
-
-
-BackendConfig = Annotated[
-    Union[tuple(Annotated[cls, Tag(f"backend={name}")] for name, cls in {**BUILTIN_BACKENDS, "plugin": PluginBackendConfig}.items())],
-    Discriminator(_backend_tag),
-]
+BackendConfig = tagged_union("backend", "name", BUILTIN_BACKENDS, PluginBackendConfig, default="transformers")
 """The `backend:` section: a missing `name` means transformers."""
 
 _ADAPTER = TypeAdapter(BackendConfig)

@@ -4,10 +4,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Discriminator, Tag, ValidationError
 
 from ..errors import ConfigError
 
@@ -16,6 +16,19 @@ class Strict(BaseModel):
     """A config section: unknown keys are errors."""
 
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+
+def tagged_union(label: str, field: str, builtins: dict[str, type], plugin: type, default: str):
+    """The config models of one plug-in kind as a union chosen by `field` (`name`, `method`): a built-in's own model,
+    anything else the plug-in model (whose validator checks the registry). A missing `field` means `default`. Tags
+    read `<label>=<value>`, which error paths leave out and "unknown key for <label> '<value>'" names."""
+
+    def tag(v: Any) -> str:
+        value = v.get(field, default) if isinstance(v, dict) else getattr(v, field, default)
+        return f"{label}={value if value in builtins else 'plugin'}"
+
+    members = tuple(Annotated[cls, Tag(f"{label}={name}")] for name, cls in {**builtins, "plugin": plugin}.items())
+    return Annotated[Union[members], Discriminator(tag)]
 
 
 def _format_loc(loc: tuple[Any, ...]) -> str:

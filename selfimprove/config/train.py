@@ -4,11 +4,11 @@ join it as they land). `method` may also be a registered plug-in trainer or `"pa
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, Union
+from typing import Any, Literal
 
-from pydantic import Discriminator, Field, Tag, field_validator
+from pydantic import Field, field_validator
 
-from .base import Strict
+from .base import Strict, tagged_union
 
 
 class LoraConfig(Strict):
@@ -75,13 +75,5 @@ class PluginTrainConfig(TrainBase):
 BUILTIN_METHODS = {"sft": SFTTrainConfig, "dpo": DPOTrainConfig}
 
 
-def _method_tag(v: Any) -> str:
-    method = v.get("method", "sft") if isinstance(v, dict) else getattr(v, "method", "sft")
-    return f"method={method}" if method in BUILTIN_METHODS else "method=plugin"
-
-
-TrainConfig = Annotated[
-    Union[tuple(Annotated[cls, Tag(f"method={name}")] for name, cls in {**BUILTIN_METHODS, "plugin": PluginTrainConfig}.items())],
-    Discriminator(_method_tag),
-]
+TrainConfig = tagged_union("method", "method", BUILTIN_METHODS, PluginTrainConfig, default="sft")
 """The `train:` section: a missing `method` means sft."""
