@@ -21,7 +21,7 @@ def rows(weights):
              "rejected": [{"role": "assistant", "content": r}], "weight": float(w)} for (q, c, r), w in zip(PAIRS, weights)]
 
 
-def build(tiny_model_path, tmp_path, weights=(1, 1, 1, 1), weighted=True, nll_alpha=0.0):
+def build(tiny_model_path, tmp_path, weights=(1, 1, 1, 1), weighted=True, nll_alpha=0.0, precompute=False):
     import datasets
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import DPOTrainer as TRLDPOTrainer
@@ -33,7 +33,8 @@ def build(tiny_model_path, tmp_path, weights=(1, 1, 1, 1), weighted=True, nll_al
     with torch.no_grad():  # a reference that differs from the policy, so the log-ratios are not all zero
         for p in ref.parameters():
             p.add_(0.01 * torch.randn_like(p))
-    cfg = DPOTrainConfig(batch_size=2, epochs=1, learning_rate=1e-3, lora=None, max_length=64, beta=0.5, nll_alpha=nll_alpha)
+    cfg = DPOTrainConfig(batch_size=2, epochs=1, learning_rate=1e-3, lora=None, max_length=64, beta=0.5, nll_alpha=nll_alpha,
+                         precompute_ref=precompute)
     args = dpo_config(cfg, tmp_path, on_cpu=True, bf16=False, total_steps=2)
     data = rows(weights)
     if not weighted:
@@ -102,3 +103,21 @@ def test_dpo_trainer_end_to_end_with_lora(tiny_model_path, tmp_path):
     assert "rewards/accuracies" in stats and "nll/chosen" in stats
     with pytest.raises(ValueError, match="row 1 has -1.0"):
         DPOTrainer(cfg).train(tiny_model_path, rows([1.0, -1.0, 1.0, 1.0]), tmp_path / "bad")
+
+
+def test_weights_travel_through_the_dataloader_with_precomputed_reference(tiny_model_path, tmp_path):
+    """Weights other than 1 reach the loss from the dataset (shuffled batches: each row keeps its own), and the
+    precomputed reference log-probs give the same loss as the reference computed on the fly."""
+    weights = (0.25, 2.0, 1.0, 0.5)
+    live = build(tiny_model_path, tmp_path / "a", weights)
+    pre = build(tiny_model_path, tmp_path / "b", weights, precompute=True)
+    by_prompt = {q: w for (q, _, _), w in zip(PAIRS, weights)}
+    for t in (live, pre):
+        for batch in t.get_train_dataloader():
+            texts = t.processing_class.batch_decode(batch["input_ids"][: batch["weight"].numel()])
+            got = [next(w for q, w in by_prompt.items() if q in text) for text in texts]
+            assert batch["weight"].tolist() == got
+    b_live, b_pre = batch_of(live), batch_of(pre)
+    assert "ref_chosen_logps" in b_pre and torch.equal(b_live["input_ids"], b_pre["input_ids"])
+    with torch.no_grad():
+        assert torch.allclose(live.compute_loss(live.model, dict(b_live)), pre.compute_loss(pre.model, dict(b_pre)), atol=1e-5)

@@ -54,7 +54,8 @@ class DPOTrainConfig(TrainBase):
     nll_alpha: float = Field(0.0, ge=0, description="Weight of NLL(chosen)/|chosen| added to each pair's loss (ScPO/IRPO: 1).")
     reference: str = Field("start", description="start = the iteration's starting model (LoRA: the adapter switched off); or a model "
                                                 "reference (folder, hub id, builtin:...) kept fixed.")
-    precompute_ref: bool = Field(False, description="Compute the reference log-probs once before training (no reference in memory).")
+    precompute_ref: bool = Field(False, description="Compute the reference log-probs once before training (with reference: start, "
+                                                    "no second model in memory during training).")
 
 
 class PluginTrainConfig(TrainBase):

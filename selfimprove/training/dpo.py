@@ -14,6 +14,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from ..errors import ConfigError
 from .base import Trainer
 from .common import (
     check_weights,
@@ -38,7 +39,7 @@ def dpo_config(cfg, out_dir: Path, *, on_cpu: bool, bf16: bool, total_steps: int
 
     semantics = dict(bf16=bf16, fp16=False, use_cpu=on_cpu, max_length=cfg.max_length, beta=cfg.beta, loss_type=["sigmoid"],
                      f_divergence_type="reverse_kl", ld_alpha=None, use_weighting=False, label_smoothing=0.0, padding_free=False,
-                     precompute_ref_log_probs=cfg.precompute_ref)
+                     precompute_ref_log_probs=cfg.precompute_ref, disable_dropout=True)
     return trl_args(DPOConfig, cfg, out_dir, semantics, total_steps)
 
 
@@ -53,8 +54,10 @@ def weighted_dpo_trainer_class():
 
         def __init__(self, *args, nll_alpha: float = 0.0, **kwargs):
             super().__init__(*args, **kwargs)
-            if list(self.loss_types) != ["sigmoid"] or self.f_divergence_type != "reverse_kl" or self.ld_alpha is not None:
-                raise ValueError("weighted DPO implements the sigmoid loss with the reverse KL only")
+            if (list(self.loss_types) != ["sigmoid"] or self.f_divergence_type != "reverse_kl" or self.ld_alpha is not None
+                    or self.args.use_weighting or self.aux_loss_enabled or list(self.loss_weights) != [1.0]):
+                raise ValueError("weighted DPO implements the sigmoid loss with the reverse KL only (no loss weights, WPO "
+                                 "weighting, length-desensitised DPO or MoE router loss)")
             self.nll_alpha = float(nll_alpha)
             keep_weight_column(self)
 
@@ -102,7 +105,9 @@ def weighted_dpo_trainer_class():
             if mode == "train":
                 self._total_train_tokens += self.accelerator.gather_for_metrics(inputs["attention_mask"].sum()).sum().item() // self._tp_size
             m["num_tokens"] = [self._total_train_tokens]
-            return (loss, outputs) if return_outputs else loss
+            if return_outputs:
+                raise NotImplementedError("weighted DPO computes no eval logits; selfimprove evaluates with its own eval stage")
+            return loss
 
     return WeightedDPOTrainer
 
@@ -113,6 +118,12 @@ class DPOTrainer(Trainer):
     name = "dpo"
     reads = ("prompt", "chosen", "rejected")
     supports_weights = True
+
+    def __init__(self, cfg, where: str = "train"):
+        super().__init__(cfg, where)
+        if cfg.reference != "start" and cfg.reference.startswith("iter_"):
+            raise ConfigError(f"{where}.reference: {cfg.reference} is not resolved inside a run yet; give its folder "
+                              "(runs/<name>/iter_<k>/train/model) or `start`")
 
     def train(self, model_path, rows: list[dict], out_dir: Path, progress=None) -> dict:
         import datasets

@@ -4,8 +4,9 @@ multiplied by its `weight` (TRL 1.16 has no per-row weights: `WeightedSFTTrainer
 Rows are conversational prompt-completion pairs, so the loss covers the assistant turn only. The loss is
 TRL's: the sum of completion-token losses divided by the completion tokens of the whole (accumulated) batch;
 a weight scales its row's token losses, so with every weight 1 it is TRL's loss exactly, and a row of weight 0
-contributes nothing. On CPU everything runs in float32 without gradient checkpointing: TRL's bf16 default is
-about 200x slower on CPUs without bf16 matrix units.
+adds no gradient of its own (its tokens still count in the denominator, as TRL counts every completion token).
+On CPU everything runs in float32 without gradient checkpointing: TRL's bf16 default is about 200x slower on
+CPUs without bf16 matrix units.
 """
 
 from __future__ import annotations

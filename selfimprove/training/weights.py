@@ -16,7 +16,9 @@ class KeepWeight:
     def __call__(self, examples):
         import torch
 
-        weights = [float(ex.pop(WEIGHT, 1.0)) for ex in examples]
+        if any(WEIGHT not in ex for ex in examples):
+            raise KeyError("a training example reached the collator without its `weight` (did the trainer's dataset preparation drop it?)")
+        weights = [float(ex.pop(WEIGHT)) for ex in examples]
         batch = self.collator(examples)
         batch[WEIGHT] = torch.tensor(weights, dtype=torch.float32)
         return batch
