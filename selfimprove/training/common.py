@@ -150,8 +150,17 @@ def require_rows(rows: list[dict], min_rows: int) -> None:
         )
 
 
-def trainer_stats(trainer, result, seconds: float, trainable: int, rows: int, dev, dtype) -> dict:
-    """Steps, losses, seconds and sizes for the train stage's manifest."""
+def fit_and_save(trainer, tokenizer, out_dir: Path, *, lora: bool, rows: int, dev, dtype) -> dict:
+    """Train a built TRL trainer (its log to the stage's log.txt), save it (`save_trained`) and return steps, losses,
+    seconds and sizes for the train stage's manifest."""
+    import time
+
+    quiet(trainer)
+    trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
+    t0 = time.time()
+    result = trainer.train()
+    seconds = time.time() - t0
+    save_trained(trainer.model, tokenizer, out_dir, lora=lora)
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     return {
         "steps": trainer.state.global_step,

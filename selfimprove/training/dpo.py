@@ -11,24 +11,11 @@ switched off) unless `train.reference` names another model; `precompute_ref` com
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 from ..errors import ConfigError
 from .base import Trainer
-from .common import (
-    check_weights,
-    load_model_and_tokenizer,
-    peft_config,
-    progress_callback,
-    quiet,
-    require_rows,
-    save_trained,
-    total_steps,
-    trainer_stats,
-    training_setup,
-    trl_args,
-)
+from .common import check_weights, fit_and_save, load_model_and_tokenizer, peft_config, progress_callback, require_rows, total_steps, training_setup, trl_args
 from .weights import WEIGHT, keep_weight_column
 
 
@@ -146,13 +133,7 @@ class DPOTrainer(Trainer):
             model=model, ref_model=ref_model, args=args, train_dataset=ds, processing_class=tok, peft_config=peft_config(cfg.lora),
             callbacks=[progress_callback(progress)], nll_alpha=cfg.nll_alpha,
         )
-        quiet(trainer)
-        trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
-        t0 = time.time()
-        result = trainer.train()
-        seconds = time.time() - t0
-        save_trained(trainer.model, tok, out_dir, lora=cfg.lora is not None)
-        stats = trainer_stats(trainer, result, seconds, trainable, len(rows), dev, dtype)
+        stats = fit_and_save(trainer, tok, out_dir, lora=cfg.lora is not None, rows=len(rows), dev=dev, dtype=dtype)
         last = next((h for h in reversed(trainer.state.log_history) if "rewards/accuracies" in h), {})
         stats.update({k: last[k] for k in ("rewards/accuracies", "rewards/margins", "nll/chosen") if k in last})
         return stats

@@ -11,23 +11,10 @@ CPUs without bf16 matrix units.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 from .base import Trainer
-from .common import (
-    check_weights,
-    load_model_and_tokenizer,
-    peft_config,
-    progress_callback,
-    quiet,
-    require_rows,
-    save_trained,
-    total_steps,
-    trainer_stats,
-    training_setup,
-    trl_args,
-)
+from .common import check_weights, fit_and_save, load_model_and_tokenizer, peft_config, progress_callback, require_rows, total_steps, training_setup, trl_args
 from .weights import WEIGHT, keep_weight_column
 
 
@@ -110,10 +97,4 @@ def train_sft(model_path, rows: list[dict], out_dir: Path, cfg, device: str = "a
         peft_config=peft_config(cfg.lora),
         callbacks=[progress_callback(progress)],
     )
-    quiet(trainer)
-    trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
-    t0 = time.time()
-    result = trainer.train()
-    seconds = time.time() - t0
-    save_trained(trainer.model, tok, out_dir, lora=cfg.lora is not None)
-    return trainer_stats(trainer, result, seconds, trainable, len(rows), dev, dtype)
+    return fit_and_save(trainer, tok, out_dir, lora=cfg.lora is not None, rows=len(rows), dev=dev, dtype=dtype)
