@@ -102,16 +102,20 @@ SCORERS: Registry = Registry("scorer", "selfimprove.scoring.base:Scorer", {
     "p_true": "selfimprove.scoring.confidence:PTrue",
     "self_loglik": "selfimprove.scoring.confidence:SelfLogLikelihood",
     "reward_model": "selfimprove.scoring.reward_model:RewardModel",
+    "ds_weight": "selfimprove.scoring.ds_weight:DSWeight",
 })
 
 ROW_BUILDERS: Registry = Registry("row builder", "selfimprove.selection.base:RowBuilder", {
     "sft": "selfimprove.selection.sft:SFTRows",
     "vote_pairs": "selfimprove.selection.pairs:VotePairs",
+    "judge_pairs": "selfimprove.selection.judge_pairs:JudgePairs",
+    "correctness_pairs": "selfimprove.selection.correctness_pairs:CorrectnessPairs",
 })
 
 TRAINERS: Registry = Registry("trainer", "selfimprove.training.base:Trainer", {
     "sft": "selfimprove.training.sft:SFTTrainer",
     "dpo": "selfimprove.training.dpo:DPOTrainer",
+    "grpo": "selfimprove.training.grpo:GRPOTrainer",
 })
 
 __all__ = ["BACKENDS", "ROW_BUILDERS", "Registry", "SCORERS", "TASKS", "TRAINERS", "load_object"]

@@ -131,10 +131,11 @@ def test_a_method_without_select_trains_on_the_prompts(tmp_path, tiny_model_path
     monkeypatch.syspath_prepend(str(tmp_path))
     extra = f"run_dir: {tmp_path / 'runs'}\nmodel: {tiny_model_path}\nbackend: {{batch_size: 8}}\neval: {{greedy: true, max_tokens: 4, bootstrap: 20}}\n"
     with pytest.raises(ConfigError, match="stages: generate is not a stage of train.method prompt_trainer:CopyTrainer"):
-        prepare(cfg(tmp_path, extra, ["train.method=prompt_trainer:CopyTrainer"]))
+        prepare(cfg(tmp_path, extra, ["train.method=prompt_trainer:CopyTrainer", "stages=[generate, score, select, train, eval]"]))
     with pytest.raises(ConfigError, match=r"trains on the prompt table .* reads \['chosen'\]"):
         prepare(cfg(tmp_path, extra, ["train.method=prompt_trainer:NeedsChosen", "stages=[train, eval]"]))
-    summary = run_pipeline(cfg(tmp_path, extra, ["train.method=prompt_trainer:CopyTrainer", "stages=[train, eval]"]))
+    # without `stages:` an iteration runs the method's own stages, then eval
+    summary = run_pipeline(cfg(tmp_path, extra, ["train.method=prompt_trainer:CopyTrainer"]))
     it1 = summary["iterations"][1]
     assert it1["iteration"] == 1 and sorted(it1["stages"]) == ["eval", "train"] and "accuracy" in it1["metrics"]
     manifest = (tmp_path / "runs" / "t" / "iter_1" / "train" / "manifest.json").read_text()

@@ -35,7 +35,7 @@ def test_vote_pairs(scored):
     samples, prompts = scored
     rows, counts = VotePairs({"tau": 0.5}).build(samples, prompts)
     assert counts == {"prompts_in": 7, "prompts_with_pairs": 3, "all_agree": 1, "below_tau": 1, "tie": 1, "no_answer": 1, "pairs": 3,
-                      "pseudo_label_accuracy": round(2 / 3, 4)}
+                      "pseudo_label_accuracy": round(2 / 3, 4), "pair_order_accuracy": 1.0, "pairs_split_by_gold": 2}
     a, b, g = rows
     assert g["chosen"][0]["content"] == "reply 7" and g["rejected"][0]["content"] == "reply 9" and g["weight"] == (5 - 1) / 8
     assert a["chosen"] == [{"role": "assistant", "content": "reply 5"}] and a["rejected"][0]["content"] == "reply None"
@@ -53,3 +53,71 @@ def test_vote_pairs_options(scored):
     a = [r for r in rows if r["prompt_id"] == "a"]
     assert len(a) == 3 and {r["rejected"][0]["content"] for r in a} == {"reply 7", "reply 6"} and all(r["weight"] == 1.0 for r in rows)
     assert len({r["chosen_id"] for r in a}) == 3
+
+
+def test_unfinished_samples_do_not_vote():
+    """With count_unfinished off, a sample cut by max_tokens has no answer: it is a rejected candidate, not a voter,
+    and a tie at the top gives no pair even when unanswered samples exist."""
+    task = make_task(TaskConfig(name="arithmetic"), PromptLibrary())
+    answers = {"a": [("5", "stop"), ("5", "stop"), ("7", "length"), ("7", "length"), ("7", "length"), ("5", "length")],
+               "b": [("3", "stop"), ("4", "stop"), ("9", "length")]}
+    samples = [{"prompt_id": pid, "sample_id": f"{pid}/{j}", "completion": f"reply {a} {fr}", "answer": a, "finish_reason": fr,
+                "model_ref": "m"} for pid, ans in answers.items() for j, (a, fr) in enumerate(ans)]
+    scorer = make_scorer("majority_vote", task, {"count_unfinished": False})
+    assert "finish_reason" in scorer.reads() and "finish_reason" not in make_scorer("majority_vote", task).reads()
+    res = scorer.score({}, samples)
+    for col, values in res.columns.items():
+        for s, v in zip(samples, values):
+            s[col] = v
+    assert [s["vote_count"] for s in samples[:6]] == [2, 2, 0, 0, 0, 0] and samples[0]["top_share"] == 2 / 6
+    prompts = {pid: {"messages": [{"role": "user", "content": pid}]} for pid in answers}
+    rows, counts = VotePairs({"tau": 0.3}).build(samples, prompts)
+    assert counts["tie"] == 1 and counts["pairs"] == 1  # b: 3 and 4 tie at the top although 9 was cut off
+    assert rows[0]["chosen"][0]["content"] == "reply 5 stop" and rows[0]["rejected"][0]["content"].endswith("length")
+
+
+def judged(scores: dict, correct: dict | None = None):
+    """Samples with judge scores (None = unparsable) and completions whose length is their index + 1."""
+    samples = []
+    for pid, row in scores.items():
+        for j, sc in enumerate(row):
+            samples.append({"prompt_id": pid, "sample_id": f"{pid}/{j}", "completion": "x" * (j + 1) if not isinstance(sc, tuple) else sc[1],
+                            "model_ref": "m", "judge_score": sc[0] if isinstance(sc, tuple) else sc, "judge_var": 0.0,
+                            "correct": (correct or {}).get(f"{pid}/{j}")})
+    prompts = {pid: {"messages": [{"role": "user", "content": pid}]} for pid in scores}
+    return samples, prompts
+
+
+def test_judge_pairs_best_vs_worst_and_length_control():
+    from selfimprove.selection.judge_pairs import JudgePairs
+
+    samples, prompts = judged({"a": [3.0, 5.0, 1.0, 5.0], "b": [2.0, 2.0], "c": [None, 4.0, None], "d": [4.0, 4.5]},
+                              correct={"a/1": True, "a/2": False, "d/0": True, "d/1": False})
+    rows, counts = JudgePairs().build(samples, prompts)
+    assert counts == {"prompts_in": 4, "prompts_with_pairs": 2, "unscored": 1, "all_tie": 1, "gap_too_small": 0, "pairs": 2,
+                      "pseudo_label_accuracy": 0.5, "pair_order_accuracy": 0.5, "pairs_split_by_gold": 2}
+    a, d = rows
+    assert (a["chosen_id"], a["rejected_id"], a["margin"], a["weight"]) == ("a/1", "a/2", 4.0, 1.0)  # first of the tied 5s
+    assert (d["chosen_id"], d["rejected_id"]) == ("d/1", "d/0") and d["label_correct"] is False  # the judge preferred the wrong one
+    rows, counts = JudgePairs({"min_gap": 0.5, "weight": "score_gap"}).build(samples, prompts)
+    assert counts["gap_too_small"] == 1 and [r["weight"] for r in rows] == [4.0]
+    # length control (rho 0.5): top band [3, 5] -> shortest there, bottom band [1, 3] -> longest there
+    samples, prompts = judged({"a": [(5.0, "long correct answer"), (4.0, "short"), (1.0, "x"), (2.0, "a much longer wrong answer")]})
+    rows, _ = JudgePairs({"rho": 0.5}).build(samples, prompts)
+    assert rows[0]["chosen"][0]["content"] == "short" and rows[0]["rejected"][0]["content"] == "a much longer wrong answer"
+    rows, _ = JudgePairs({"rho": 0.0}).build(samples, prompts)
+    assert rows[0]["chosen"][0]["content"] == "long correct answer" and rows[0]["rejected"][0]["content"] == "x"
+    assert JudgePairs({"score_column": "p_true"}).columns_read()[-1] == "p_true"
+
+
+def test_correctness_pairs():
+    from selfimprove.selection.correctness_pairs import CorrectnessPairs
+
+    verdicts = {"a": [True, False, False], "b": [True, True], "c": [False], "d": [None, None]}
+    samples = [{"prompt_id": pid, "sample_id": f"{pid}/{j}", "completion": f"{pid}{j}", "model_ref": "m", "correct": v}
+               for pid, vs in verdicts.items() for j, v in enumerate(vs)]
+    prompts = {pid: {"messages": [{"role": "user", "content": pid}]} for pid in verdicts}
+    rows, counts = CorrectnessPairs({"pairs_per_prompt": 3}).build(samples, prompts)
+    assert counts == {"prompts_in": 4, "prompts_with_pairs": 1, "all_correct": 1, "none_correct": 1, "unverified": 1, "pairs": 2,
+                      "pseudo_label_accuracy": 1.0, "pair_order_accuracy": 1.0, "pairs_split_by_gold": 2}
+    assert [(r["chosen_id"], r["rejected_id"]) for r in rows] == [("a/0", "a/1"), ("a/0", "a/2")]

@@ -115,3 +115,18 @@ def test_self_judging_scorers_in_the_loop(pipeline, tmp_path):
     assert "p_true" in judge["agreement_with_gold"]
     html = (tmp_path / "runs" / "tiny" / "report.html").read_text()
     assert "<h2>Judges</h2>" in html and "P(True) AUROC" in html
+
+
+def test_restart_from_base_on_accumulated_data(pipeline, tmp_path):
+    """`train.init: base` + `accumulate_data`: iteration 2 samples from iter_1's merged model but trains the base model
+    on the rows of both iterations (the default continues from the last model on this iteration's rows)."""
+    summary = run_pipeline(load_pipeline(pipeline, ["train.init=base", "train.accumulate_data=true", "stages=[generate, score, select, train]"]))
+    root = tmp_path / "runs" / "tiny"
+    by_k = {it["iteration"]: it["stages"] for it in summary["iterations"]}
+    it1, it2 = by_k[1], by_k[2]
+    assert it2["select"]["counts"]["rows"] == it1["select"]["counts"]["rows"] + it2["select"]["counts"]["rows_this_iteration"]
+    assert it2["train"]["train"]["rows"] == it2["select"]["counts"]["rows"]
+    manifest = json.loads((root / "iter_2" / "train" / "manifest.json").read_text())
+    assert manifest["start_model"] != "iter_1" and {s["model_ref"] for s in read_table(root / "iter_2" / "generate" / "table.parquet")} == {"iter_1"}
+    default = json.loads((tmp_path / "runs" / "tiny" / "iter_1" / "train" / "manifest.json").read_text())
+    assert default["start_model"] == manifest["start_model"]  # both started from the base model

@@ -20,11 +20,12 @@ from .pipeline import (
                       load_pipeline,
 )
 from .suite import EvalSuiteConfig, load_suite
-from .train import DPOTrainConfig, LoraConfig, PluginTrainConfig, SFTTrainConfig, TrainBase, TrainConfig
+from .train import DistributedConfig, DPOTrainConfig, GRPOTrainConfig, LoraConfig, PluginTrainConfig, RewardConfig, SFTTrainConfig, TrainBase, TrainConfig
 
 __all__ = [
-    "BackendConfig", "BuilderConfig", "DPOTrainConfig", "ConfigError", "DataConfig", "DiagnoseConfig", "EvalConfig", "EvalSuiteConfig", "GenerateConfig",
-    "JudgeJobConfig", "LoraConfig", "OpenAIBackendConfig", "PASS_THRESHOLD", "PipelineConfig", "PluginBackendConfig", "PluginTrainConfig",
+    "BackendConfig", "BuilderConfig", "DistributedConfig", "DPOTrainConfig", "GRPOTrainConfig", "ConfigError", "DataConfig", "DiagnoseConfig", "EvalConfig",
+    "EvalSuiteConfig", "GenerateConfig",
+    "JudgeJobConfig", "LoraConfig", "OpenAIBackendConfig", "PASS_THRESHOLD", "PipelineConfig", "RewardConfig", "PluginBackendConfig", "PluginTrainConfig",
     "SFTTrainConfig", "STAGES", "SamplingConfig", "ScorerConfig", "SelectConfig", "SplitConfig", "Strict", "TaskConfig", "TrainBase",
     "TrainConfig", "TransformersBackendConfig", "VLLMBackendConfig", "apply_override", "format_validation_error", "load_config",
     "load_job", "load_pipeline", "load_suite", "load_yaml", "parse_backend", "parse_override", "plain_name",

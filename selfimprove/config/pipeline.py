@@ -7,7 +7,7 @@ path of the offending key in the message (see `ConfigError`).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -72,10 +72,19 @@ class BuilderConfig(Strict):
     options: dict[str, Any] = Field(default_factory=dict, description="Validated by the builder's `Options` model.")
 
 
+class QuantileFilter(Strict):
+    column: str = Field(description="A numeric sample column, e.g. ds_deviation.")
+    q: float = Field(gt=0, le=1, description="Keep values at or below this quantile (1 keeps every sample with a value).")
+
+
 class SelectConfig(Strict):
     correct_only: bool = Field(True, description="Keep samples whose `correct` column is true.")
     require_finished: bool = Field(True, description="Drop samples cut off by max_tokens.")
     min_vote_share: float | None = Field(None, ge=0, le=1, description="Keep samples whose answer has at least this vote share.")
+    majority_only: bool = Field(False, description="Keep samples whose answer is their prompt's majority answer (`is_majority`; "
+                                                   "IWSI's self-consistency filter, label-free).")
+    keep_quantile: QuantileFilter | None = Field(None, description="Keep samples whose `column` is at most its q-quantile over the "
+                                                                   "samples kept so far (IWSI: ds_deviation, q 0.79).")
     dedup: bool = Field(True, description="Drop repeated (prompt, completion) pairs (whitespace-normalised).")
     max_per_prompt: int | None = Field(4, gt=0, description="Cap kept samples per prompt.")
     balance: bool = Field(False, description="Keep the same number per prompt (the smallest kept count, at least 1).")
@@ -128,7 +137,8 @@ class PipelineConfig(Strict):
     model: str = Field(description="Model reference: hub id, local path, builtin:<name>.")
     iterations: int = Field(1, ge=0)
     seed: int = 0
-    stages: list[str] = Field(default_factory=lambda: list(STAGES), description="Stages of each iteration, in order.")
+    stages: list[str] = Field(default_factory=lambda: list(STAGES), description="Stages of each iteration, in order (default: the "
+                                                                                "training method's own stages, then eval).")
     task: TaskConfig
     data: DataConfig
     backend: BackendConfig = Field(default_factory=TransformersBackendConfig)
@@ -138,6 +148,9 @@ class PipelineConfig(Strict):
     train: TrainConfig = Field(default_factory=SFTTrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     prompts_dir: str | None = Field(None, description="Extra folder searched for prompt templates before the bundled ones.")
+    report_to: list[Literal["tensorboard", "wandb", "mlflow"]] = Field(
+        default_factory=list, description="Trackers for every stage's numbers per iteration, and (unless train.report_to is set) "
+                                          "for TRL's per-step training logs.")
 
     @field_validator("name")
     @classmethod
@@ -149,6 +162,18 @@ class PipelineConfig(Strict):
         """Training runs where the backend's model does unless `train.device` says otherwise."""
         if self.train.device is None:
             self.train.device = getattr(self.backend, "device", "auto")
+        if "report_to" not in self.train.model_fields_set:
+            self.train.report_to = list(self.report_to)
+        return self
+
+    @model_validator(mode="after")
+    def _method_stages(self) -> "PipelineConfig":
+        """Unless `stages:` is given, an iteration runs its training method's stages (GRPO samples inside training)."""
+        if "stages" not in self.model_fields_set:
+            from ..registry import TRAINERS
+
+            method = TRAINERS.get(self.train.method, "train.method")
+            self.stages = [s for s in STAGES if s in method.stages or s == "eval"]
         return self
 
     @field_validator("stages")

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from .base import Strict, tagged_union
 
@@ -16,6 +16,18 @@ class LoraConfig(Strict):
     alpha: int = Field(32, gt=0)
     dropout: float = Field(0.05, ge=0, lt=1)
     target_modules: list[str] | Literal["all-linear"] = "all-linear"
+
+
+class DistributedConfig(Strict):
+    """Train under `accelerate launch` with DeepSpeed, in a child process: the stage writes the accelerate and DeepSpeed
+    configs into its folder and streams the child's log."""
+
+    deepspeed: Literal["zero2", "zero3"] = "zero2"
+    num_processes: int = Field(1, ge=1, description="Processes (GPUs) on this machine.")
+    offload: bool = Field(False, description="ZeRO-Offload: optimizer states (and with zero3 parameters) in CPU memory.")
+    config: str | None = Field(None, description="Your own DeepSpeed JSON instead of the generated one ('auto' values are filled "
+                                                 "from train:).")
+    main_process_port: int | None = Field(None, gt=0, lt=65536, description="Rendezvous port (default: a free one).")
 
 
 class TrainBase(Strict):
@@ -36,7 +48,10 @@ class TrainBase(Strict):
     seed: int = 0
     device: str | None = Field(None, description="auto (a GPU when there is one), cpu, cuda, cuda:1 ... Default: the backend's device "
                                                  "(local backends), else auto.")
-    report_to: list[str] = Field(default_factory=list, description="Trackers: tensorboard, wandb, mlflow.")
+    report_to: list[Literal["tensorboard", "wandb", "mlflow"]] = Field(
+        default_factory=list, description="Trackers for TRL's per-step logs (default: the pipeline's `report_to`).")
+    distributed: DistributedConfig | None = Field(None, description="Multi-process training under accelerate + DeepSpeed; null = "
+                                                                    "in this process.")
 
 
 class SFTTrainConfig(TrainBase):
@@ -58,6 +73,48 @@ class DPOTrainConfig(TrainBase):
                                                     "no second model in memory during training).")
 
 
+class RewardConfig(Strict):
+    """One reward: a scorer's column per completion, times `weight`; the rewards of a completion are summed."""
+
+    scorer: str = Field(description="A scorer name (gold, majority_vote, p_true, pointwise_judge, ...) or 'package.module:Class'.")
+    column: str | None = Field(None, description="The scorer column used as the reward (default: its first): e.g. gold's `correct`, "
+                                                 "majority_vote's `is_majority` (TTRL) or `vote_share`.")
+    weight: float = 1.0
+    options: dict[str, Any] = Field(default_factory=dict, description="The scorer's options, as in `score:`.")
+
+
+class GRPOTrainConfig(TrainBase):
+    """GRPO on TRL's GRPOTrainer with selfimprove scorers as reward functions: the trainer samples `num_generations`
+    completions per train prompt itself (no generate/score/select stages), so rows are the train prompts. Batch sizes
+    count completions, as in TRL: batch_size x gradient_accumulation_steps must be a multiple of num_generations."""
+
+    method: Literal["grpo"] = "grpo"
+    learning_rate: float = Field(1e-5, gt=0)
+    rewards: list[RewardConfig] = Field(min_length=1, description="Summed with their weights.")
+    num_generations: int = Field(8, ge=2, description="Completions per prompt (the group whose rewards are compared).")
+    max_completion_length: int = Field(64, gt=0)
+    temperature: float = Field(1.0, gt=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+    beta: float = Field(0.0, ge=0, description="KL coefficient against the starting model (0: no reference model, TRL's default).")
+    epsilon: float = Field(0.2, gt=0, description="PPO-style clipping of the policy ratio.")
+    loss_type: Literal["grpo", "dapo", "dr_grpo", "bnpo"] = "dapo"
+    scale_rewards: Literal["group", "batch", "none"] = Field("group", description="Divide advantages by the group's (or batch's) "
+                                                                                  "reward std; none = Dr. GRPO.")
+    max_steps: int | None = Field(None, gt=0, description="Optimizer steps; overrides epochs.")
+    stop_below_label_accuracy: float | None = Field(
+        None, ge=0, le=1, description="Stop training when the audited pseudo-label accuracy (majority answer vs gold, where gold exists; "
+                                      "never a reward) falls below this for `stop_patience` logged steps in a row.")
+    stop_patience: int = Field(2, ge=1)
+
+    @model_validator(mode="after")
+    def _groups_fit(self):
+        per_step = self.batch_size * self.gradient_accumulation_steps
+        if per_step % self.num_generations:
+            raise ValueError(f"train.batch_size x train.gradient_accumulation_steps ({per_step}) must be a multiple of "
+                             f"train.num_generations ({self.num_generations}): batches count completions, and every group is whole")
+        return self
+
+
 class PluginTrainConfig(TrainBase):
     """A trainer registered by the user or named `"package.module:Class"`."""
 
@@ -73,7 +130,7 @@ class PluginTrainConfig(TrainBase):
         return v
 
 
-BUILTIN_METHODS = {"sft": SFTTrainConfig, "dpo": DPOTrainConfig}
+BUILTIN_METHODS = {"sft": SFTTrainConfig, "dpo": DPOTrainConfig, "grpo": GRPOTrainConfig}
 
 
 TrainConfig = tagged_union("method", "method", BUILTIN_METHODS, PluginTrainConfig, default="sft")

@@ -181,6 +181,46 @@ def judge_rows(summary: dict) -> list[list[str]]:
     return rows
 
 
+YIELD_KEYS = ("all_agree", "below_tau", "tie", "no_answer", "unscored", "all_tie", "gap_too_small", "all_correct", "none_correct", "unverified")
+
+
+def signal_rows(summary: dict) -> list[list[str]]:
+    """Per iteration, what training learned from: the row builder's yield (prompts in, with pairs, why the others gave
+    none), the gold audit of label-free signals (pseudo-label accuracy: is the chosen / majority answer right?; pair
+    order accuracy), and the training monitors (DPO reward accuracy and margin, GRPO reward and zero-spread groups)."""
+    fmt = lambda v: "" if v is None else (f"{v:.3f}" if isinstance(v, float) else str(v))  # noqa: E731
+    rows = []
+    for it in summary["iterations"]:
+        sel = (it["stages"].get("select") or {}).get("counts") or {}
+        train = (it["stages"].get("train") or {}).get("train") or {}
+        steps = train.get("per_step") or []
+        if not sel and not train:
+            continue
+        why = ", ".join(f"{k} {sel[k]}" for k in YIELD_KEYS if sel.get(k))
+        plabel = sel.get("pseudo_label_accuracy")
+        monitors = []
+        for key in ("rewards/accuracies", "rewards/margins", "nll/chosen"):
+            if key in train:
+                monitors.append(f"{key} {train[key]:.3f}")
+        if steps:
+            acc = [s["pseudo_label_accuracy"] for s in steps if s.get("pseudo_label_accuracy") is not None]
+            plabel = plabel if plabel is not None else (sum(acc) / len(acc) if acc else None)
+            first, last = steps[0], steps[-1]
+            monitors.append(f"reward {first.get('reward', 0):.3f} -> {last.get('reward', 0):.3f}")
+            monitors.append(f"zero-spread groups {sum(s.get('frac_reward_zero_std', 0) for s in steps) / len(steps):.2f}")
+            if acc:
+                monitors.append(f"pseudo-label accuracy per step {acc[0]:.2f} -> {acc[-1]:.2f}")
+            if train.get("stopped_early"):
+                monitors.append(f"stopped early at step {train['stopped_early'].get('step')}")
+        rows.append([str(it["iteration"]), fmt(sel.get("prompts_in")), fmt(sel.get("prompts_with_pairs")), fmt(sel.get("rows_this_iteration", sel.get("rows"))),
+                     why, fmt(plabel), fmt(sel.get("pair_order_accuracy")), fmt(train.get("steps")), fmt(train.get("train_loss")), "; ".join(monitors)])
+    return rows
+
+
+SIGNAL_HEADERS = ["iteration", "prompts in", "prompts with pairs", "rows", "no pair because", "pseudo-label accuracy (gold audit)",
+                  "pair order accuracy", "train steps", "train loss", "monitors"]
+
+
 JUDGE_HEADERS = ["iteration", "mean judge score", "drift vs first", "parse failures", "pairwise flip rate", "score~length (Spearman)",
                  "kappa vs gold", "judge AUROC", "P(True) AUROC"]
 
@@ -210,6 +250,8 @@ stage time {summary['total_seconds']} s. Metrics in %, ± half the 95% bootstrap
 {img}
 <h2>Held-out metrics per iteration</h2>{_table(mh, mr)}
 {heldout_html(summary)}
+{"<h2>Training signal</h2><p>Label-free signals are audited against gold answers where they exist; the audit never feeds "
+ "training.</p>" + _table(SIGNAL_HEADERS, signal_rows(summary)) if signal_rows(summary) else ""}
 {"<h2>Judges</h2>" + _table(JUDGE_HEADERS, judge_rows(summary)) if judge_rows(summary) else ""}
 <h2>Stages: counts and timings</h2>{_table(["iteration", "stage", "seconds", "counts"], stage_rows(summary))}
 <h2>summary.json</h2><pre>{html.escape(json.dumps(summary, indent=1)[:20000])}</pre>

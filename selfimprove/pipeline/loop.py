@@ -17,6 +17,7 @@ from ..errors import ConfigError
 from ..generation import check_backend
 from ..prompts import PromptLibrary
 from ..runtime.context import RunContext
+from ..runtime.tracking import Trackers, check_trackers
 from ..scoring import make_scorers
 from ..selection import filter_columns, make_row_builder
 from ..store import atomic_write_json
@@ -65,6 +66,9 @@ def prepare(cfg: PipelineConfig, console: Console | None = None) -> tuple[RunCon
     builder = make_row_builder(cfg.select.builder.name, cfg.select.builder.options)
     check_backend(cfg.backend)
     check_chain(scorers, cfg.stages, filter_columns(cfg.select), builder, trainer)
+    trainer.check(task)
+    check_trackers(cfg.report_to)
+    check_trackers(cfg.train.report_to, "train.report_to")
     ctx = RunContext(Path(cfg.run_dir) / cfg.name, task, prompts, model=cfg.model, backend=cfg.backend, console=console)
     return ctx, load_prompt_rows(task, cfg.data, ctx.warn)
 
@@ -77,6 +81,8 @@ def run_pipeline(cfg: PipelineConfig, console: Console | None = None) -> dict:
     plan = iteration_plan(cfg)
     ctx.store.root.mkdir(parents=True, exist_ok=True)
     atomic_write_json(ctx.store.root / "config.json", cfg.model_dump())
+    if cfg.report_to:
+        ctx.trackers = Trackers(cfg.report_to, ctx.store.root, cfg.name, cfg.model_dump())
     try:
         train_sd, eval_sd = prompts_stage(ctx, rows)
         if "eval" in cfg.stages:
@@ -105,6 +111,8 @@ def run_pipeline(cfg: PipelineConfig, console: Console | None = None) -> dict:
                         eval_stage(ctx, k, cfg.eval, eval_sd, current)
     finally:
         ctx.release_generator()
+        if ctx.trackers is not None:
+            ctx.trackers.close()
     summary = build_summary(ctx.store.root, ctx.reports)
     write_report(ctx.store.root, summary)
     return summary

@@ -50,6 +50,7 @@ class RunContext:
         self.warnings: list[str] = []
         self._generator: tuple[str, Generator] | None = None
         self._request_cache: RequestCache | None = None
+        self.trackers = None  # runtime.tracking.Trackers, when the job reports to any
 
     # -- models ---------------------------------------------------------------------------
     def base_model(self) -> ModelRef:
@@ -124,6 +125,9 @@ class RunContext:
         where = "data" if report.iteration is None else f"iter {report.iteration}"
         verb = "skipped (done before)" if report.skipped else f"done in {report.seconds:.1f}s"
         self.console.print(f"[dim]{where}[/dim] {report.stage}: {verb} {_short_counts(report.counts)}")
+        if self.trackers is not None:
+            self.trackers.log(report.stage, report.iteration, {**report.counts, **report.extra.get("metrics", {}),
+                                                               **{k: v for k, v in report.extra.get("train", {}).items() if k != "per_step"}})
 
 
 def _force_bars() -> bool:

@@ -43,6 +43,7 @@ class Scorer(ABC):
     input_columns: ClassVar[tuple[str, ...]] = ("prompt_id", "completion", "answer")
     Options: ClassVar[type[BaseModel]] = NoOptions
     needs_model: ClassVar[bool] = False
+    groupwise: ClassVar[bool] = False  # a sample's value depends on the other samples of its prompt (votes, pairwise comparisons)
 
     def __init__(self, task: Task, options: dict | BaseModel | None = None, where: str | None = None):
         self.task = task

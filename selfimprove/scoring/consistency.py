@@ -4,10 +4,14 @@ Per sample: `cluster`, `vote_count` (V, size of the sample's answer cluster), `v
 k = samples of the prompt), `is_majority` (in the top cluster; ties broken by the cluster seen first).
 Per prompt (repeated on each of its samples): `top_share` (V+/k), `runner_up_share` (V-/k),
 `vote_margin` = (V+ - V-)/k as in ScPO, `majority_answer`, and `abstain` when the top share is below
-the `abstain_below` option (default 0: never). A sample with no answer has V = 0 and is never in the majority.
+the `abstain_below` option (default 0: never) or, with `ties: none`, when two answers share the top. A sample with
+no answer has V = 0 and is never in the majority; with `count_unfinished: false` a sample cut off by max_tokens
+has no answer either (its last number is not a conclusion).
 """
 
 from __future__ import annotations
+
+from typing import Literal
 
 from pydantic import Field
 
@@ -17,6 +21,11 @@ from .base import Scorer, ScoreResult, group_by_prompt
 
 class MajorityOptions(Options):
     abstain_below: float = Field(0.0, ge=0, le=1, description="`abstain` is true where the top vote share is below this.")
+    count_unfinished: bool = Field(True, description="A sample cut off by max_tokens votes with the answer read from its partial "
+                                                     "text; false: it has no answer (V = 0) and still counts in k.")
+    ties: Literal["first_seen", "none"] = Field("first_seen", description="Top clusters with equal votes: the one seen first is the "
+                                                                          "majority, or none is (no `majority_answer`, no `is_majority`; "
+                                                                          "for rewards, where an arbitrary winner is noise).")
 
 
 def cluster_answers(answers: list[str | None], same) -> list[int | None]:
@@ -50,9 +59,18 @@ def cluster_answers(answers: list[str | None], same) -> list[int | None]:
 
 class MajorityVote(Scorer):
     name = "majority_vote"
+    groupwise = True
     output_columns = ("cluster", "vote_count", "vote_share", "is_majority", "top_share", "runner_up_share", "vote_margin", "majority_answer", "abstain")
 
     Options = MajorityOptions
+
+    def reads(self) -> tuple[str, ...]:
+        return self.input_columns + (() if self.options.count_unfinished else ("finish_reason",))
+
+    def _answer(self, sample: dict):
+        if not self.options.count_unfinished and sample.get("finish_reason") == "length":
+            return None
+        return sample.get("answer")
 
     def _same(self, pairs):
         return self.task.check([a for a, _ in pairs], [b for _, b in pairs])
@@ -62,7 +80,7 @@ class MajorityVote(Scorer):
         abstain_below = self.options.abstain_below
         cols: dict[str, list] = {c: [None] * n for c in self.output_columns}
         for _pid, idx in group_by_prompt(samples).items():
-            ids = cluster_answers([samples[i].get("answer") for i in idx], self._same)
+            ids = cluster_answers([self._answer(samples[i]) for i in idx], self._same)
             sizes: dict[int, int] = {}
             for c in ids:
                 if c is not None:
@@ -71,16 +89,17 @@ class MajorityVote(Scorer):
             k = len(idx)
             top_v = sizes[ranked[0]] if ranked else 0
             second_v = sizes[ranked[1]] if len(ranked) > 1 else 0
-            top_answer = next((str(samples[i].get("answer")).strip() for i, c in zip(idx, ids) if ranked and c == ranked[0]), None)
+            tied = second_v == top_v and top_v > 0 and self.options.ties == "none"
+            top_answer = None if tied else next((str(samples[i].get("answer")).strip() for i, c in zip(idx, ids) if ranked and c == ranked[0]), None)
             for i, c in zip(idx, ids):
                 v = sizes.get(c, 0) if c is not None else 0
                 cols["cluster"][i] = c
                 cols["vote_count"][i] = v
                 cols["vote_share"][i] = v / k
-                cols["is_majority"][i] = c is not None and c == ranked[0]
+                cols["is_majority"][i] = c is not None and c == ranked[0] and not tied
                 cols["top_share"][i] = top_v / k
                 cols["runner_up_share"][i] = second_v / k
                 cols["vote_margin"][i] = (top_v - second_v) / k
                 cols["majority_answer"][i] = top_answer
-                cols["abstain"][i] = top_v / k < abstain_below
+                cols["abstain"][i] = top_v / k < abstain_below or tied
         return ScoreResult(cols, [None] * n)

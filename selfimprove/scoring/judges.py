@@ -204,6 +204,7 @@ class PairwiseJudge(ModelScorer):
     """
 
     name = "pairwise_judge"
+    groupwise = True
     output_columns = ("pair_win_rate", "pair_games", "pair_flips", "pair_parse_failures", "pair_raw")
     Options = PairwiseOptions
 

@@ -31,6 +31,7 @@ class MetaJudge(ModelScorer):
     (index into `judge_raw`), `meta_battles`, `meta_parse_failures`."""
 
     name = "meta_judge"
+    groupwise = True
     output_columns = ("meta_elo", "meta_chosen", "meta_rejected", "meta_battles", "meta_parse_failures")
     input_columns = ("prompt_id", "completion", "judge_raw", "judge_scores", "judge_var")
     Options = MetaJudgeOptions

@@ -4,7 +4,9 @@ the scorer and returns one float (or None: no reward) per completion.
 
 The scorer sees the whole batch at once, grouped by `prompt_id` (a dataset column; without one, by the
 prompt itself), so a majority vote counts every sample of a group that the batch holds. On one process TRL
-passes whole groups; across processes a group is split between ranks, and the caller must gather it first.
+passes whole groups; across processes TRL splits a group between ranks, so a groupwise scorer (majority vote,
+pairwise and meta judges) first gathers every rank's batch (`torch.distributed.all_gather_object`), scores the
+whole, and returns its own rank's slice.
 
     from selfimprove.scoring import make_scorer
     reward = as_reward_func(make_scorer("majority_vote", task), "is_majority")   # TTRL's reward
@@ -43,8 +45,10 @@ def completion_text(completion: Any) -> str:
     return "".join(m.get("content") or "" for m in completion if m.get("role", "assistant") == "assistant")
 
 
-def trl_batch(task, prompts: list, completions: list, columns: dict[str, list]) -> tuple[dict[str, dict], list[dict]]:
-    """TRL's reward inputs as our prompt rows and sample rows (`prompt_id`, `sample_id`, `completion`, `answer`)."""
+def trl_batch(task, prompts: list, completions: list, columns: dict[str, list], completion_ids: list | None = None,
+              eos_token_id: int | None = None) -> tuple[dict[str, dict], list[dict]]:
+    """TRL's reward inputs as our prompt rows and sample rows (`prompt_id`, `sample_id`, `completion`, `answer`; with
+    `completion_ids` also `num_tokens`, and with `eos_token_id` `finish_reason`: `length` when no EOS ends the ids)."""
     prompt_rows: dict[str, dict] = {}
     samples = []
     for i, (p, c) in enumerate(zip(prompts, completions)):
@@ -56,24 +60,68 @@ def trl_batch(task, prompts: list, completions: list, columns: dict[str, list]) 
             reference = columns["reference"][i] if "reference" in columns else ""
             prompt_rows[pid] = {"prompt_id": pid, "messages": messages, "question": question, "reference": reference or "", "meta": "{}"}
         text = completion_text(c)
-        samples.append({"prompt_id": pid, "sample_id": f"{pid}/r{i:05d}", "completion": text, "answer": task.extract_answer(text)})
+        sample = {"prompt_id": pid, "sample_id": f"{pid}/r{i:05d}", "completion": text, "answer": task.extract_answer(text)}
+        if completion_ids is not None:
+            ids = list(completion_ids[i])
+            sample["num_tokens"] = len(ids)
+            if eos_token_id is not None:
+                sample["finish_reason"] = "stop" if ids and ids[-1] == eos_token_id else "length"
+        samples.append(sample)
     return prompt_rows, samples
 
 
+def world() -> tuple[int, int]:
+    """(rank, number of processes) of the torch.distributed group, (0, 1) without one."""
+    import sys
+
+    dist = sys.modules.get("torch.distributed")  # only when torch is in use already
+    if dist is not None and dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def gather_batch(payload: dict) -> tuple[dict, slice]:
+    """Every rank's batch concatenated in rank order (all values are per-completion lists), and this rank's slice."""
+    import torch.distributed as dist
+
+    rank, size = world()
+    parts: list = [None] * size
+    dist.all_gather_object(parts, payload)
+    start = sum(len(p["prompts"]) for p in parts[:rank])
+    merged = {k: [v for p in parts for v in p[k]] if isinstance(payload[k], list) else payload[k] for k in payload}
+    merged["columns"] = {c: [v for p in parts for v in p["columns"][c]] for c in payload["columns"]}
+    return merged, slice(start, start + len(payload["prompts"]))
+
+
 def as_reward_func(scorer: Scorer, column: str | None = None, *, name: str | None = None,
-                   value: Callable[[Any], float | None] = reward_value) -> Callable[..., list[float | None]]:
+                   value: Callable[[Any], float | None] = reward_value, eos_token_id: int | None = None,
+                   on_result: Callable[..., None] | None = None) -> Callable[..., list[float | None]]:
     """A TRL reward function from `scorer`: the value of its `column` (default: its first) per completion.
 
     Model-based scorers must be bound first (`scorer.bind(...)` or `scorer.use(generator)`). A sample the scorer
-    could not score (an error, no answer) gets None, which TRL ignores rather than counting as 0."""
+    could not score (an error, no answer) gets None, which TRL ignores rather than counting as 0. `eos_token_id`
+    lets a sample cut at max_completion_length read as `finish_reason: length`. `on_result(prompt_rows, samples,
+    result, log_metric)` sees every scored batch (the whole gathered batch, on rank 0 only), for monitors."""
     column = column or scorer.writes()[0]
     if column not in scorer.writes():
         raise ValueError(f"scorer {scorer.name} writes {list(scorer.writes())}, not {column!r}")
 
     def reward(prompts, completions, completion_ids=None, **columns) -> list[float | None]:
-        prompt_rows, samples = trl_batch(scorer.task, prompts, completions, columns)
+        log_metric = columns.pop("log_metric", None)
+        columns = {k: v for k, v in columns.items() if k not in ("trainer_state", "log_extra", "environments")}
+        part = slice(None)
+        rank, size = world()
+        if scorer.groupwise and size > 1:
+            merged, part = gather_batch({"prompts": list(prompts), "completions": list(completions),
+                                         "ids": [list(x) for x in completion_ids] if completion_ids is not None else [None] * len(prompts),
+                                         "columns": {k: list(v) for k, v in columns.items()}})
+            prompts, completions, columns = merged["prompts"], merged["completions"], merged["columns"]
+            completion_ids = merged["ids"] if completion_ids is not None else None
+        prompt_rows, samples = trl_batch(scorer.task, prompts, completions, columns, completion_ids, eos_token_id)
         result = scorer.score(prompt_rows, samples)
-        return [value(v) for v in result.columns[column]]
+        if on_result is not None and rank == 0:
+            on_result(prompt_rows, samples, result, log_metric)
+        return [value(v) for v in result.columns[column][part]]
 
     reward.__name__ = name or f"{scorer.name}:{column}"
     reward.__qualname__ = reward.__name__

@@ -1,10 +1,12 @@
-"""Sample filters: correct-only, finished-only, vote-share threshold, dedup, per-prompt cap, balance.
+"""Sample filters: finished-only, correct-only, vote-share threshold, majority-only, quantile of a column, dedup,
+per-prompt cap, balance.
 
 Each returns the kept rows and the loop records how many each filter dropped.
 """
 
 from __future__ import annotations
 
+import math
 import random
 import re
 
@@ -25,6 +27,19 @@ def keep_finished(rows: list[dict]) -> list[dict]:
 
 def keep_vote_share(rows: list[dict], min_share: float) -> list[dict]:
     return [r for r in rows if (r.get("vote_share") or 0.0) >= min_share]
+
+
+def keep_majority(rows: list[dict]) -> list[dict]:
+    return [r for r in rows if r.get("is_majority") is True]
+
+
+def keep_quantile(rows: list[dict], column: str, q: float) -> list[dict]:
+    """Rows whose `column` is at most the q-quantile (lower interpolation) of its values; rows without a value go."""
+    values = sorted(float(r[column]) for r in rows if isinstance(r.get(column), (int, float)) and not isinstance(r.get(column), bool))
+    if not values:
+        return []
+    cut = values[max(0, math.ceil(q * len(values)) - 1)]
+    return [r for r in rows if isinstance(r.get(column), (int, float)) and not isinstance(r.get(column), bool) and float(r[column]) <= cut]
 
 
 def dedup(rows: list[dict]) -> list[dict]:
@@ -70,6 +85,10 @@ def filter_columns(cfg: SelectConfig) -> dict[str, tuple[str, ...]]:
         out["correct_only"] = ("correct",)
     if cfg.min_vote_share is not None:
         out["min_vote_share"] = ("vote_share",)
+    if cfg.majority_only:
+        out["majority_only"] = ("is_majority",)
+    if cfg.keep_quantile is not None:
+        out["keep_quantile"] = (cfg.keep_quantile.column,)
     return out
 
 
@@ -84,6 +103,10 @@ def select_samples(rows: list[dict], cfg: SelectConfig, seed: int) -> tuple[list
         steps.append(("correct", keep_correct))
     if cfg.min_vote_share is not None:
         steps.append(("vote_share", lambda rs: keep_vote_share(rs, cfg.min_vote_share)))
+    if cfg.majority_only:
+        steps.append(("majority", keep_majority))
+    if cfg.keep_quantile is not None:
+        steps.append(("quantile", lambda rs: keep_quantile(rs, cfg.keep_quantile.column, cfg.keep_quantile.q)))
     if cfg.dedup:
         steps.append(("dedup", dedup))
     if cfg.max_per_prompt is not None:

@@ -18,6 +18,7 @@ from pydantic import Field
 
 from ..options import Options
 from .base import RowBuilder
+from .pair_rows import PAIR_COLUMNS, audit_counts, pair_row
 
 
 class VotePairOptions(Options):
@@ -31,8 +32,7 @@ class VotePairOptions(Options):
 class VotePairs(RowBuilder):
     name = "vote_pairs"
     reads = ("prompt_id", "sample_id", "completion", "model_ref", "cluster", "vote_count", "vote_share")
-    writes = ("prompt_id", "prompt", "chosen", "rejected", "weight", "margin", "chosen_id", "rejected_id", "chosen_votes",
-              "rejected_votes", "label_correct", "model_ref")
+    writes = PAIR_COLUMNS + ("chosen_votes", "rejected_votes")
     Options = VotePairOptions
 
     @property
@@ -52,12 +52,16 @@ class VotePairs(RowBuilder):
                 counts["no_answer"] += 1
                 continue
             top_votes = max(s["vote_count"] for s in answered)
-            top = min(s["cluster"] for s in answered if s["vote_count"] == top_votes)  # ties: as majority_vote ranks them
-            chosen = [s for s in answered if s["cluster"] == top]
-            top_share = float(chosen[0]["vote_share"])  # V+/k of the kept samples' best answer
+            best = [s for s in answered if s["vote_count"] == top_votes]
+            top_share = float(best[0]["vote_share"])  # V+/k of the kept samples' best answer
             if top_share < o.tau:
                 counts["below_tau"] += 1
                 continue
+            if len({s["cluster"] for s in best}) > 1:
+                counts["tie"] += 1  # two answers share the top: neither is the majority
+                continue
+            top = best[0]["cluster"]
+            chosen = best
             pool = [s for s in group if s.get("cluster") is None] if o.unanswered_as_rejected else []
             if not pool:
                 others = [s for s in answered if s["cluster"] != top]
@@ -65,31 +69,14 @@ class VotePairs(RowBuilder):
                     counts["all_agree"] += 1
                     continue
                 low = min(s["vote_count"] for s in others)
-                if low == top_votes:
-                    counts["tie"] += 1
-                    continue
                 pool = [s for s in others if s["vote_count"] == low]
             counts["prompts_with_pairs"] += 1
             n = min(o.pairs_per_prompt, max(len(chosen), len(pool)))  # the shorter side repeats
             for c, r in ((chosen[i % len(chosen)], pool[i % len(pool)]) for i in range(n)):
                 margin = top_share - (float(r["vote_share"]) if r.get("cluster") is not None else 0.0)
-                rows.append({
-                    "prompt_id": pid,
-                    "prompt": list(prompts[pid]["messages"]),
-                    "chosen": [{"role": "assistant", "content": c["completion"]}],
-                    "rejected": [{"role": "assistant", "content": r["completion"]}],
-                    "weight": margin if o.weight == "vote_margin" else 1.0,
-                    "margin": margin,
-                    "chosen_id": c["sample_id"],
-                    "rejected_id": r["sample_id"],
-                    "chosen_votes": int(c["vote_count"]),
-                    "rejected_votes": int(r.get("vote_count") or 0),
-                    "label_correct": c.get("correct") if isinstance(c.get("correct"), bool) else None,
-                    "model_ref": c["model_ref"],
-                })
+                rows.append(pair_row(pid, prompts[pid], c, r, margin if o.weight == "vote_margin" else 1.0, margin,
+                                     chosen_votes=int(c["vote_count"]), rejected_votes=int(r.get("vote_count") or 0)))
         counts["pairs"] = len(rows)
-        audited = [r["label_correct"] for r in rows if r["label_correct"] is not None]
-        if audited:
-            counts["pseudo_label_accuracy"] = round(sum(audited) / len(audited), 4)
+        counts.update(audit_counts(rows))
         return rows, counts
 

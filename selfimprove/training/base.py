@@ -29,6 +29,19 @@ class Trainer(ABC):
     def __init__(self, cfg, where: str = "train"):
         self.cfg = cfg
         self.options = validate_options(self.Options, getattr(cfg, "options", None), f"{where}.options")
+        self.task = None
+        self.models = None
+        self.policy = None
+
+    def check(self, task) -> None:
+        """Validate what depends on the task (e.g. reward scorers) before any model loads; raise ConfigError."""
+        return None
+
+    def attach(self, task, models=None, policy=None) -> "Trainer":
+        """The run's task, model access (`generator()`, `request_cache`) and the iteration's starting model, for
+        methods that score inside training (GRPO's rewards)."""
+        self.task, self.models, self.policy = task, models, policy
+        return self
 
     @abstractmethod
     def train(self, model_path, rows: list[dict], out_dir: Path, progress: ProgressFn | None = None) -> dict:

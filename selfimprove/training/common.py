@@ -108,6 +108,8 @@ def trl_args(config_cls, cfg, out_dir: Path, semantics: dict, total_steps: int, 
     which are read back so that a renamed, ignored or overridden setting fails here. Checkpointing is off (float32
     on CPU without it; the keyword is the installed release's)."""
     semantics = {**semantics, "learning_rate": cfg.learning_rate, checkpointing_keyword(config_cls): False}
+    if under_deepspeed():
+        semantics["use_cpu"] = False  # use_cpu would bypass DeepSpeed; its CPU accelerator (DS_ACCELERATOR=cpu) runs on CPUs
     args = config_cls(
         output_dir=str(out_dir / "trainer"),
         per_device_train_batch_size=cfg.batch_size,
@@ -128,6 +130,13 @@ def trl_args(config_cls, cfg, out_dir: Path, semantics: dict, total_steps: int, 
     # both spellings of checkpointing must read False, whichever one this release acts on
     check_settings(args, {**semantics, "gradient_checkpointing": False})
     return args
+
+
+def under_deepspeed() -> bool:
+    """Whether this process was started by `accelerate launch` with a DeepSpeed config (training/launch.py)."""
+    import os
+
+    return os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true"
 
 
 def total_steps(rows: int, cfg) -> int:
@@ -156,11 +165,15 @@ def fit_and_save(trainer, tokenizer, out_dir: Path, *, lora: bool, rows: int, de
     import time
 
     quiet(trainer)
-    trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
+    trainable = sum(getattr(p, "ds_numel", p.numel()) for p in trainer.model.parameters() if p.requires_grad)  # ds_numel: ZeRO-3 shards
     t0 = time.time()
     result = trainer.train()
     seconds = time.time() - t0
-    save_trained(trainer.model, tokenizer, out_dir, lora=lora)
+    if under_deepspeed():
+        # every rank takes part (ZeRO-3 gathers the shards); the parent merges LoRA and writes the float32 model
+        trainer.save_model(str(out_dir / ("adapter" if lora else "trained")))
+    else:
+        save_trained(trainer.model, tokenizer, out_dir, lora=lora)
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     return {
         "steps": trainer.state.global_step,

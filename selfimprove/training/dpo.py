@@ -120,6 +120,7 @@ class DPOTrainer(Trainer):
         require_rows(rows, cfg.min_rows)
         check_weights(rows)
         dev, dtype, on_cpu = training_setup(cfg.device)
+        args = dpo_config(cfg, out_dir, on_cpu=on_cpu, bf16=dtype == torch.bfloat16, total_steps=total_steps(len(rows), cfg))  # before the model (ZeRO-3)
         model, tok = load_model_and_tokenizer(model_path, torch.float32 if on_cpu else dtype)
         ref_model = None
         if cfg.reference != "start":
@@ -128,7 +129,6 @@ class DPOTrainer(Trainer):
             ref_model, _ = load_model_and_tokenizer(resolve_model(cfg.reference), torch.float32 if on_cpu else dtype)
         ds = datasets.Dataset.from_list([{"prompt": r["prompt"], "chosen": r["chosen"], "rejected": r["rejected"],
                                           WEIGHT: float(r.get(WEIGHT, 1.0))} for r in rows])
-        args = dpo_config(cfg, out_dir, on_cpu=on_cpu, bf16=dtype == torch.bfloat16, total_steps=total_steps(len(rows), cfg))
         trainer = weighted_dpo_trainer_class()(
             model=model, ref_model=ref_model, args=args, train_dataset=ds, processing_class=tok, peft_config=peft_config(cfg.lora),
             callbacks=[progress_callback(progress)], nll_alpha=cfg.nll_alpha,

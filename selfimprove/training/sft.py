@@ -86,9 +86,9 @@ def train_sft(model_path, rows: list[dict], out_dir: Path, cfg, device: str = "a
     require_rows(rows, cfg.min_rows)
     check_weights(rows)
     dev, dtype, on_cpu = training_setup(device)
+    args = sft_config(cfg, out_dir, on_cpu=on_cpu, bf16=dtype == torch.bfloat16, total_steps=total_steps(len(rows), cfg))  # before the model (ZeRO-3)
     model, tok = load_model_and_tokenizer(model_path, torch.float32 if on_cpu else dtype)
     ds = datasets.Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"], WEIGHT: float(r.get(WEIGHT, 1.0))} for r in rows])
-    args = sft_config(cfg, out_dir, on_cpu=on_cpu, bf16=dtype == torch.bfloat16, total_steps=total_steps(len(rows), cfg))
     trainer = weighted_sft_trainer_class()(
         model=model,
         args=args,

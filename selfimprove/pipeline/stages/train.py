@@ -15,8 +15,8 @@ from ..runner import run_stage
 def train_stage(ctx: RunContext, iteration: int, cfg: TrainBase, select_sd: StageDir, start: ModelRef) -> StageDir:
     """Reads the train set (or, for a method without a select stage, the train prompts); writes the iteration's
     model (`iter_<k>`)."""
-    trainer = make_trainer(cfg)
-    sd = ctx.store.stage(iteration, "train", {"train": cfg.model_dump()}, {"data": select_sd.fingerprint, "model": start.fingerprint})
+    trainer = make_trainer(cfg).attach(ctx.task, ctx, start)
+    sd = ctx.store.stage(iteration, "train", {"train": cfg.model_dump(exclude={"report_to"})}, {"data": select_sd.fingerprint, "model": start.fingerprint})
 
     def work(sd: StageDir):
         ctx.release_generator()  # one model in memory at a time
@@ -28,7 +28,14 @@ def train_stage(ctx: RunContext, iteration: int, cfg: TrainBase, select_sd: Stag
                              "option that dropped them (select.*, select.builder.options), or sample more or cooler (generate.n, "
                              "data.train.size, generate.temperature)")
         with ctx.progress(f"iter {iteration} train", None) as bar:
-            stats = trainer.train(start.path, rows, sd.path, progress=bar.update)
+            if cfg.distributed is not None:  # a child process under accelerate + DeepSpeed
+                from ...training.launch import launch_training
+
+                extra_dirs = ctx.prompts.dirs[:-1]  # the last one is the bundled folder
+                stats = launch_training(cfg, start.path, rows, sd.path, task_cfg=ctx.task.cfg.model_dump(),
+                                        prompts_dir=str(extra_dirs[0]) if extra_dirs else None, progress=bar.update)
+            else:
+                stats = trainer.train(start.path, rows, sd.path, progress=bar.update)
         counts = {"rows": len(rows), "steps": stats["steps"]}
         sd.finish(
             output_fingerprint=tree_digest(sd.path / "model"),

@@ -1,0 +1,153 @@
+"""GRPO on TRL's GRPOTrainer with selfimprove scorers as reward functions (`train.method: grpo`).
+
+The trainer samples `num_generations` completions per train prompt itself, so an iteration has no generate,
+score or select stage: rows are the train prompts. Each `train.rewards` entry is a scorer column
+(`scoring.rewards.as_reward_func`), summed with its weight: `gold: correct` (verifier; code tests run in the
+sandbox), `majority_vote: is_majority` (TTRL's label-free pseudo-label reward; it sees every sample of a
+group, gathered across ranks), a judge's score, P(True), ... A model-based reward scorer judges with the
+iteration's starting model (`judge: policy`) or the model it names, not with the weights being trained.
+
+Per logged step the train stage records TRL's reward mean and std, the fraction of groups whose rewards are all
+equal (`frac_reward_zero_std`: no gradient from them), and, where a majority vote rewards and the prompts have
+gold answers, `pseudo_label_accuracy`: how often the majority answer is right. That audit never feeds a reward;
+`stop_below_label_accuracy` stops training when it falls (majority rewards can lock onto a consistent wrong answer).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from ..errors import ConfigError
+from .base import Trainer
+from .common import fit_and_save, load_model_and_tokenizer, peft_config, progress_callback, require_rows, training_setup, trl_args
+
+# columns a reward batch has: TRL's completions, the prompt rows' ids (see scoring.rewards.trl_batch)
+REWARD_COLUMNS = ("prompt_id", "sample_id", "completion", "answer", "num_tokens", "finish_reason")
+STEP_MONITORS = ("reward", "reward_std", "frac_reward_zero_std", "pseudo_label_accuracy", "kl", "completions/mean_length",
+                 "completions/clipped_ratio", "loss")
+
+
+def grpo_config(cfg, out_dir: Path, *, on_cpu: bool, bf16: bool, total_steps: int):
+    """TRL's `GRPOConfig` for one training stage (see `common.trl_args`; GRPO's own defaults are bf16 and gradient
+    checkpointing). Extra dataset columns are kept (`prompt_id`, `reference` reach the reward functions)."""
+    from trl import GRPOConfig
+
+    semantics = dict(bf16=bf16, fp16=False, use_cpu=on_cpu, num_generations=cfg.num_generations, max_completion_length=cfg.max_completion_length,
+                     temperature=cfg.temperature, top_p=cfg.top_p, beta=cfg.beta, epsilon=cfg.epsilon, loss_type=cfg.loss_type,
+                     scale_rewards=cfg.scale_rewards, use_vllm=False, remove_unused_columns=False)
+    extra = {"max_steps": cfg.max_steps} if cfg.max_steps else {}
+    return trl_args(GRPOConfig, cfg, out_dir, semantics, total_steps, reward_weights=[r.weight for r in cfg.rewards], **extra)
+
+
+def label_audit(task):
+    """`on_result` hook for a majority-vote reward: logs `pseudo_label_accuracy`, the share of groups (with a gold
+    answer and a majority answer) whose majority answer is right, and `majority_abstain`, the share without one."""
+
+    def audit(prompt_rows: dict, samples: list[dict], result, log_metric) -> None:
+        if log_metric is None:
+            return
+        majority: dict[str, str | None] = {}
+        for s, ans in zip(samples, result.columns["majority_answer"]):
+            majority.setdefault(s["prompt_id"], ans)
+        gold = {pid: task.normalize_reference(str(p.get("reference") or "")) for pid, p in prompt_rows.items() if p.get("reference")}
+        judged = [pid for pid in majority if pid in gold and majority[pid] is not None]
+        if majority:
+            log_metric("majority_abstain", sum(a is None for a in majority.values()) / len(majority))
+        if judged:
+            verdicts = task.check([gold[p] for p in judged], [majority[p] for p in judged])
+            log_metric("pseudo_label_accuracy", sum(bool(ok) for ok, _ in verdicts) / len(judged))
+
+    return audit
+
+
+def early_stop_callback(threshold: float, patience: int, stopped: dict):
+    """Stop when `pseudo_label_accuracy` is below `threshold` in `patience` logged steps in a row."""
+    from transformers import TrainerCallback
+
+    class _Stop(TrainerCallback):
+        low = 0
+
+        def on_log(self, args, state, control, logs=None, **kw):
+            acc = (logs or {}).get("pseudo_label_accuracy")
+            if acc is None or (isinstance(acc, float) and math.isnan(acc)):
+                return
+            self.low = self.low + 1 if acc < threshold else 0
+            if self.low >= patience:
+                control.should_training_stop = True
+                stopped.update(step=state.global_step, pseudo_label_accuracy=acc)
+
+    return _Stop()
+
+
+class GRPOTrainer(Trainer):
+    """`train.method: grpo`: rows are the train prompts (`messages`, `prompt_id`, `reference` for monitors only)."""
+
+    name = "grpo"
+    reads = ("prompt_id", "messages")
+    stages = ("train",)
+
+    def check(self, task) -> None:
+        """Reward scorers exist, their options are valid, and they read only what a reward batch has."""
+        self._scorers(task)
+
+    def _scorers(self, task) -> list:
+        from ..scoring import make_scorer
+
+        out = []
+        for i, r in enumerate(self.cfg.rewards):
+            where = f"train.rewards[{i}]"
+            sc = make_scorer(r.scorer, task, r.options, where)
+            missing = [c for c in sc.reads() if c not in REWARD_COLUMNS]
+            if missing:
+                raise ConfigError(f"{where}: scorer {sc.name} reads {missing}, which GRPO's completions do not have "
+                                  f"(they have {list(REWARD_COLUMNS)})")
+            if r.column is not None and r.column not in sc.writes():
+                raise ConfigError(f"{where}.column: scorer {sc.name} writes {list(sc.writes())}, not {r.column!r}")
+            out.append(sc)
+        return out
+
+    def train(self, model_path, rows: list[dict], out_dir: Path, progress=None) -> dict:
+        import datasets
+        import torch
+
+        from ..scoring.judge_base import Models, bind_scorers
+        from ..scoring.rewards import as_reward_func
+
+        cfg = self.cfg
+        if self.task is None:
+            raise RuntimeError("GRPO needs the task: call attach(task, ...) before train()")
+        require_rows(rows, cfg.min_rows)
+        scorers = self._scorers(self.task)
+        models = self.models or Models(cache_path=out_dir / "reward_cache.sqlite")
+        bind_scorers(scorers, models, self.policy if self.policy is not None else _local_ref(model_path))
+        dev, dtype, on_cpu = training_setup(cfg.device)
+        steps = cfg.max_steps or max(1, math.ceil(math.ceil(len(rows) * cfg.num_generations / (cfg.batch_size * cfg.gradient_accumulation_steps)) * cfg.epochs))
+        args = grpo_config(cfg, out_dir, on_cpu=on_cpu, bf16=dtype == torch.bfloat16, total_steps=steps)  # before the model (ZeRO-3)
+        model, tok = load_model_and_tokenizer(model_path, torch.float32 if on_cpu else dtype)
+        funcs = []
+        for r, sc in zip(cfg.rewards, scorers):
+            audit = label_audit(self.task) if "majority_answer" in sc.writes() else None
+            funcs.append(as_reward_func(sc, r.column, eos_token_id=tok.eos_token_id, on_result=audit))
+        ds = datasets.Dataset.from_list([{"prompt": list(r["messages"]), "prompt_id": str(r["prompt_id"]),
+                                          "reference": str(r.get("reference") or "")} for r in rows])
+        stopped: dict = {}
+        callbacks = [progress_callback(progress)]
+        if cfg.stop_below_label_accuracy is not None:
+            callbacks.append(early_stop_callback(cfg.stop_below_label_accuracy, cfg.stop_patience, stopped))
+        from trl import GRPOTrainer as TRLGRPOTrainer
+
+        trainer = TRLGRPOTrainer(model=model, reward_funcs=funcs, args=args, train_dataset=ds, processing_class=tok,
+                                 peft_config=peft_config(cfg.lora), callbacks=callbacks)
+        stats = fit_and_save(trainer, tok, out_dir, lora=cfg.lora is not None, rows=len(rows), dev=dev, dtype=dtype)
+        stats["per_step"] = [{"step": h["step"], **{k: h[k] for k in STEP_MONITORS if k in h},
+                              **{k: h[k] for k in h if k.startswith("rewards/") and k.endswith("/mean")}}
+                             for h in trainer.state.log_history if "reward" in h]
+        stats["stopped_early"] = stopped or None
+        return stats
+
+
+def _local_ref(path):
+    from ..models import model_ref
+
+    return model_ref(str(path))

@@ -1,0 +1,141 @@
+"""GRPO with selfimprove scorers as rewards: TRL's GRPOTrainer on the tiny model hands every reward call whole
+groups, the per-step monitors land in the stats, the majority vote gathers groups split across two real
+processes, the label audit and early stop work, and bad reward configs fail before any model loads."""
+
+import math
+
+import pytest
+
+from selfimprove.config import ConfigError, GRPOTrainConfig, TaskConfig
+from selfimprove.prompts import PromptLibrary
+from selfimprove.registry import SCORERS
+from selfimprove.scoring import make_scorer
+from selfimprove.scoring.base import Scorer, ScoreResult
+from selfimprove.scoring.rewards import as_reward_func
+from selfimprove.tasks import make_task
+from selfimprove.training.grpo import GRPOTrainer, early_stop_callback, label_audit
+
+CALLS: list[list[str]] = []
+
+
+class GroupRecorder(Scorer):
+    """Records the prompt ids of each reward call; reward = the size of the sample's group in that call."""
+
+    name = "group_recorder"
+    output_columns = ("group_size",)
+
+    def score(self, prompts, samples, progress=None):
+        CALLS.append([s["prompt_id"] for s in samples])
+        sizes: dict[str, int] = {}
+        for s in samples:
+            sizes[s["prompt_id"]] = sizes.get(s["prompt_id"], 0) + 1
+        return ScoreResult({"group_size": [sizes[s["prompt_id"]] for s in samples]}, [None] * len(samples))
+
+
+@pytest.fixture(scope="module")
+def task():
+    return make_task(TaskConfig(name="arithmetic"), PromptLibrary())
+
+
+def prompt_rows(n=4):
+    return [{"prompt_id": f"p{i}", "messages": [{"role": "user", "content": f"What is {i} + {i}?"}], "reference": str(2 * i)}
+            for i in range(n)]
+
+
+def test_grpo_on_the_tiny_model_sees_whole_groups_and_records_monitors(tiny_model_path, tmp_path, task, monkeypatch):
+    monkeypatch.setitem(SCORERS._entries, "group_recorder", f"{__name__}:GroupRecorder")
+    CALLS.clear()
+    cfg = GRPOTrainConfig(rewards=[{"scorer": "group_recorder", "weight": 0.5},
+                                   {"scorer": "majority_vote", "column": "is_majority", "options": {"count_unfinished": False}}],
+                          num_generations=4, batch_size=8, max_completion_length=8, max_steps=2, device="cpu",
+                          lora={"r": 4, "alpha": 8, "dropout": 0.0})
+    stats = GRPOTrainer(cfg).attach(task).train(tiny_model_path, prompt_rows(), tmp_path)
+    assert stats["steps"] == 2 and (tmp_path / "model" / "config.json").exists() and (tmp_path / "adapter").exists()
+    assert CALLS and all(len(c) == 8 for c in CALLS)
+    for call in CALLS:  # every group whole: 2 prompts x 4 completions per call
+        assert sorted({c: call.count(c) for c in call}.values()) == [4, 4]
+    steps = stats["per_step"]
+    assert [s["step"] for s in steps] == [1, 2]
+    for s in steps:
+        assert s["rewards/group_recorder:group_size/mean"] == 4.0
+        assert 0.0 <= s["frac_reward_zero_std"] <= 1.0 and "reward" in s and "completions/mean_length" in s
+    # the summed reward = 0.5 x 4 + is_majority, which is 0 for cut-off samples (the random model never stops in 8 tokens)
+    assert all(s["reward"] == pytest.approx(2.0) for s in steps)
+
+
+def test_label_audit_and_early_stop(task):
+    logged = {}
+    reward = as_reward_func(make_scorer("majority_vote", task, {"ties": "none"}), "is_majority", on_result=label_audit(task))
+    prompts = [[{"role": "user", "content": q}] for q in ("a", "a", "a", "b", "b", "b", "c", "c", "c")]
+    completions = [[{"role": "assistant", "content": f"The answer is {x}."}] for x in ("4", "4", "5", "7", "8", "8", "1", "2", "3")]
+    got = reward(prompts=prompts, completions=completions, prompt_id=["a"] * 3 + ["b"] * 3 + ["c"] * 3,
+                 reference=["4", "4", "4", "7", "7", "7", "1", "1", "1"], log_metric=lambda k, v: logged.setdefault(k, v))
+    assert got == [1.0, 1.0, 0.0, 0.0, 1.0, 1.0, 0.0, 0.0, 0.0]
+    assert logged == {"majority_abstain": 1 / 3, "pseudo_label_accuracy": 0.5}  # a right, b wrong (8 vs 7), c a 3-way tie: no majority
+
+    class Control:
+        should_training_stop = False
+
+    class State:
+        global_step = 3
+
+    stopped, control = {}, Control()
+    cb = early_stop_callback(0.4, 2, stopped)
+    for acc in (0.3, 0.5, 0.3, math.nan, 0.2):
+        cb.on_log(None, State(), control, logs={"pseudo_label_accuracy": acc})
+    assert control.should_training_stop and stopped == {"step": 3, "pseudo_label_accuracy": 0.2}
+
+
+def _rank(rank, world, port, out):
+    import torch.distributed as dist
+
+    from selfimprove.config import TaskConfig
+    from selfimprove.prompts import PromptLibrary
+    from selfimprove.scoring import make_scorer
+    from selfimprove.scoring.rewards import as_reward_func
+    from selfimprove.tasks import make_task
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    task = make_task(TaskConfig(name="arithmetic"), PromptLibrary())
+    seen = []
+    reward = as_reward_func(make_scorer("majority_vote", task), "is_majority",
+                            on_result=lambda p, s, r, log: seen.append(len(s)))
+    answers = [("a", "3"), ("a", "3"), ("a", "4"), ("a", "3"), ("b", "9"), ("b", "8"), ("b", "8"), ("b", "8")]
+    mine = answers[rank::2]  # every group split across both ranks
+    got = reward(prompts=[[{"role": "user", "content": p}] for p, _ in mine],
+                 completions=[[{"role": "assistant", "content": f"The answer is {a}."}] for _, a in mine],
+                 prompt_id=[p for p, _ in mine])
+    out.put((rank, got, seen))
+    dist.destroy_process_group()
+
+
+def test_majority_reward_gathers_groups_split_across_ranks():
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ctx = mp.get_context("spawn")
+    out = ctx.Queue()
+    procs = [ctx.Process(target=_rank, args=(r, 2, port, out)) for r in range(2)]
+    for p in procs:
+        p.start()
+    results = dict((r, (got, seen)) for r, got, seen in (out.get(timeout=120) for _ in procs))
+    for p in procs:
+        p.join(timeout=60)
+    # whole-batch vote: a -> 3 (3 of 4), b -> 8 (3 of 4); rank 0 holds samples 0,2,4,6 and rank 1 samples 1,3,5,7
+    assert results[0][0] == [1.0, 0.0, 0.0, 1.0] and results[1][0] == [1.0, 1.0, 1.0, 1.0]
+    assert results[0][1] == [8] and results[1][1] == []  # the audit sees the whole gathered batch, once
+
+
+def test_bad_reward_configs_fail_before_any_model_loads(task):
+    with pytest.raises(ValueError, match="multiple of train.num_generations"):
+        GRPOTrainConfig(rewards=[{"scorer": "gold"}], num_generations=8, batch_size=12)
+    with pytest.raises(ConfigError, match=r"train.rewards\[0\]: scorer meta_judge reads \['judge_raw'"):
+        GRPOTrainer(GRPOTrainConfig(rewards=[{"scorer": "meta_judge"}], batch_size=8)).check(task)
+    with pytest.raises(ConfigError, match=r"train.rewards\[0\].column: scorer gold writes \['correct'\], not 'vote_share'"):
+        GRPOTrainer(GRPOTrainConfig(rewards=[{"scorer": "gold", "column": "vote_share"}], batch_size=8)).check(task)
+    with pytest.raises(ConfigError, match=r"train.rewards\[0\].name"):
+        GRPOTrainer(GRPOTrainConfig(rewards=[{"scorer": "nope"}], batch_size=8)).check(task)
