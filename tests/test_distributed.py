@@ -59,18 +59,19 @@ def test_weighted_dpo_and_full_finetuning_under_zero3(tiny_model_path, tmp_path)
     check_model(tmp_path)
 
 
-def test_grpo_pipeline_stage_under_deepspeed(tiny_model_path, tmp_path):
-    """`train.distributed` in a pipeline YAML: the train stage launches the child (which rebuilds the task for the
-    rewards), and the next stage evaluates the model it wrote."""
+def test_grpo_pipeline_stage_under_deepspeed(tiny_model_path, tmp_path, monkeypatch):
+    """`train.distributed` in a pipeline YAML with a relative run_dir: the train stage launches the child (which runs
+    in the stage's launch/ folder and rebuilds the task for the rewards), and the next stage evaluates its model."""
     import textwrap
 
     from selfimprove.config import load_pipeline
     from selfimprove.pipeline.loop import run_pipeline
 
+    monkeypatch.chdir(tmp_path)
     p = tmp_path / "grpo.yaml"
     p.write_text(textwrap.dedent(f"""
         name: g
-        run_dir: {tmp_path / 'runs'}
+        run_dir: runs
         model: {tiny_model_path}
         task: {{name: arithmetic, options: {{digits: 1}}}}
         data: {{train: {{size: 4, seed: 1}}, eval: {{size: 3, seed: 2}}}}
@@ -102,6 +103,9 @@ def test_a_failing_child_fails_the_stage_with_its_error(tiny_model_path, tmp_pat
     cfg = SFTTrainConfig(lora=LORA, epochs=1, batch_size=4, device="cpu", distributed={"num_processes": 1})
     with pytest.raises(StageError, match=r"failed \(exit code [1-9]\): OSError: .*no-such-model.*\nfull log: .*child.log"):
         launch_training(cfg, tmp_path / "no-such-model", SFT_ROWS, tmp_path)
+    own = lambda path: cfg.model_copy(update={"distributed": cfg.distributed.model_copy(update={"config": str(path)})})  # noqa: E731
     with pytest.raises(StageError, match="train.distributed.config: .* is not a file"):
-        launch_training(cfg.model_copy(update={"distributed": cfg.distributed.model_copy(update={"config": str(tmp_path / "x.json")})}),
-                        tiny_model_path, SFT_ROWS, tmp_path)
+        launch_training(own(tmp_path / "x.json"), tiny_model_path, SFT_ROWS, tmp_path)
+    (tmp_path / "z3.json").write_text(json.dumps({"zero_optimization": {"stage": 3, "stage3_gather_16bit_weights_on_model_save": False}}))
+    with pytest.raises(StageError, match="ZeRO-3 needs stage3_gather_16bit_weights_on_model_save: true"):
+        launch_training(own(tmp_path / "z3.json"), tiny_model_path, SFT_ROWS, tmp_path)

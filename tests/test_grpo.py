@@ -137,5 +137,20 @@ def test_bad_reward_configs_fail_before_any_model_loads(task):
         GRPOTrainer(GRPOTrainConfig(rewards=[{"scorer": "meta_judge"}], batch_size=8)).check(task)
     with pytest.raises(ConfigError, match=r"train.rewards\[0\].column: scorer gold writes \['correct'\], not 'vote_share'"):
         GRPOTrainer(GRPOTrainConfig(rewards=[{"scorer": "gold", "column": "vote_share"}], batch_size=8)).check(task)
+    with pytest.raises(ConfigError, match="stop_below_label_accuracy audits a majority-vote reward"):
+        GRPOTrainer(GRPOTrainConfig(rewards=[{"scorer": "gold"}], batch_size=8, stop_below_label_accuracy=0.3)).check(task)
     with pytest.raises(ConfigError, match=r"train.rewards\[0\].name"):
         GRPOTrainer(GRPOTrainConfig(rewards=[{"scorer": "nope"}], batch_size=8)).check(task)
+
+
+def test_report_training_signal_survives_missing_monitors():
+    """TRL logs None for a window whose rewards were all NaN; the report's training-signal row still renders."""
+    from selfimprove.evaluation.report import signal_rows
+
+    steps = [{"step": 1, "reward": None, "frac_reward_zero_std": None}, {"step": 2, "reward": 0.5, "frac_reward_zero_std": 0.25,
+                                                                          "pseudo_label_accuracy": 0.4}]
+    summary = {"iterations": [{"iteration": 1, "stages": {"train": {"train": {"steps": 2, "train_loss": 0.1, "per_step": steps,
+                                                                               "stopped_early": {"step": 2}}}}}]}
+    (row,) = signal_rows(summary)
+    assert "reward 0.500 -> 0.500" in row[-1] and "zero-spread groups 0.25" in row[-1] and "stopped early at step 2" in row[-1]
+    assert row[5] == "0.400"

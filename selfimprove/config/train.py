@@ -108,10 +108,11 @@ class GRPOTrainConfig(TrainBase):
 
     @model_validator(mode="after")
     def _groups_fit(self):
-        per_step = self.batch_size * self.gradient_accumulation_steps
+        procs = self.distributed.num_processes if self.distributed is not None else 1
+        per_step = self.batch_size * self.gradient_accumulation_steps * procs
         if per_step % self.num_generations:
-            raise ValueError(f"train.batch_size x train.gradient_accumulation_steps ({per_step}) must be a multiple of "
-                             f"train.num_generations ({self.num_generations}): batches count completions, and every group is whole")
+            raise ValueError(f"train.batch_size x train.gradient_accumulation_steps x processes ({per_step}) must be a multiple of "
+                             f"train.num_generations ({self.num_generations}): batches count completions, and a step holds whole groups")
         return self
 
 

@@ -203,11 +203,14 @@ def signal_rows(summary: dict) -> list[list[str]]:
             if key in train:
                 monitors.append(f"{key} {train[key]:.3f}")
         if steps:
-            acc = [s["pseudo_label_accuracy"] for s in steps if s.get("pseudo_label_accuracy") is not None]
+            acc = [s["pseudo_label_accuracy"] for s in steps if isinstance(s.get("pseudo_label_accuracy"), (int, float))]
             plabel = plabel if plabel is not None else (sum(acc) / len(acc) if acc else None)
-            first, last = steps[0], steps[-1]
-            monitors.append(f"reward {first.get('reward', 0):.3f} -> {last.get('reward', 0):.3f}")
-            monitors.append(f"zero-spread groups {sum(s.get('frac_reward_zero_std', 0) for s in steps) / len(steps):.2f}")
+            rewards = [s["reward"] for s in steps if isinstance(s.get("reward"), (int, float))]  # TRL logs None for an all-NaN window
+            spread = [s["frac_reward_zero_std"] for s in steps if isinstance(s.get("frac_reward_zero_std"), (int, float))]
+            if rewards:
+                monitors.append(f"reward {rewards[0]:.3f} -> {rewards[-1]:.3f}")
+            if spread:
+                monitors.append(f"zero-spread groups {sum(spread) / len(spread):.2f}")
             if acc:
                 monitors.append(f"pseudo-label accuracy per step {acc[0]:.2f} -> {acc[-1]:.2f}")
             if train.get("stopped_early"):

@@ -2,13 +2,17 @@
 them, keyed `<stage>/<name>` at step = iteration (eval accuracy and its interval, pass@k, maj@k, select yields such
 as pairs and pseudo_label_accuracy, train loss and reward monitors), beside TRL's own per-step logs, which the train
 stage sends to the same trackers. TensorBoard writes into `<run>/tensorboard`; `tensorboard --logdir <run>` shows
-both (TRL's events are under `iter_<k>/train/trainer/runs`)."""
+both (TRL's events are under `iter_<k>/train/trainer/runs`). In wandb and MLflow the run's own numbers are
+`pipeline/<stage>/<name>` (against `pipeline/iteration` in wandb), apart from TRL's `train/*`; MLflow gets each train
+stage as a nested run. A train stage under `train.distributed` runs in a child process, whose TRL logs start a
+tracker run of their own (TensorBoard: under that stage's folder)."""
 
 from __future__ import annotations
 
 import importlib.util
 import math
 import numbers
+import os
 from pathlib import Path
 
 from ..errors import ConfigError
@@ -59,6 +63,9 @@ class Trackers:
             import wandb
 
             self._wandb = wandb.run or wandb.init(project="selfimprove", name=run_name, config=config or {}, dir=str(root))
+            # TRL's callback plots everything against its training step; the run's own numbers go by iteration
+            self._wandb.define_metric("pipeline/iteration")
+            self._wandb.define_metric("pipeline/*", step_metric="pipeline/iteration")
         if "mlflow" in names:
             import mlflow
 
@@ -66,6 +73,8 @@ class Trackers:
             self._own_mlflow_run = mlflow.active_run() is None
             if self._own_mlflow_run:
                 mlflow.start_run(run_name=run_name)
+            # each train stage's TRL callback logs its own parameters: in a run nested under this one, not into it
+            os.environ.setdefault("MLFLOW_NESTED_RUN", "TRUE")
 
     def log(self, stage: str, iteration: int | None, values: dict) -> None:
         step = iteration or 0
@@ -77,9 +86,9 @@ class Trackers:
                 self._tb.add_scalar(k, v, step)
             self._tb.flush()
         if self._wandb is not None:
-            self._wandb.log({**metrics, "iteration": step})
+            self._wandb.log({**{f"pipeline/{k}": v for k, v in metrics.items()}, "pipeline/iteration": step})
         if self._mlflow is not None:
-            self._mlflow.log_metrics({k.replace("@", "_at_"): v for k, v in metrics.items()}, step=step)
+            self._mlflow.log_metrics({f"pipeline/{k}".replace("@", "_at_"): v for k, v in metrics.items()}, step=step)
 
     def close(self) -> None:
         if self._tb is not None:

@@ -4,10 +4,12 @@ A valid-set model is the judge model (default: the policy) LoRA-fine-tuned on `v
 (their reference as the reply, or a template rendering it). With L_i the sample's mean completion-token loss under
 that model and L_v its mean loss on the valid set, `ds_weight` = clip(L_v / L_i, 0, max_weight) (0 where L_i = 0):
 about 1 looks like valid data, far from 1 is distribution shift. `ds_deviation` = w if w > 1 else min(1/w,
-max_deviation): IWSI's K-Mixed filter keeps the samples under its k-quantile (`select.keep_quantile`).
-`ds_loss` is L_i. The valid-set model is trained once per (judge model, valid rows, options) and cached in the user
-cache (`~/.cache/selfimprove/ds_valid/`). The loss covers the reply's tokens (IWSI's code averages over the whole
-sequence; the prompt's tokens are the same for every sample of a prompt and would only dilute the comparison).
+max_deviation): IWSI's K-Mixed filter keeps the samples under its k-quantile (`select.keep_quantile`). `ds_loss` is
+L_i. As in IWSI's code the deviation comes from the clipped weight (so it is at most max_weight above 1). The valid-
+set prompts' own samples get no weight (`exclude_valid`). The valid-set model is trained once per (judge model,
+valid rows, options) and cached in the user cache (`~/.cache/selfimprove/ds_valid/`). The loss covers the reply's
+tokens (IWSI's code averages over the whole sequence; the prompt's tokens are the same for every sample of a prompt
+and would only dilute the comparison).
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ class DSWeightOptions(JudgeOptions):
     max_weight: float = Field(2.0, gt=0)
     max_deviation: float = Field(5.0, gt=1)
     device: str = Field("auto", description="Where the valid-set model trains.")
+    exclude_valid: bool = Field(True, description="Give the valid-set prompts' own samples no weight (their gold answers trained "
+                                                  "the valid-set model; a filter or weighted builder then drops them).")
 
 
 class DSWeight(ModelScorer):
@@ -55,7 +59,8 @@ class DSWeight(ModelScorer):
             ref = str(p["reference"])
             reply = ref if o.valid_template is None else self.task.prompts.render(
                 o.valid_template, question=p.get("question", ""), reference=ref, answer=self.task.normalize_reference(ref))
-            rows.append({"prompt": list(p["messages"]), "completion": [{"role": "assistant", "content": reply}], "weight": 1.0})
+            rows.append({"prompt_id": p["prompt_id"], "prompt": list(p["messages"]), "completion": [{"role": "assistant", "content": reply}],
+                         "weight": 1.0})
         return rows
 
     def valid_model(self, start: ModelRef, rows: list[dict]) -> ModelRef:
@@ -91,9 +96,13 @@ class DSWeight(ModelScorer):
         lv = sum(valid_losses) / len(valid_losses)
         cols: dict[str, list] = {c: [] for c in self.output_columns}
         errors: list[str | None] = []
-        for r in res:
+        held = {r["prompt_id"] for r in rows} if o.exclude_valid else set()
+        for s, r in zip(samples, res):
             li = nll(r)
-            if li is None:
+            if s["prompt_id"] in held:
+                w = dev = None
+                errors.append("ds_weight: a valid-set prompt (its gold answer trained the valid-set model)")
+            elif li is None:
                 w = dev = None
                 errors.append("ds_weight: empty completion")
             else:

@@ -46,7 +46,7 @@ def completion_text(completion: Any) -> str:
 
 
 def trl_batch(task, prompts: list, completions: list, columns: dict[str, list], completion_ids: list | None = None,
-              eos_token_id: int | None = None) -> tuple[dict[str, dict], list[dict]]:
+              eos_token_id: int | set[int] | None = None) -> tuple[dict[str, dict], list[dict]]:
     """TRL's reward inputs as our prompt rows and sample rows (`prompt_id`, `sample_id`, `completion`, `answer`; with
     `completion_ids` also `num_tokens`, and with `eos_token_id` `finish_reason`: `length` when no EOS ends the ids)."""
     prompt_rows: dict[str, dict] = {}
@@ -65,7 +65,8 @@ def trl_batch(task, prompts: list, completions: list, columns: dict[str, list], 
             ids = list(completion_ids[i])
             sample["num_tokens"] = len(ids)
             if eos_token_id is not None:
-                sample["finish_reason"] = "stop" if ids and ids[-1] == eos_token_id else "length"
+                eos = eos_token_id if isinstance(eos_token_id, (set, frozenset, list, tuple)) else {eos_token_id}
+                sample["finish_reason"] = "stop" if ids and ids[-1] in eos else "length"
         samples.append(sample)
     return prompt_rows, samples
 
@@ -94,13 +95,14 @@ def gather_batch(payload: dict) -> tuple[dict, slice]:
 
 
 def as_reward_func(scorer: Scorer, column: str | None = None, *, name: str | None = None,
-                   value: Callable[[Any], float | None] = reward_value, eos_token_id: int | None = None,
+                   value: Callable[[Any], float | None] = reward_value, eos_token_id: int | set[int] | None = None,
                    on_result: Callable[..., None] | None = None) -> Callable[..., list[float | None]]:
     """A TRL reward function from `scorer`: the value of its `column` (default: its first) per completion.
 
     Model-based scorers must be bound first (`scorer.bind(...)` or `scorer.use(generator)`). A sample the scorer
-    could not score (an error, no answer) gets None, which TRL ignores rather than counting as 0. `eos_token_id`
-    lets a sample cut at max_completion_length read as `finish_reason: length`. `on_result(prompt_rows, samples,
+    could not score (an error, no answer) gets None (TRL: NaN); a completion every reward function leaves None gets
+    no advantage, but where other reward functions score it TRL sums with `nansum`, so None counts as 0 there.
+    `eos_token_id` (one id or a set) lets a completion that does not end in one read as `finish_reason: length`. `on_result(prompt_rows, samples,
     result, log_metric)` sees every scored batch (the whole gathered batch, on rank 0 only), for monitors."""
     column = column or scorer.writes()[0]
     if column not in scorer.writes():

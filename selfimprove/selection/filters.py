@@ -34,7 +34,8 @@ def keep_majority(rows: list[dict]) -> list[dict]:
 
 
 def keep_quantile(rows: list[dict], column: str, q: float) -> list[dict]:
-    """Rows whose `column` is at most the q-quantile (lower interpolation) of its values; rows without a value go."""
+    """Rows whose `column` is at most the q-quantile of its values (nearest rank: the ceil(q n)-th smallest); rows
+    without a value go."""
     values = sorted(float(r[column]) for r in rows if isinstance(r.get(column), (int, float)) and not isinstance(r.get(column), bool))
     if not values:
         return []

@@ -23,7 +23,7 @@ from .pair_rows import PAIR_COLUMNS, audit_counts, pair_row
 class JudgePairOptions(Options):
     score_column: str = Field("judge_score", description="The sample column holding the judge's score (pointwise_judge's "
                                                          "`judge_score`, p_true's `p_true`, reward_model's `rm_score`, ...).")
-    rho: float = Field(0.0, ge=0, le=0.5, description="Length control band width (Meta-Rewarding): 0 = best vs worst.")
+    rho: float = Field(0.0, ge=0, lt=0.5, description="Length control band width (Meta-Rewarding): 0 = best vs worst.")
     min_gap: float = Field(0.0, ge=0, description="Keep a prompt only if S_max - S_min is larger than this.")
     weight: Literal["constant", "score_gap"] = Field("constant", description="1, or the pair's score gap.")
 

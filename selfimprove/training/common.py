@@ -139,9 +139,16 @@ def under_deepspeed() -> bool:
     return os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true"
 
 
+def world_size() -> int:
+    """Training processes (accelerate launch sets WORLD_SIZE; 1 in-process)."""
+    import os
+
+    return max(1, int(os.environ.get("WORLD_SIZE", "1")))
+
+
 def total_steps(rows: int, cfg) -> int:
-    """Optimizer steps of a run over `rows` rows (for the warmup)."""
-    return max(1, math.ceil(math.ceil(rows / (cfg.batch_size * cfg.gradient_accumulation_steps)) * cfg.epochs))
+    """Optimizer steps of a run over `rows` rows (for the warmup), over all processes."""
+    return max(1, math.ceil(math.ceil(rows / (cfg.batch_size * cfg.gradient_accumulation_steps * world_size())) * cfg.epochs))
 
 
 def check_weights(rows: list[dict]) -> None:

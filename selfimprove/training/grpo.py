@@ -20,7 +20,7 @@ from pathlib import Path
 
 from ..errors import ConfigError
 from .base import Trainer
-from .common import fit_and_save, load_model_and_tokenizer, peft_config, progress_callback, require_rows, training_setup, trl_args
+from .common import fit_and_save, load_model_and_tokenizer, peft_config, progress_callback, require_rows, total_steps, training_setup, trl_args
 
 # columns a reward batch has: TRL's completions, the prompt rows' ids (see scoring.rewards.trl_batch)
 REWARD_COLUMNS = ("prompt_id", "sample_id", "completion", "answer", "num_tokens", "finish_reason")
@@ -105,6 +105,9 @@ class GRPOTrainer(Trainer):
             if r.column is not None and r.column not in sc.writes():
                 raise ConfigError(f"{where}.column: scorer {sc.name} writes {list(sc.writes())}, not {r.column!r}")
             out.append(sc)
+        if self.cfg.stop_below_label_accuracy is not None and not any("majority_answer" in sc.writes() for sc in out):
+            raise ConfigError("train.stop_below_label_accuracy audits a majority-vote reward's pseudo-labels, but no train.rewards "
+                              "entry is a majority vote")
         return out
 
     def train(self, model_path, rows: list[dict], out_dir: Path, progress=None) -> dict:
@@ -122,13 +125,13 @@ class GRPOTrainer(Trainer):
         models = self.models or Models(cache_path=out_dir / "reward_cache.sqlite")
         bind_scorers(scorers, models, self.policy if self.policy is not None else _local_ref(model_path))
         dev, dtype, on_cpu = training_setup(cfg.device)
-        steps = cfg.max_steps or max(1, math.ceil(math.ceil(len(rows) * cfg.num_generations / (cfg.batch_size * cfg.gradient_accumulation_steps)) * cfg.epochs))
+        steps = cfg.max_steps or total_steps(len(rows) * cfg.num_generations, cfg)  # batches count completions
         args = grpo_config(cfg, out_dir, on_cpu=on_cpu, bf16=dtype == torch.bfloat16, total_steps=steps)  # before the model (ZeRO-3)
         model, tok = load_model_and_tokenizer(model_path, torch.float32 if on_cpu else dtype)
         funcs = []
         for r, sc in zip(cfg.rewards, scorers):
             audit = label_audit(self.task) if "majority_answer" in sc.writes() else None
-            funcs.append(as_reward_func(sc, r.column, eos_token_id=tok.eos_token_id, on_result=audit))
+            funcs.append(as_reward_func(sc, r.column, eos_token_id=eos_ids(model, tok), on_result=audit))
         ds = datasets.Dataset.from_list([{"prompt": list(r["messages"]), "prompt_id": str(r["prompt_id"]),
                                           "reference": str(r.get("reference") or "")} for r in rows])
         stopped: dict = {}
@@ -145,6 +148,14 @@ class GRPOTrainer(Trainer):
                              for h in trainer.state.log_history if "reward" in h]
         stats["stopped_early"] = stopped or None
         return stats
+
+
+def eos_ids(model, tok) -> set[int]:
+    """Every id TRL stops a completion at: the tokenizer's EOS and the generation config's (one or a list)."""
+    ids = {tok.eos_token_id} if tok.eos_token_id is not None else set()
+    gen = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    ids |= set(gen) if isinstance(gen, (list, tuple)) else ({gen} if gen is not None else set())
+    return ids
 
 
 def _local_ref(path):

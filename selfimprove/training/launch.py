@@ -82,7 +82,9 @@ def launch_training(cfg, model_path, rows: list[dict], out_dir: Path, *, task_cf
     if importlib.util.find_spec("deepspeed") is None:
         raise StageError("train.distributed needs DeepSpeed: `pip install deepspeed` (or `pip install 'selfimprove[deepspeed]'`)")
     dist = cfg.distributed
-    out_dir = Path(out_dir)
+    out_dir = Path(out_dir).resolve()  # the child runs in launch/: every path it reads is absolute
+    model_path = Path(model_path).resolve() if Path(model_path).exists() else model_path  # else a hub id
+    prompts_dir = str(Path(prompts_dir).resolve()) if prompts_dir else None
     launch = out_dir / "launch"
     launch.mkdir(parents=True, exist_ok=True)
     ds_path = launch / "deepspeed.json"
@@ -90,7 +92,14 @@ def launch_training(cfg, model_path, rows: list[dict], out_dir: Path, *, task_cf
         own = Path(dist.config).expanduser()
         if not own.is_file():
             raise StageError(f"train.distributed.config: {own} is not a file")
-        shutil.copyfile(own, ds_path)
+        ds = json.loads(own.read_text())
+        zero = ds.get("zero_optimization") or {}
+        if zero.get("stage") == 3:  # without it the ranks save a DeepSpeed checkpoint, not the weights
+            if zero.get("stage3_gather_16bit_weights_on_model_save") is False:
+                raise StageError("train.distributed.config: ZeRO-3 needs stage3_gather_16bit_weights_on_model_save: true "
+                                 "(the stage saves the trained weights, not a DeepSpeed checkpoint)")
+            zero["stage3_gather_16bit_weights_on_model_save"] = True
+        ds_path.write_text(json.dumps(ds, indent=1))
     else:
         ds_path.write_text(json.dumps(deepspeed_config(dist), indent=1))
     acc_path = launch / "accelerate.yaml"
