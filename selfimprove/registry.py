@@ -110,6 +110,7 @@ ROW_BUILDERS: Registry = Registry("row builder", "selfimprove.selection.base:Row
     "vote_pairs": "selfimprove.selection.pairs:VotePairs",
     "judge_pairs": "selfimprove.selection.judge_pairs:JudgePairs",
     "correctness_pairs": "selfimprove.selection.correctness_pairs:CorrectnessPairs",
+    "correction_trajectories": "selfimprove.selection.trajectories:CorrectionTrajectories",
 })
 
 TRAINERS: Registry = Registry("trainer", "selfimprove.training.base:Trainer", {

@@ -101,9 +101,9 @@ def test_judge_pairs_best_vs_worst_and_length_control():
     assert (d["chosen_id"], d["rejected_id"]) == ("d/1", "d/0") and d["label_correct"] is False  # the judge preferred the wrong one
     rows, counts = JudgePairs({"min_gap": 0.5, "weight": "score_gap"}).build(samples, prompts)
     assert counts["gap_too_small"] == 1 and [r["weight"] for r in rows] == [4.0]
-    # length control (rho 0.5): top band [3, 5] -> shortest there, bottom band [1, 3] -> longest there
+    # length control (rho 0.4): top band [3.4, 5] -> shortest there, bottom band [1, 2.6] -> longest there
     samples, prompts = judged({"a": [(5.0, "long correct answer"), (4.0, "short"), (1.0, "x"), (2.0, "a much longer wrong answer")]})
-    rows, _ = JudgePairs({"rho": 0.5}).build(samples, prompts)
+    rows, _ = JudgePairs({"rho": 0.4}).build(samples, prompts)
     assert rows[0]["chosen"][0]["content"] == "short" and rows[0]["rejected"][0]["content"] == "a much longer wrong answer"
     rows, _ = JudgePairs({"rho": 0.0}).build(samples, prompts)
     assert rows[0]["chosen"][0]["content"] == "long correct answer" and rows[0]["rejected"][0]["content"] == "x"
@@ -121,3 +121,25 @@ def test_correctness_pairs():
     assert counts == {"prompts_in": 4, "prompts_with_pairs": 1, "all_correct": 1, "none_correct": 1, "unverified": 1, "pairs": 2,
                       "pseudo_label_accuracy": 1.0, "pair_order_accuracy": 1.0, "pairs_split_by_gold": 2}
     assert [(r["chosen_id"], r["rejected_id"]) for r in rows] == [("a/0", "a/1"), ("a/0", "a/2")]
+
+
+def test_correction_trajectories():
+    from selfimprove.selection.trajectories import CorrectionTrajectories
+
+    first = [("a/s0", True), ("a/s1", False), ("b/s0", None)]
+    second = [("a/s0/t2s00", "a/s0", True), ("a/s0/t2s01", "a/s0", False), ("a/s1/t2s00", "a/s1", True), ("a/s1/t2s01", "a/s1", False),
+              ("b/s0/t2s00", "b/s0", True), ("c/s0/t2s00", "c/s0", True)]
+    samples = [{"prompt_id": sid[0], "sample_id": sid, "turn": 1, "completion": f"first {sid}", "model_ref": "m", "correct": ok,
+                "parent_id": None, "revise_instruction": None} for sid, ok in first]
+    samples += [{"prompt_id": sid[0], "sample_id": sid, "turn": 2, "completion": f"second {sid}", "model_ref": "m", "correct": ok,
+                 "parent_id": parent, "revise_instruction": "Check it."} for sid, parent, ok in second]
+    prompts = {p: {"messages": [{"role": "user", "content": f"question {p}"}]} for p in "abc"}
+    rows, counts = CorrectionTrajectories().build(samples, prompts)
+    assert counts == {"wrong_to_right": 1, "right_to_right": 1, "right_to_wrong": 1, "wrong_to_wrong": 1, "unverified": 1, "no_first_turn": 1,
+                      "rows": 2}
+    assert [(r["sample_id"], r["trajectory"]) for r in rows] == [("a/s0/t2s00", "right_to_right"), ("a/s1/t2s00", "wrong_to_right")]
+    assert rows[1]["prompt"] == [{"role": "user", "content": "question a"}, {"role": "assistant", "content": "first a/s1"},
+                                 {"role": "user", "content": "Check it."}]
+    assert rows[1]["completion"] == [{"role": "assistant", "content": "second a/s1/t2s00"}] and rows[1]["parent_id"] == "a/s1"
+    rows, _ = CorrectionTrajectories({"keep": ["wrong_to_right"], "signal": "correct", "max_per_prompt": 1}).build(samples, prompts)
+    assert [r["trajectory"] for r in rows] == ["wrong_to_right"]

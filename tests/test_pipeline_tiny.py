@@ -11,6 +11,7 @@ from selfimprove.cli import app
 from selfimprove.config import load_pipeline
 from selfimprove.errors import StageError
 from selfimprove.pipeline.loop import run_pipeline
+from selfimprove.prompts import PromptLibrary
 from selfimprove.store import load_dataset_table, read_table
 
 
@@ -130,3 +131,31 @@ def test_restart_from_base_on_accumulated_data(pipeline, tmp_path):
     assert manifest["start_model"] != "iter_1" and {s["model_ref"] for s in read_table(root / "iter_2" / "generate" / "table.parquet")} == {"iter_1"}
     default = json.loads((tmp_path / "runs" / "tiny" / "iter_1" / "train" / "manifest.json").read_text())
     assert default["start_model"] == manifest["start_model"]  # both started from the base model
+
+
+def test_revision_turn_and_correction_trajectories(pipeline, tmp_path):
+    """`generate.revise` samples a second turn per sample (its own vote groups, its own resumable shards); the
+    correction_trajectories builder trains the revision turn on [problem, first attempt, instruction]."""
+    cfg = load_pipeline(pipeline, ["iterations=1", "generate.revise={n: 2, max_tokens: 6}", "select.max_per_prompt=null",
+                                   "select.builder={name: correction_trajectories, options: {keep: [wrong_to_wrong, wrong_to_right]}}",
+                                   "stages=[generate, score, select, train]"])
+    summary = run_pipeline(cfg)
+    root = tmp_path / "runs" / "tiny" / "iter_1"
+    samples = read_table(root / "score" / "table.parquet")
+    first = [s for s in samples if s["turn"] == 1]
+    second = [s for s in samples if s["turn"] == 2]
+    assert len(first) == 18 and len(second) == 2 * len(first)
+    by_id = {s["sample_id"]: s for s in first}
+    assert all(s["parent_id"] in by_id and s["prompt_id"] == by_id[s["parent_id"]]["prompt_id"] for s in second)
+    assert all(s["num_tokens"] <= 6 for s in second) and {s["revise_instruction"] for s in second} == {PromptLibrary().render("self_correct")}
+    # a prompt's revisions vote among themselves: k = 3 first attempts x 2 revisions, never mixed with turn 1
+    assert all(s["vote_share"] == pytest.approx(s["vote_count"] / 6) for s in second)
+    assert all(s["vote_share"] == pytest.approx(s["vote_count"] / 3) for s in first)
+    it1 = {it["iteration"]: it for it in summary["iterations"]}[1]["stages"]
+    counts = it1["select"]["counts"]
+    assert counts["rows"] == counts["wrong_to_wrong"] + counts["wrong_to_right"] > 0
+    rows = read_table(root / "select" / "table.parquet")
+    r = rows[0]
+    assert [m["role"] for m in r["prompt"]][-3:] == ["user", "assistant", "user"] and r["prompt"][-2]["content"] == by_id[r["parent_id"]]["completion"]
+    assert it1["train"]["train"]["rows"] == len(rows)
+    assert it1["generate"]["counts"]["revisions"]["samples"] == len(second)

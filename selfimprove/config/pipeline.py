@@ -56,9 +56,20 @@ class SamplingConfig(Strict):
         return SamplingParams(**d)
 
 
+class ReviseConfig(Strict):
+    """A second turn per sample: the problem, the model's first attempt, then `template`'s instruction (SCoRe's
+    self-correction prompt by default); `n` revisions per first attempt."""
+
+    template: str = "self_correct"
+    n: int = Field(1, gt=0)
+    temperature: float | None = Field(None, ge=0, description="Default: generate.temperature.")
+    max_tokens: int | None = Field(None, gt=0, description="Default: generate.max_tokens.")
+
+
 class GenerateConfig(SamplingConfig):
     shard_size: int = Field(32, gt=0, description="Prompts per shard; a killed run resumes at the last finished shard.")
     n: int = Field(8, gt=0, description="Samples per prompt.")
+    revise: ReviseConfig | None = Field(None, description="Also sample a revision turn of every sample (self-correction data).")
 
 
 class ScorerConfig(Strict):

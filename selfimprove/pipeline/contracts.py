@@ -33,7 +33,8 @@ def _missing(reader: str, needed, available: set[str], hint: str) -> None:
     raise ConfigError(f"{reader} reads {', '.join(parts)}, which no earlier step provides; {hint}")
 
 
-def check_chain(scorers, stages: list[str], filters: dict[str, tuple[str, ...]] | None = None, builder=None, trainer=None) -> dict:
+def check_chain(scorers, stages: list[str], filters: dict[str, tuple[str, ...]] | None = None, builder=None, trainer=None,
+                generated: tuple[str, ...] = SAMPLE_COLUMNS) -> dict:
     """Raise ConfigError at the first step that reads a column nothing before it writes; return the columns
     available after each step (for docs and tests)."""
     if trainer is not None and "train" in stages and "select" not in type(trainer).stages:
@@ -41,7 +42,7 @@ def check_chain(scorers, stages: list[str], filters: dict[str, tuple[str, ...]] 
         if missing:
             raise ConfigError(f"train.method {trainer.name} trains on the prompt table (it has no select stage) but reads {missing}; "
                               f"prompt rows have {list(PROMPT_COLUMNS)}")
-    available = set(SAMPLE_COLUMNS)
+    available = set(generated)
     after: dict[str, list[str]] = {"generate": sorted(available)}
     if "score" not in stages:
         return after

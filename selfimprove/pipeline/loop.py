@@ -19,6 +19,7 @@ from ..prompts import PromptLibrary
 from ..runtime.context import RunContext
 from ..runtime.tracking import Trackers, check_trackers
 from ..scoring import make_scorers
+from ..scoring.base import REVISION_COLUMNS, SAMPLE_COLUMNS
 from ..selection import filter_columns, make_row_builder
 from ..store import atomic_write_json
 from ..tasks import make_task
@@ -65,7 +66,10 @@ def prepare(cfg: PipelineConfig, console: Console | None = None) -> tuple[RunCon
     scorers = make_scorers(cfg.score, task)
     builder = make_row_builder(cfg.select.builder.name, cfg.select.builder.options)
     check_backend(cfg.backend)
-    check_chain(scorers, cfg.stages, filter_columns(cfg.select), builder, trainer)
+    generated = SAMPLE_COLUMNS + (REVISION_COLUMNS if cfg.generate.revise is not None else ())
+    check_chain(scorers, cfg.stages, filter_columns(cfg.select), builder, trainer, generated)
+    if cfg.generate.revise is not None and not prompts.exists(cfg.generate.revise.template):
+        raise ConfigError(f"generate.revise.template: no template {cfg.generate.revise.template!r} (known: {prompts.names()})")
     trainer.check(task)
     check_trackers(cfg.report_to)
     check_trackers(cfg.train.report_to, "train.report_to")

@@ -22,6 +22,7 @@ from ..tasks.base import Task
 Progress = Callable[[int], None]
 
 # Columns every scored sample has before any scorer runs: the generate stage's columns plus `answer`.
+REVISION_COLUMNS = ("parent_id", "revise_instruction")  # turn-2 samples (generate.revise): the first attempt and the instruction
 SAMPLE_COLUMNS = ("prompt_id", "sample_id", "turn", "completion", "num_tokens", "logprob_sum", "finish_reason", "model_ref",
                   "sampling", "iteration", "answer")
 
@@ -79,7 +80,9 @@ def make_scorers(configs, task: Task, where: str = "score") -> list[Scorer]:
 
 
 def group_by_prompt(samples: list[dict]) -> dict[str, list[int]]:
+    """Sample indices per prompt; a revision turn (`turn` 2) is a group of its own, so votes never mix turns."""
     groups: dict[str, list[int]] = {}
     for i, s in enumerate(samples):
-        groups.setdefault(s["prompt_id"], []).append(i)
+        turn = s.get("turn") or 1
+        groups.setdefault(s["prompt_id"] if turn == 1 else f"{s['prompt_id']}#turn{turn}", []).append(i)
     return groups

@@ -44,10 +44,11 @@ def keep_quantile(rows: list[dict], column: str, q: float) -> list[dict]:
 
 
 def dedup(rows: list[dict]) -> list[dict]:
-    """First occurrence of each (prompt, whitespace-normalised completion)."""
+    """First occurrence of each (prompt, turn, whitespace-normalised completion): a revision that repeats its first
+    attempt is kept (it is the turn-2 sample of a right-to-right trajectory)."""
     seen, out = set(), []
     for r in rows:
-        key = (r["prompt_id"], _norm(r["completion"]))
+        key = (r["prompt_id"], r.get("turn") or 1, _norm(r["completion"]))
         if key not in seen:
             seen.add(key)
             out.append(r)

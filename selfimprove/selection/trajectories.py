@@ -1,0 +1,67 @@
+"""Self-correction trajectories (two-turn self-correction, self-rewarding correction): SFT rows that teach the
+revision turn. Each turn-2 sample (`generate.revise`) with its first attempt is a trajectory; it is typed by the
+`signal` column of both turns (the gold verifier's `correct`, or label-free `is_majority`): `wrong_to_right`,
+`right_to_right`, `right_to_wrong`, `wrong_to_wrong`, `unverified`. The kept types (default: the two that end right)
+become rows whose prompt is the problem, the first attempt and the instruction, and whose completion is the revision,
+so the loss covers the revision only.
+
+Rows: `prompt` (chat list), `completion`, `weight` 1, `prompt_id`, `sample_id` (the revision), `parent_id`,
+`trajectory`, `model_ref`. Counts: trajectories per type and rows.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from ..options import Options
+from .base import RowBuilder
+
+TYPES = ("wrong_to_right", "right_to_right", "right_to_wrong", "wrong_to_wrong")
+
+
+class TrajectoryOptions(Options):
+    signal: str = Field("correct", description="Boolean sample column that says a turn is right (correct, or is_majority label-free).")
+    keep: list[Literal["wrong_to_right", "right_to_right", "right_to_wrong", "wrong_to_wrong"]] = Field(
+        default_factory=lambda: ["wrong_to_right", "right_to_right"], description="Trajectory types that become rows.")
+    max_per_prompt: int | None = Field(None, gt=0, description="Cap rows per problem (the first ones by sample id).")
+
+
+def trajectory_type(first: bool | None, second: bool | None) -> str:
+    if not isinstance(first, bool) or not isinstance(second, bool):
+        return "unverified"
+    return f"{'right' if first else 'wrong'}_to_{'right' if second else 'wrong'}"
+
+
+class CorrectionTrajectories(RowBuilder):
+    name = "correction_trajectories"
+    reads = ("prompt_id", "sample_id", "turn", "completion", "model_ref", "parent_id", "revise_instruction")
+    writes = ("prompt_id", "prompt", "completion", "weight", "sample_id", "parent_id", "trajectory", "model_ref")
+    Options = TrajectoryOptions
+
+    def columns_read(self) -> tuple[str, ...]:
+        return self.reads + (self.options.signal,)
+
+    def build(self, samples: list[dict], prompts: dict[str, dict]) -> tuple[list[dict], dict]:
+        o = self.options
+        firsts = {s["sample_id"]: s for s in samples if (s.get("turn") or 1) == 1}
+        counts = {t: 0 for t in (*TYPES, "unverified", "no_first_turn")}
+        rows, per_prompt = [], {}
+        for s in sorted((s for s in samples if s.get("turn") == 2), key=lambda s: s["sample_id"]):
+            first = firsts.get(s.get("parent_id"))
+            if first is None:  # dropped by a select filter before the builder
+                counts["no_first_turn"] += 1
+                continue
+            kind = trajectory_type(first.get(o.signal), s.get(o.signal))
+            counts[kind] += 1
+            if kind not in o.keep or (o.max_per_prompt is not None and per_prompt.get(s["prompt_id"], 0) >= o.max_per_prompt):
+                continue
+            per_prompt[s["prompt_id"]] = per_prompt.get(s["prompt_id"], 0) + 1
+            prompt = list(prompts[s["prompt_id"]]["messages"]) + [{"role": "assistant", "content": first["completion"]},
+                                                                  {"role": "user", "content": s["revise_instruction"]}]
+            rows.append({"prompt_id": s["prompt_id"], "prompt": prompt, "completion": [{"role": "assistant", "content": s["completion"]}],
+                         "weight": 1.0, "sample_id": s["sample_id"], "parent_id": first["sample_id"], "trajectory": kind,
+                         "model_ref": s["model_ref"]})
+        counts["rows"] = len(rows)
+        return rows, counts
