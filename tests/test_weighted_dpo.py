@@ -121,3 +121,28 @@ def test_weights_travel_through_the_dataloader_with_precomputed_reference(tiny_m
     assert "ref_chosen_logps" in b_pre and torch.equal(b_live["input_ids"], b_pre["input_ids"])
     with torch.no_grad():
         assert torch.allclose(live.compute_loss(live.model, dict(b_live)), pre.compute_loss(pre.model, dict(b_pre)), atol=1e-5)
+
+
+def test_run_references_resolve_inside_a_run_only(tmp_path):
+    """`train.reference`: base / previous / iter_<j> are models of the run, resolved by the train stage (and hashed by
+    their fingerprints); outside a run the trainer refuses them before loading anything."""
+    from selfimprove.errors import ConfigError, StageError
+    from selfimprove.models import ModelRef
+    from selfimprove.pipeline.stages.train import run_reference
+
+    class Ctx:
+        def base_model(self):
+            return ModelRef("base", "/m/base", "fp-base")
+
+        def iteration_model(self, k):
+            return ModelRef(f"iter_{k}", f"/m/{k}", f"fp-{k}")
+
+    assert run_reference(Ctx(), 3, "base").ref == "base" and run_reference(Ctx(), 3, "previous").ref == "iter_2"
+    assert run_reference(Ctx(), 3, "iter_1").path == "/m/1" and run_reference(Ctx(), 3, "start") is None
+    assert run_reference(Ctx(), 3, "/some/folder") is None
+    with pytest.raises(StageError, match="iter_3 does not exist yet in iteration 3"):
+        run_reference(Ctx(), 3, "iter_3")
+    with pytest.raises(ConfigError, match="names a model of a pipeline run"):
+        DPOTrainer(DPOTrainConfig(reference="previous")).train("/nowhere", rows([1, 1, 1, 1]), tmp_path)
+    with pytest.raises(ConfigError, match="is not iter_<k>"):
+        DPOTrainer(DPOTrainConfig(reference="iter_x"))

@@ -67,7 +67,8 @@ class DPOTrainConfig(TrainBase):
     method: Literal["dpo"] = "dpo"
     beta: float = Field(0.1, gt=0, description="DPO's beta: how far the policy may move from the reference.")
     nll_alpha: float = Field(0.0, ge=0, description="Weight of NLL(chosen)/|chosen| added to each pair's loss (ScPO/IRPO: 1).")
-    reference: str = Field("start", description="start = the iteration's starting model (LoRA: the adapter switched off); or a model "
+    reference: str = Field("start", description="start = the iteration's starting model (LoRA: the adapter switched off); base = the "
+                                                "run's base model; previous = the previous iteration's model; iter_<k>; or a model "
                                                 "reference (folder, hub id, builtin:...) kept fixed.")
     precompute_ref: bool = Field(False, description="Compute the reference log-probs once before training (with reference: start, "
                                                     "no second model in memory during training).")

@@ -99,6 +99,9 @@ def weighted_dpo_trainer_class():
     return WeightedDPOTrainer
 
 
+RUN_REFERENCES = ("base", "previous")
+
+
 class DPOTrainer(Trainer):
     """`train.method: dpo`: rows `prompt`, `chosen`, `rejected` (chat lists) and `weight`."""
 
@@ -108,15 +111,18 @@ class DPOTrainer(Trainer):
 
     def __init__(self, cfg, where: str = "train"):
         super().__init__(cfg, where)
-        if cfg.reference != "start" and cfg.reference.startswith("iter_"):
-            raise ConfigError(f"{where}.reference: {cfg.reference} is not resolved inside a run yet; give its folder "
-                              "(runs/<name>/iter_<k>/train/model) or `start`")
+        ref = cfg.reference
+        if ref.startswith("iter_") and not ref[5:].isdigit():
+            raise ConfigError(f"{where}.reference: {ref!r} is not iter_<k>")
 
     def train(self, model_path, rows: list[dict], out_dir: Path, progress=None) -> dict:
         import datasets
         import torch
 
         cfg = self.cfg
+        if cfg.reference in RUN_REFERENCES or cfg.reference.startswith("iter_"):
+            raise ConfigError(f"train.reference: {cfg.reference} names a model of a pipeline run, which the train stage resolves; "
+                              "outside a run give its folder (runs/<name>/iter_<k>/train/model) or `start`")
         require_rows(rows, cfg.min_rows)
         check_weights(rows)
         dev, dtype, on_cpu = training_setup(cfg.device)

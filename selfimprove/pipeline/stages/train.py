@@ -12,11 +12,31 @@ from ...training.base import make_trainer
 from ..runner import run_stage
 
 
+def run_reference(ctx: RunContext, iteration: int, ref: str) -> ModelRef | None:
+    """`train.reference` names inside a run: base, previous (the model iteration k-1 ended with), iter_<j> (j < k)."""
+    if ref == "base":
+        return ctx.base_model()
+    if ref == "previous":
+        return ctx.iteration_model(iteration - 1)
+    if ref.startswith("iter_") and ref[5:].isdigit():
+        j = int(ref[5:])
+        if j >= iteration:
+            raise StageError(f"train.reference: {ref} does not exist yet in iteration {iteration} (use iter_0 .. iter_{iteration - 1})")
+        return ctx.iteration_model(j)
+    return None
+
+
 def train_stage(ctx: RunContext, iteration: int, cfg: TrainBase, select_sd: StageDir, start: ModelRef) -> StageDir:
     """Reads the train set (or, for a method without a select stage, the train prompts); writes the iteration's
     model (`iter_<k>`)."""
+    inputs = {"data": select_sd.fingerprint, "model": start.fingerprint}
+    config = {"train": cfg.model_dump(exclude={"report_to"})}
+    reference = run_reference(ctx, iteration, getattr(cfg, "reference", "start"))
+    if reference is not None:  # a model of this run: its folder for the trainer, its fingerprint for the stage
+        inputs["reference"] = reference.fingerprint
+        cfg = cfg.model_copy(update={"reference": str(reference.path)})
     trainer = make_trainer(cfg).attach(ctx.task, ctx, start)
-    sd = ctx.store.stage(iteration, "train", {"train": cfg.model_dump(exclude={"report_to"})}, {"data": select_sd.fingerprint, "model": start.fingerprint})
+    sd = ctx.store.stage(iteration, "train", config, inputs)
 
     def work(sd: StageDir):
         ctx.release_generator()  # one model in memory at a time
