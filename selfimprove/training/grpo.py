@@ -24,7 +24,7 @@ from .common import fit_and_save, load_model_and_tokenizer, peft_config, progres
 
 # columns a reward batch has: TRL's completions, the prompt rows' ids (see scoring.rewards.trl_batch)
 REWARD_COLUMNS = ("prompt_id", "sample_id", "completion", "answer", "num_tokens", "finish_reason")
-STEP_MONITORS = ("reward", "reward_std", "frac_reward_zero_std", "pseudo_label_accuracy", "kl", "completions/mean_length",
+STEP_MONITORS = ("reward", "reward_std", "frac_reward_zero_std", "pseudo_label_accuracy", "majority_abstain", "kl", "completions/mean_length",
                  "completions/clipped_ratio", "loss")
 
 
