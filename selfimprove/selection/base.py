@@ -38,5 +38,13 @@ class RowBuilder(ABC):
         """Training rows from kept samples (`prompts`: prompt_id -> prompt row), and counts for the manifest."""
 
 
+def by_prompt(samples: list[dict]) -> dict[str, list[dict]]:
+    """Samples per prompt id, in order (what every pair builder starts from)."""
+    groups: dict[str, list[dict]] = {}
+    for s in samples:
+        groups.setdefault(s["prompt_id"], []).append(s)
+    return groups
+
+
 def make_row_builder(name: str, options: dict | None = None, where: str = "select.builder") -> RowBuilder:
     return ROW_BUILDERS.get(name, f"{where}.name")(options, where=f"{where}.options")

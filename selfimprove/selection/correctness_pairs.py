@@ -7,7 +7,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from ..options import Options
-from .base import RowBuilder
+from .base import RowBuilder, by_prompt
 from .pair_rows import PAIR_COLUMNS, audit_counts, pair_row
 
 
@@ -22,9 +22,7 @@ class CorrectnessPairs(RowBuilder):
     Options = CorrectnessPairOptions
 
     def build(self, samples: list[dict], prompts: dict[str, dict]) -> tuple[list[dict], dict]:
-        groups: dict[str, list[dict]] = {}
-        for s in samples:
-            groups.setdefault(s["prompt_id"], []).append(s)
+        groups = by_prompt(samples)
         counts = {"prompts_in": len(groups), "prompts_with_pairs": 0, "all_correct": 0, "none_correct": 0, "unverified": 0}
         rows = []
         for pid, group in groups.items():

@@ -16,7 +16,7 @@ from typing import Literal
 from pydantic import Field
 
 from ..options import Options
-from .base import RowBuilder
+from .base import RowBuilder, by_prompt
 from .pair_rows import PAIR_COLUMNS, audit_counts, pair_row
 
 
@@ -50,9 +50,7 @@ class JudgePairs(RowBuilder):
 
     def build(self, samples: list[dict], prompts: dict[str, dict]) -> tuple[list[dict], dict]:
         o = self.options
-        groups: dict[str, list[dict]] = {}
-        for s in samples:
-            groups.setdefault(s["prompt_id"], []).append(s)
+        groups = by_prompt(samples)
         counts = {"prompts_in": len(groups), "prompts_with_pairs": 0, "unscored": 0, "all_tie": 0, "gap_too_small": 0}
         rows = []
         for pid, group in groups.items():

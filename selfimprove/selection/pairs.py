@@ -17,7 +17,7 @@ from typing import Literal
 from pydantic import Field
 
 from ..options import Options
-from .base import RowBuilder
+from .base import RowBuilder, by_prompt
 from .pair_rows import PAIR_COLUMNS, audit_counts, pair_row
 
 
@@ -41,9 +41,7 @@ class VotePairs(RowBuilder):
 
     def build(self, samples: list[dict], prompts: dict[str, dict]) -> tuple[list[dict], dict]:
         o = self.options
-        groups: dict[str, list[dict]] = {}
-        for s in samples:
-            groups.setdefault(s["prompt_id"], []).append(s)
+        groups = by_prompt(samples)
         counts = {"prompts_in": len(groups), "prompts_with_pairs": 0, "all_agree": 0, "below_tau": 0, "tie": 0, "no_answer": 0}
         rows = []
         for pid, group in groups.items():
