@@ -51,13 +51,10 @@ def timed(trainer) -> float:
     return time.perf_counter() - t
 
 
-class Timing:
-    """Our trainers' `train_seconds` come from the same `trainer.train()` call (training/common.fit_and_save)."""
-
-    @staticmethod
-    def ours(trainer, model, rows, out: Path) -> tuple[float, int]:
-        stats = trainer.train(model, rows, out)
-        return stats["train_seconds"], stats["steps"]
+def ours(trainer, model, rows, out: Path) -> tuple[float, int]:
+    """Our trainer's `train_seconds` come from the same `trainer.train()` call (training/common.fit_and_save)."""
+    stats = trainer.train(model, rows, out)
+    return stats["train_seconds"], stats["steps"]
 
 
 def plain_sft(model_path, rows, cfg, out: Path) -> tuple[float, int]:
@@ -119,14 +116,14 @@ def main() -> None:
                            max_completion_length=32, temperature=0.7, max_steps=a.grpo_steps)
     n = a.steps * 4
     cases = [
-        ("sft", lambda out: plain_sft(model, sft_rows(n), sft, out), lambda out: Timing.ours(SFTTrainer(sft), model, sft_rows(n), out), "steps"),
-        ("dpo", lambda out: plain_dpo(model, dpo_rows(n), dpo, out), lambda out: Timing.ours(DPOTrainer(dpo), model, dpo_rows(n), out), "steps"),
+        ("sft", lambda out: plain_sft(model, sft_rows(n), sft, out), lambda out: ours(SFTTrainer(sft), model, sft_rows(n), out)),
+        ("dpo", lambda out: plain_dpo(model, dpo_rows(n), dpo, out), lambda out: ours(DPOTrainer(dpo), model, dpo_rows(n), out)),
         ("grpo", lambda out: plain_grpo(model, prompt_rows(8), grpo, task, out),
-         lambda out: Timing.ours(GRPOTrainer(grpo).attach(task), model, prompt_rows(8), out), "steps"),
+         lambda out: ours(GRPOTrainer(grpo).attach(task), model, prompt_rows(8), out)),
     ]
     print(f"model {a.model}, torch threads {torch.get_num_threads()}, {a.steps} SFT/DPO steps of 4 rows, {a.grpo_steps} GRPO steps of 8 completions")
     print(f"{'method':6} {'plain TRL s':>12} {'selfimprove s':>14} {'steps':>6} {'plain steps/s':>14} {'ours steps/s':>13} {'ratio':>6}")
-    for name, plain, ours, _unit in cases:
+    for name, plain, mine in cases:
         best_p = best_o = math.inf
         steps_p = steps_o = 0
         for _ in range(a.repeats):
@@ -134,7 +131,7 @@ def main() -> None:
                 t, steps_p = plain(Path(d))
                 best_p = min(best_p, t)
             with TemporaryDirectory() as d:
-                t, steps_o = ours(Path(d))
+                t, steps_o = mine(Path(d))
                 best_o = min(best_o, t)
         assert steps_p == steps_o, (name, steps_p, steps_o)
         print(f"{name:6} {best_p:12.2f} {best_o:14.2f} {steps_o:6d} {steps_p / best_p:14.3f} {steps_o / best_o:13.3f} {best_p / best_o:6.3f}", flush=True)

@@ -114,6 +114,7 @@ class GRPOTrainer(Trainer):
         import datasets
         import torch
 
+        from ..models import model_ref
         from ..scoring.judge_base import Models, bind_scorers
         from ..scoring.rewards import as_reward_func
 
@@ -123,7 +124,7 @@ class GRPOTrainer(Trainer):
         require_rows(rows, cfg.min_rows)
         scorers = self._scorers(self.task)
         models = self.models or Models(cache_path=out_dir / "reward_cache.sqlite")
-        bind_scorers(scorers, models, self.policy if self.policy is not None else _local_ref(model_path))
+        bind_scorers(scorers, models, self.policy if self.policy is not None else model_ref(str(model_path)))
         dev, dtype, on_cpu = training_setup(cfg.device)
         steps = cfg.max_steps or total_steps(len(rows) * cfg.num_generations, cfg)  # batches count completions
         args = grpo_config(cfg, out_dir, on_cpu=on_cpu, bf16=dtype == torch.bfloat16, total_steps=steps)  # before the model (ZeRO-3)
@@ -157,8 +158,3 @@ def eos_ids(model, tok) -> set[int]:
     ids |= set(gen) if isinstance(gen, (list, tuple)) else ({gen} if gen is not None else set())
     return ids
 
-
-def _local_ref(path):
-    from ..models import model_ref
-
-    return model_ref(str(path))
