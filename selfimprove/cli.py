@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -12,35 +11,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from .runtime.quiet import quiet_libraries as _quiet_libraries
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Self-improvement loops for reasoning LMs: one YAML file per method.")
 console = Console(stderr=True, width=None if sys.stderr.isatty() else 140)
-
-
-def _quiet_libraries(imported_only: bool = False) -> None:
-    """Library progress bars and chatter off (our own bars and logs say what happens); `imported_only` touches
-    only libraries already imported, so validating a config stays free of them."""
-    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    import warnings
-
-    warnings.filterwarnings("ignore", category=UserWarning)
-    warnings.filterwarnings("ignore", category=FutureWarning)
-    if imported_only and not {"datasets", "transformers"} & set(sys.modules):
-        return
-    try:
-        import datasets
-
-        datasets.disable_progress_bars()
-        datasets.logging.set_verbosity_error()
-    except ImportError:
-        pass
-    try:
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()
-    except ImportError:
-        pass
 
 
 def _fail(message: str, code: int) -> None:

@@ -251,3 +251,17 @@ def merge_lora(base: Path | str, adapter: Path, out_dir: Path) -> None:
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
     merged = PeftModel.from_pretrained(model, adapter).merge_and_unload()
     save_model(merged, AutoTokenizer.from_pretrained(base), out_dir)
+
+
+def reachable(model: ModelRef) -> ModelRef:
+    """`model` as this machine reaches it: a builtin is converted into this machine's cache when the path another
+    machine resolved is not here (a Ray worker on another node); a local folder that is not here is an error saying
+    what a cluster needs. The fingerprint (lineage) is kept."""
+    if isinstance(model.path, str) or Path(model.path).exists():
+        return model  # a hub id (resolve_model keeps those as text), loaded by the backend here, or a folder this machine has
+    if model.ref.startswith("builtin:"):
+        return ModelRef(model.ref, resolve_builtin(model.ref.split(":", 1)[1]), model.fingerprint)
+    import socket
+
+    raise ModelError(f"{model.ref}: no model folder {model.path} on {socket.gethostname()}; on a Ray cluster every node must see the run "
+                     "folder and local models (shared storage), or use hub ids")

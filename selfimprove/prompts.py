@@ -26,6 +26,7 @@ class PromptLibrary:
     """Finds and renders templates; `StrictUndefined` turns a missing variable into an error."""
 
     def __init__(self, extra_dir: str | Path | None = None):
+        self.extra_dir = str(Path(extra_dir).resolve()) if extra_dir else None  # absolute: a Ray worker rebuilds the library from it
         dirs = [Path(extra_dir)] if extra_dir else []
         dirs.append(bundled_prompts_dir())
         self.dirs = dirs

@@ -10,6 +10,7 @@ from ..models import DEFAULT_MODEL
 from .backend import BackendConfig, TransformersBackendConfig
 from .base import Strict, load_config, plain_name
 from .pipeline import ScorerConfig, SplitConfig, TaskConfig
+from .ray import RayConfig
 
 PASS_THRESHOLD = 3.0  # a 0-5 rubric score at or above this counts as "judged good" when compared with gold labels
 
@@ -34,6 +35,7 @@ class JudgeJobConfig(Strict):
         description="Rows to judge (overridden by --input); `fields` maps prompt/response/response_b/reference/label/source/group.")
     scorers: list[ScorerConfig] = Field(description="pointwise_judge, pairwise_judge, meta_judge, p_true, self_loglik, reward_model.")
     shard_size: int = Field(64, gt=0)
+    ray: RayConfig | None = Field(None, description="Run the shards on a pool of Ray actors (see config.ray).")
     output_dir: str = "judge_runs"
     prompts_dir: str | None = None
     diagnose: DiagnoseConfig = Field(default_factory=DiagnoseConfig)

@@ -14,6 +14,7 @@ from pydantic import Field, field_validator, model_validator
 from ..generation.base import SamplingParams
 from .backend import BackendConfig, TransformersBackendConfig
 from .base import Strict, load_config, plain_name
+from .ray import RayConfig
 from .train import SFTTrainConfig, TrainConfig
 
 
@@ -159,6 +160,7 @@ class PipelineConfig(Strict):
     train: TrainConfig = Field(default_factory=SFTTrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     prompts_dir: str | None = Field(None, description="Extra folder searched for prompt templates before the bundled ones.")
+    ray: RayConfig | None = Field(None, description="Run generate, score and eval shards on a pool of Ray actors (see config.ray).")
     report_to: list[Literal["tensorboard", "wandb", "mlflow"]] = Field(
         default_factory=list, description="Trackers for every stage's numbers per iteration, and (unless train.report_to is set) "
                                           "for TRL's per-step training logs.")

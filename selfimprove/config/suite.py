@@ -10,6 +10,7 @@ from ..models import DEFAULT_MODEL
 from .backend import BackendConfig, TransformersBackendConfig
 from .base import Strict, load_config, plain_name
 from .pipeline import EvalConfig, SplitConfig, TaskConfig
+from .ray import RayConfig
 
 
 class EvalSuiteConfig(Strict):
@@ -22,6 +23,7 @@ class EvalSuiteConfig(Strict):
     data: SplitConfig = Field(default_factory=SplitConfig, description="The problems: local file or hub dataset, split, field mapping, size.")
     backend: BackendConfig = Field(default_factory=TransformersBackendConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig, description="greedy and/or n samples, max_tokens, revise_template, bootstrap.")
+    ray: RayConfig | None = Field(None, description="Run the shards on a pool of Ray actors (see config.ray).")
     output_dir: str = Field("eval_runs", description="Parent folder of results.")
     prompts_dir: str | None = Field(None, description="Extra folder searched for prompt templates before the bundled ones.")
 

@@ -50,7 +50,7 @@ def run_suite(cfg: EvalSuiteConfig, console: Console, *, output: Path | None = N
         split = split.model_copy(update={"size": min(limit, split.size or limit)})
     rows = task.load(split, "data")
     root = Path(output) if output else default_output(cfg, predictions)
-    ctx = RunContext(root, task, prompts, model=cfg.model, backend=cfg.backend, console=console)
+    ctx = RunContext(root, task, prompts, model=cfg.model, backend=cfg.backend, console=console, ray=cfg.ray)
     if predictions is not None:
         metrics, table = score_predictions(ctx, cfg, predictions, rows[:limit] if limit else rows, rows)
         root.mkdir(parents=True, exist_ok=True)
@@ -72,7 +72,7 @@ def run_suite(cfg: EvalSuiteConfig, console: Console, *, output: Path | None = N
         try:
             run_stage(ctx, None, sd, work)
         finally:
-            ctx.release_generator()
+            ctx.close()
         metrics = dict(sd.manifest()["metrics"], num_missing=0)
         table = sd.rows()
     if task.outcome_column and "accuracy" in metrics and "pass@1" not in metrics:  # greedy pass@1, as code papers report it

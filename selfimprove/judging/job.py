@@ -9,11 +9,13 @@ pairwise jobs, `correct` where a label or reference exists, `errors`), `summary.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
-from ..config import JudgeJobConfig
+from ..config import JudgeJobConfig, ScorerConfig
 from ..errors import ConfigError
 from ..generation import check_backend
+from ..models import ModelRef, reachable
 from ..pipeline.runner import run_shards, run_stage
 from ..prompts import PromptLibrary
 from ..runtime.context import RunContext
@@ -24,6 +26,27 @@ from ..store import StageDir, atomic_write_bytes, atomic_write_json, stable_hash
 from ..tasks import make_task
 from .diagnostics import diagnostics, summarize, summary_markdown
 from .rows import add_correctness, merge, prompt_and_samples, read_rows
+
+
+@dataclass(frozen=True)
+class JudgeWork:
+    """One shard of judge rows: the job's scorers (bound in the context that runs it) over them, merged back."""
+
+    scorers: tuple[ScorerConfig, ...]
+    policy: ModelRef
+    name: str
+    shard_size: int
+
+    def __call__(self, ctx: RunContext, index: int, shard: list[dict], advance) -> list[dict]:
+        scorers = make_scorers(list(self.scorers), ctx.task, "scorers")
+        bind_scorers(scorers, ctx, reachable(self.policy))
+        prompts, samples = prompt_and_samples(shard)
+        first = index * self.shard_size
+        scored = score_samples(scorers, ctx.task, prompts, samples, f"{self.name} rows {first}-{first + len(shard)}", ctx.progress)
+        out = merge(shard, scored, [c for s in scorers for c in s.writes()])
+        add_correctness(ctx.task, out)
+        advance(len(shard))
+        return out
 
 
 def run_job(cfg: JudgeJobConfig, console, *, output: Path | None = None, diagnose: bool = False) -> tuple[dict, Path]:
@@ -38,36 +61,27 @@ def run_job(cfg: JudgeJobConfig, console, *, output: Path | None = None, diagnos
     if any(s.name == "pairwise_judge" for s in scorers) and not all(r.get("response_b") is not None for r in rows):
         raise ConfigError("pairwise_judge needs `response_b` in every row (input.fields.response_b names its column)")
     root = Path(output) if output else Path(cfg.output_dir) / cfg.name
-    ctx = RunContext(root, task, prompts_lib, model=cfg.model, backend=cfg.backend, console=console)
+    ctx = RunContext(root, task, prompts_lib, model=cfg.model, backend=cfg.backend, console=console, ray=cfg.ray)
     policy = ctx.base_model()
-    columns = [c for s in scorers for c in s.writes()]
     config = {"scorers": [s.model_dump() for s in cfg.scorers], "task": cfg.task.model_dump(), "backend": cfg.backend.model_dump(),
               "shard_size": cfg.shard_size}
     sd = StageDir(root / "results", "judge", config, {"rows": stable_hash(rows), "model": policy.fingerprint})  # a subfolder: a changed config clears only it
 
-    def judge_shard(i: int, shard: list[dict], advance) -> list[dict]:
-        prompts, samples = prompt_and_samples(shard)
-        first = i * cfg.shard_size
-        scored = score_samples(scorers, task, prompts, samples, f"{cfg.name} rows {first}-{first + len(shard)}", ctx.progress)
-        out = merge(shard, scored, columns)
-        add_correctness(task, out)
-        advance(len(shard))
-        return out
-
     def work(sd: StageDir):
-        bind_scorers(scorers, ctx, policy)  # resolves judge models only when there is judging to do
-        table = run_shards(ctx, sd, rows, cfg.shard_size, judge_shard, cfg.name, unit="rows", verb="judged")
+        bind_scorers(scorers, ctx, policy)  # judge models must resolve before any shard runs
+        table = run_shards(ctx, sd, rows, cfg.shard_size, JudgeWork(tuple(cfg.scorers), policy, cfg.name, cfg.shard_size), cfg.name,
+                           unit="rows", verb="judged")
         counts = {"rows": len(table), "requests": ctx.request_cache.misses, "cached": ctx.request_cache.hits}
         return table, counts, {"summary": summarize(table)}
 
     try:
         run_stage(ctx, None, sd, work)
+        table = sd.rows()
+        summary = dict(sd.manifest()["summary"])
+        if diagnose:
+            summary["diagnostics"] = diagnostics(ctx, cfg, task, table, policy)
     finally:
-        ctx.release_generator()
-    table = sd.rows()
-    summary = dict(sd.manifest()["summary"])
-    if diagnose:
-        summary["diagnostics"] = diagnostics(ctx, cfg, task, table, policy)
+        ctx.close()
     summary.update(job=cfg.name, judge_model=cfg.model, rows=len(table))
     atomic_write_json(root / "summary.json", summary)
     atomic_write_bytes(root / "summary.md", summary_markdown(summary).encode())

@@ -73,7 +73,7 @@ def prepare(cfg: PipelineConfig, console: Console | None = None) -> tuple[RunCon
     trainer.check(task)
     check_trackers(cfg.report_to)
     check_trackers(cfg.train.report_to, "train.report_to")
-    ctx = RunContext(Path(cfg.run_dir) / cfg.name, task, prompts, model=cfg.model, backend=cfg.backend, console=console)
+    ctx = RunContext(Path(cfg.run_dir) / cfg.name, task, prompts, model=cfg.model, backend=cfg.backend, console=console, ray=cfg.ray)
     return ctx, load_prompt_rows(task, cfg.data, ctx.warn)
 
 
@@ -101,7 +101,7 @@ def run_pipeline(cfg: PipelineConfig, console: Console | None = None) -> dict:
                 if stage == "generate":
                     tables["samples"] = generate_stage(ctx, k, cfg.generate, train_sd, current)
                 elif stage == "score":
-                    tables["scored"] = score_stage(ctx, k, cfg.score, train_sd, tables["samples"], current)
+                    tables["scored"] = score_stage(ctx, k, cfg.score, train_sd, tables["samples"], current, cfg.generate.shard_size)
                 elif stage == "select":
                     tables["train_set"] = select_stage(ctx, k, cfg.select, cfg.seed + k, cfg.train.accumulate_data, train_sd,
                                                        tables["scored"], selects)
@@ -114,7 +114,7 @@ def run_pipeline(cfg: PipelineConfig, console: Console | None = None) -> dict:
                     if "eval" in cfg.stages:
                         eval_stage(ctx, k, cfg.eval, eval_sd, current)
     finally:
-        ctx.release_generator()
+        ctx.close()
         if ctx.trackers is not None:
             ctx.trackers.close()
     summary = build_summary(ctx.store.root, ctx.reports)

@@ -2,20 +2,26 @@
 manifest matches its config and inputs, otherwise run it, time it, log it, record it; and run a stage's work in
 shards so a killed job resumes at the last finished shard (a finished shard is never redone).
 
-A shard's rows are plain values and each stage's shard work is a function of them, its config section and model
-references plus a generator or bound scorers (`stages.generate.generate_shard`), the unit a worker process
-would run."""
+A shard's rows are plain values and each stage's shard work is a picklable object of plain values (its config
+section, model references) called with a run context (`stages.generate.GenerateWork`): here the job's own, on Ray
+(`ray:`) a worker's (`runtime.shard_worker`), which rebuilds the backend or scorers it needs once and keeps them."""
 
 from __future__ import annotations
 
 import logging
-from typing import Callable, TypeVar
+from typing import Callable, Protocol, TypeVar
 
 from ..runtime.context import RunContext, StageReport, Timer
 from ..store import StageDir
 
 log = logging.getLogger("selfimprove.runner")
 T = TypeVar("T")
+
+
+class ShardWork(Protocol):
+    """One shard's work: `(ctx, shard_index, items, advance) -> rows`; pickled to Ray workers when `ray:` is set."""
+
+    def __call__(self, ctx: RunContext, index: int, items: list, advance: Callable[[int], None]) -> list[dict]: ...
 
 
 def run_stage(ctx: RunContext, iteration: int | None, sd: StageDir, work: Callable[[StageDir], tuple[list[dict] | None, dict, dict]]) -> StageDir:
@@ -42,23 +48,46 @@ def run_stage(ctx: RunContext, iteration: int | None, sd: StageDir, work: Callab
     return sd
 
 
-def run_shards(ctx: RunContext, sd: StageDir, items: list[T], shard_size: int, work: Callable[[int, list[T], Callable[[int], None]], list[dict]],
-               label: str, unit: str = "prompts", verb: str = "done") -> list[dict]:
-    """Every missing shard of `items` through `work(shard_index, shard_items, advance) -> rows`, each shard's rows
-    written as soon as it finishes; returns the rows of all shards in order. The caller has called `sd.begin()`
-    (directly or through `run_stage`), which keeps shards made with the same config and inputs."""
+def run_shards(ctx: RunContext, sd: StageDir, items: list[T], shard_size: int, work: ShardWork, label: str, unit: str = "prompts",
+               verb: str = "done") -> list[dict]:
+    """Every missing shard of `items` through `work(ctx, shard_index, shard_items, advance) -> rows`, each shard's rows
+    written as soon as it finishes; returns the rows of all shards in order. With `ray:` the shards run on the job's
+    Ray workers, several at once (`work` must then pickle: a dataclass of plain values, like `GenerateWork`). The
+    caller has called `sd.begin()` (directly or through `run_stage`), which keeps shards made with the same config
+    and inputs."""
     shards = [items[i : i + shard_size] for i in range(0, len(items), shard_size)]
     done = sum(len(s) for i, s in enumerate(shards) if sd.has_shard(i))
     if done:
         log.info("resuming %s: %d of %d %s already %s", sd.path, done, len(items), unit, verb)
         ctx.console.print(f"[dim]resuming {label}: {done}/{len(items)} {unit} already {verb}[/dim]")
+    pending = [(i, shard) for i, shard in enumerate(shards) if not sd.has_shard(i)]
+    pool = workers(ctx) if pending else None
     with ctx.progress(label, len(items)) as bar:
         bar.update(done)
-        for i, shard in enumerate(shards):
-            if sd.has_shard(i):
-                continue
-            sd.write_shard(i, work(i, shard, bar.advance))
+        if pool is None:
+            for i, shard in pending:
+                sd.write_shard(i, work(ctx, i, shard, bar.advance))
+        else:
+            def finished(i: int, rows: list[dict], stats: dict) -> None:
+                sd.write_shard(i, rows)
+                ctx.request_cache.hits += stats.get("cached", 0)
+                ctx.request_cache.misses += stats.get("requests", 0)
+                bar.advance(len(shards[i]))
+
+            pool.run(work, pending, finished)
     return sd.read_shards()
+
+
+def workers(ctx: RunContext):
+    """The job's Ray actor pool (started on first use, ended by `ctx.release_models()` / `ctx.close()`); None without `ray:`."""
+    if ctx.ray is None:
+        return None
+    if ctx._pool is None:
+        from ..runtime.ray_pool import WorkerPool
+
+        with ctx.console.status(f"starting {ctx.ray.num_workers} Ray workers"):
+            ctx._pool = WorkerPool(ctx.ray, ctx.spec(), ctx.warn)
+    return ctx._pool
 
 
 def _extra(manifest: dict) -> dict:

@@ -35,11 +35,32 @@ class StageReport:
     extra: dict = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class ContextSpec:
+    """What a worker needs to rebuild the job's run context: plain values only (it travels to other nodes)."""
+
+    root: str
+    task: dict
+    prompts_dir: str | None
+    model: str
+    backend: dict
+    cwd: str  # the driver's working directory: relative model and run paths mean the same on the worker
+
+    def build(self):
+        from ..config import TaskConfig, parse_backend
+        from ..tasks import make_task
+
+        prompts = PromptLibrary(self.prompts_dir)
+        task = make_task(TaskConfig(**self.task), prompts)
+        return RunContext(self.root, task, prompts, model=self.model, backend=parse_backend(self.backend), console=Console(stderr=True, quiet=True))
+
+
 class RunContext:
     """One job's runtime (a pipeline run, an eval, a judge job): `root` is its folder, `model` the base model
     reference, `backend` the backend config generators are built with unless a stage names another."""
 
-    def __init__(self, root: Path, task: Task, prompts: PromptLibrary, *, model: str, backend, console: Console | None = None):
+    def __init__(self, root: Path, task: Task, prompts: PromptLibrary, *, model: str, backend, console: Console | None = None,
+                 ray=None):
         self.task = task
         self.prompts = prompts
         self.model = model
@@ -51,6 +72,8 @@ class RunContext:
         self._generator: tuple[str, Generator] | None = None
         self._request_cache: RequestCache | None = None
         self.trackers = None  # runtime.tracking.Trackers, when the job reports to any
+        self.ray = ray or implicit_ray(backend)  # config.ray.RayConfig: shard work runs on a pool of Ray actors
+        self._pool = None  # the Ray actor pool (runtime.ray_pool.WorkerPool) once shard work started it (pipeline.runner.workers)
 
     # -- models ---------------------------------------------------------------------------
     def base_model(self) -> ModelRef:
@@ -80,6 +103,26 @@ class RunContext:
         if self._generator:
             self._generator[1].close()
             self._generator = None
+
+    # -- Ray ------------------------------------------------------------------------------
+    def spec(self) -> ContextSpec:
+        """This context as plain values, for a Ray worker to rebuild."""
+        import os
+
+        return ContextSpec(str(self.store.root.resolve()), self.task.cfg.model_dump(), self.prompts.extra_dir, self.model,
+                           self.backend.model_dump(), os.getcwd())
+
+    def release_models(self) -> None:
+        """Free every model this job holds, here and on its Ray workers (whose processes end, taking all their GPU
+        memory with them), so training gets the accelerator; the next shard work starts fresh workers."""
+        self.release_generator()
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None  # the Ray actor pool (runtime.ray_pool.WorkerPool) once shard work started it (pipeline.runner.workers)
+
+    def close(self) -> None:
+        """The job is over: free models, end the Ray workers (and Ray, if this job started it)."""
+        self.release_models()
 
     @property
     def request_cache(self) -> RequestCache:
@@ -128,6 +171,18 @@ class RunContext:
         if self.trackers is not None:
             self.trackers.log(report.stage, report.iteration, {**report.counts, **report.extra.get("metrics", {}),
                                                                **{k: v for k, v in report.extra.get("train", {}).items() if k != "per_step"}})
+
+
+def implicit_ray(backend):
+    """`backend.data_parallel_size: k` (vLLM) without a `ray:` section: k engines as a local pool of k Ray actors,
+    each with `tensor_parallel_size` GPUs."""
+    dp = getattr(backend, "data_parallel_size", 1)
+    if dp <= 1:
+        return None
+    from ..config.ray import RayConfig
+
+    gpus = 0 if getattr(backend, "device", "auto") == "cpu" else getattr(backend, "tensor_parallel_size", 1)
+    return RayConfig(num_workers=dp, num_gpus=gpus, num_cpus=1)
 
 
 def _force_bars() -> bool:

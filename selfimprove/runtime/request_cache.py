@@ -25,7 +25,8 @@ class RequestCache:
         self._db = None
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(str(path), check_same_thread=False)
+            # Ray workers of one job share the file: wait for another writer's lock instead of failing
+            self._db = sqlite3.connect(str(path), check_same_thread=False, timeout=120)
             self._db.execute("CREATE TABLE IF NOT EXISTS cache (key TEXT PRIMARY KEY, value TEXT)")
             self._db.commit()
         self.hits = 0

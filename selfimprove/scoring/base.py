@@ -45,6 +45,7 @@ class Scorer(ABC):
     Options: ClassVar[type[BaseModel]] = NoOptions
     needs_model: ClassVar[bool] = False
     groupwise: ClassVar[bool] = False  # a sample's value depends on the other samples of its prompt (votes, pairwise comparisons)
+    whole_table: ClassVar[bool] = False  # needs every prompt at once (picks a valid set among them): the score stage gives it one shard
 
     def __init__(self, task: Task, options: dict | BaseModel | None = None, where: str | None = None):
         self.task = task

@@ -47,6 +47,7 @@ class DSWeight(ModelScorer):
     name = "ds_weight"
     output_columns = ("ds_weight", "ds_deviation", "ds_loss")
     Options = DSWeightOptions
+    whole_table = True
 
     def valid_rows(self, prompts: dict[str, dict]) -> list[dict]:
         """SFT rows of the valid set: the first `valid_size` prompts (by id) that have a reference."""

@@ -8,9 +8,11 @@ problem, the first attempt as the assistant's turn, then the instruction; sharde
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from ...config import GenerateConfig
 from ...generation import Generator, Request, SamplingParams
-from ...models import ModelRef
+from ...models import ModelRef, reachable
 from ...runtime.context import RunContext
 from ...store import StageDir, stable_hash
 from ..runner import run_shards, run_stage
@@ -45,16 +47,27 @@ def shard_params(params: SamplingParams, shard: int) -> SamplingParams:
 
 def generate_shard(gen: Generator, prompt_rows: list[dict], model: ModelRef, params: SamplingParams, shard: int, iteration: int,
                    progress=None) -> list[dict]:
-    """One shard's samples: plain rows in, plain rows out (the unit of work a worker runs)."""
+    """One shard's samples: plain rows in, plain rows out."""
     outs = gen.generate([Request(p["prompt_id"], p["messages"]) for p in prompt_rows], shard_params(params, shard), progress=progress)
     return sample_rows(prompt_rows, outs, model, params, iteration)
 
 
+@dataclass(frozen=True)
+class GenerateWork:
+    """Shard work of every generating stage (generate, revise, eval): the context's backend on `model`."""
+
+    model: ModelRef
+    params: SamplingParams
+    iteration: int
+
+    def __call__(self, ctx: RunContext, index: int, prompt_rows: list[dict], advance) -> list[dict]:
+        return generate_shard(ctx.generator(reachable(self.model)), prompt_rows, self.model, self.params, index, self.iteration, advance)
+
+
 def generate_sharded(ctx: RunContext, sd: StageDir, prompt_rows: list[dict], model: ModelRef, params: SamplingParams,
                      shard_size: int, iteration: int, label: str) -> list[dict]:
-    """Generate every missing shard with the run's backend; returns all samples."""
-    return run_shards(ctx, sd, prompt_rows, shard_size,
-                      lambda i, shard, advance: generate_shard(ctx.generator(model), shard, model, params, i, iteration, advance), label)
+    """Generate every missing shard with the run's backend (here or on its Ray workers); returns all samples."""
+    return run_shards(ctx, sd, prompt_rows, shard_size, GenerateWork(model, params, iteration), label)
 
 
 def revise_turn(ctx: RunContext, sd: StageDir, cfg: GenerateConfig, prompt_rows: list[dict], first: list[dict], model: ModelRef,

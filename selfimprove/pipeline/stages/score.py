@@ -1,19 +1,23 @@
 """Score stage: extract each completion's answer, then run the configured scorers (`score:`).
 
 Reads `prompts` and `samples`; writes the samples' columns + `answer`, every scorer's columns, `scorer_errors`.
+Shards are whole prompts (every sample and turn of a prompt together, so votes and pairwise judges see their
+group): a killed run resumes at the last finished shard, and with `ray:` the shards are judged on the Ray workers.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from ...config import ScorerConfig
 from ...judging.diagnostics import judge_report
-from ...models import ModelRef
+from ...models import ModelRef, reachable
 from ...runtime.context import RunContext
 from ...scoring import make_scorers
 from ...scoring.apply import score_samples
 from ...scoring.judge_base import bind_scorers
 from ...store import StageDir
-from ..runner import run_stage
+from ..runner import run_shards, run_stage
 
 
 def score_counts(rows: list[dict]) -> dict:
@@ -28,19 +32,44 @@ def score_counts(rows: list[dict]) -> dict:
     return counts
 
 
-def score_stage(ctx: RunContext, iteration: int, cfg: list[ScorerConfig], prompts_sd: StageDir, samples_sd: StageDir, policy: ModelRef) -> StageDir:
-    """`policy` wrote the samples: the judge of scorers whose `judge` option is `policy`."""
+@dataclass(frozen=True)
+class ScoreWork:
+    """One shard of prompt groups (`{"prompt": row, "samples": [...]}`) through the stage's scorers, bound in the
+    context that runs it (model-based ones judge with `policy` or the model their `judge` option names)."""
+
+    scorers: tuple[ScorerConfig, ...]
+    policy: ModelRef
+
+    def __call__(self, ctx: RunContext, index: int, groups: list[dict], advance) -> list[dict]:
+        scorers = make_scorers(list(self.scorers), ctx.task)
+        bind_scorers(scorers, ctx, reachable(self.policy))
+        prompts = {g["prompt"]["prompt_id"]: g["prompt"] for g in groups}
+        rows = score_samples(scorers, ctx.task, prompts, [s for g in groups for s in g["samples"]])
+        advance(len(groups))
+        return rows
+
+
+def score_stage(ctx: RunContext, iteration: int, cfg: list[ScorerConfig], prompts_sd: StageDir, samples_sd: StageDir, policy: ModelRef,
+                shard_size: int = 32) -> StageDir:
+    """`policy` wrote the samples: the judge of scorers whose `judge` option is `policy`. `shard_size` prompts per shard
+    (one shard when a scorer needs the whole table, like ds_weight)."""
     task = ctx.task
     scorers = make_scorers(cfg, task)
     judges = bind_scorers(scorers, ctx, policy)
-    config = {"score": [s.model_dump() for s in cfg], "task": task.cfg.model_dump()}
+    config = {"score": [s.model_dump() for s in cfg], "task": task.cfg.model_dump(), "shard_size": shard_size}
     inputs = {"prompts": prompts_sd.fingerprint, "samples": samples_sd.fingerprint, **{f"judge:{k}": v for k, v in judges.items()}}
     sd = ctx.store.stage(iteration, "score", config, inputs)
 
     def work(sd: StageDir):
-        prompts = {p["prompt_id"]: p for p in prompts_sd.rows()}
         samples = samples_sd.rows() if samples_sd.table_path.exists() else samples_sd.read_shards()
-        rows = score_samples(scorers, task, prompts, samples, f"iter {iteration} score", ctx.progress)
+        by_prompt: dict[str, list[dict]] = {}
+        for s in samples:
+            by_prompt.setdefault(s["prompt_id"], []).append(s)
+        groups = [{"prompt": p, "samples": by_prompt[p["prompt_id"]]} for p in prompts_sd.rows() if p["prompt_id"] in by_prompt]
+        size = len(groups) if any(s.whole_table for s in scorers) else shard_size
+        scored = run_shards(ctx, sd, groups, max(size, 1), ScoreWork(tuple(cfg), policy), f"iter {iteration} score")
+        order = {s["sample_id"]: i for i, s in enumerate(samples)}
+        rows = sorted(scored, key=lambda r: order[r["sample_id"]])  # the samples table's order
         extra = {"judge": judge_report(rows)}
         if task.outcome_column:
             extra["sandbox"] = task.sandbox().isolation()  # the isolation layers that applied

@@ -39,7 +39,7 @@ def train_stage(ctx: RunContext, iteration: int, cfg: TrainBase, select_sd: Stag
     sd = ctx.store.stage(iteration, "train", config, inputs)
 
     def work(sd: StageDir):
-        ctx.release_generator()  # one model in memory at a time
+        ctx.release_models()  # one model in memory at a time: the generators (and Ray workers) free the accelerator first
         rows = select_sd.rows()
         if len(rows) < cfg.min_rows:
             counts = (select_sd.manifest() or {}).get("counts", {})

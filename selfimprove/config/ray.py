@@ -1,0 +1,25 @@
+"""The `ray:` section of a pipeline, eval suite, judge job or generate job: run the stage's shards on a pool of
+Ray actors (each holding one backend instance) instead of in this process. Absent: no Ray."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field
+
+from .base import Strict
+
+
+class RayConfig(Strict):
+    """Where the actors run and what each one gets. The same file runs on a laptop (`address` unset: a local
+    cluster is started in this process) and on a cluster (`address: auto` from a node of it)."""
+
+    address: str | None = Field(
+        None, description="None: start a local Ray cluster in this process (ray.init()); 'auto': join the cluster this node belongs "
+                          "to; 'ray://head:10001': Ray Client.")
+    num_workers: int = Field(2, gt=0, description="Actors in the pool; each holds one backend instance (model, engine or client).")
+    num_cpus: float = Field(1, ge=0, description="CPUs reserved per actor (also its torch thread count).")
+    num_gpus: float = Field(0, ge=0, description="GPUs reserved per actor (a vLLM engine with tensor_parallel_size k needs k).")
+    resources: dict[str, float] = Field(default_factory=dict, description="Custom Ray resources per actor, e.g. {accelerator_type:H100: 0.01}.")
+    max_retries: int = Field(3, ge=0, description="Times one shard is retried after its worker was lost (a new actor replaces it).")
+    runtime_env: dict[str, Any] | None = Field(None, description="Ray runtime_env for the actors (env_vars, pip, working_dir ...).")
