@@ -185,6 +185,43 @@ def judge(
 
 
 @app.command()
+def generate(
+    job: Path = typer.Argument(..., help="Generate job YAML (jobs/sample.yaml) or a bundled job's name."),
+    input_: Optional[str] = typer.Option(None, "--input", "-i", help="Rows: .jsonl / .parquet / .csv / dataset folder / hub id."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Results folder (default: <output_dir>/<name>/)."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="The model that samples (default: the job's `model`)."),
+    set_: Optional[List[str]] = typer.Option(None, "--set", help="Override a job value: --set sampling.n=8 (repeatable)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as one JSON object on stdout."),
+):
+    """Sample n completions per input row from any backend (sharded, resumable; on Ray with `ray:`)."""
+    import json
+
+    from .config import load_generate_job
+    from .errors import SelfImproveError
+
+    overrides = list(set_ or [])
+    if input_:
+        overrides.append(f"input.source={json.dumps(input_)}")
+    if model:
+        overrides.append(f"model={json.dumps(model)}")
+    try:
+        cfg = load_generate_job(find_config(job, "jobs"), overrides)
+        _quiet_libraries()
+        from .jobs.generate import run_generate_job
+
+        summary, root = run_generate_job(cfg, console, output=output)
+    except SelfImproveError as e:
+        _fail(str(e), e.exit_code)
+    if as_json:
+        print(json.dumps(summary, default=str))
+    else:
+        from .jobs.generate import summary_markdown
+
+        console.print(summary_markdown(summary))
+    console.print(f"results: {root} (samples/table.parquet, summary.json, summary.md)")
+
+
+@app.command()
 def report(run: Path = typer.Argument(..., help="Run folder, e.g. runs/quickstart")):
     """Rebuild summary.json, accuracy.png and report.html from a run folder's tables and manifests."""
     from .evaluation.report import build_summary, write_report

@@ -13,7 +13,8 @@ sys.path.insert(0, str(REPO / "scripts"))
 from import_graph import cycles, import_graph, importers_of  # noqa: E402
 
 GRAPH = import_graph(REPO / "selfimprove")
-RUNTIME = ("selfimprove.pipeline", "selfimprove.runtime.context", "selfimprove.cli", "selfimprove.evaluation.suite", "selfimprove.judging")
+RUNTIME = ("selfimprove.pipeline", "selfimprove.runtime.context", "selfimprove.cli", "selfimprove.evaluation.suite", "selfimprove.judging",
+           "selfimprove.jobs")
 
 
 def test_no_import_cycles():
@@ -62,7 +63,7 @@ def test_dry_run_and_help_import_no_torch(tmp_path):
         assert r.exit_code == 0, r.output
         r = CliRunner().invoke(app, ["--help"])
         assert r.exit_code == 0, r.output
-        for job in (["eval", "--help"], ["judge", "--help"]):
+        for job in (["eval", "--help"], ["judge", "--help"], ["generate", "--help"]):
             assert CliRunner().invoke(app, job).exit_code == 0
     """
     assert _modules_after(code) == "[]"

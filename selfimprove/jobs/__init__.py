@@ -1,0 +1,1 @@
+"""Batch jobs beside the loop: `selfimprove generate` (jobs/generate.py)."""
