@@ -38,3 +38,52 @@ def test_vllm_generates_n_samples_with_logprobs(builtin_model_path):
         hf.close()
     finally:
         gen.close()
+
+
+def test_a_run_serves_iteration_adapters_on_the_base_engine_and_close_ends_the_engine(builtin_model_path, tmp_path):
+    """`enable_lora`: iter_1, trained as LoRA on the base model, is its adapter on the base engine (no second engine,
+    no merge needed), and answers as its merged model does; `close()` ends the engine's process."""
+    import multiprocessing
+
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from selfimprove.models import DEFAULT_MODEL, merge_lora
+    from selfimprove.prompts import PromptLibrary
+    from selfimprove.runtime.context import RunContext
+    from selfimprove.store import StageDir
+    from selfimprove.tasks import make_task
+
+    torch.manual_seed(0)
+    base = AutoModelForCausalLM.from_pretrained(builtin_model_path, dtype=torch.float32)
+    lora = get_peft_model(base, LoraConfig(r=8, lora_alpha=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    train = tmp_path / "run" / "iter_1" / "train"
+    lora.save_pretrained(train / "adapter")
+    merge_lora(builtin_model_path, train / "adapter", train / "model")
+    prompts = PromptLibrary()
+    from selfimprove.config import TaskConfig
+
+    ctx = RunContext(tmp_path / "run", make_task(TaskConfig(name="arithmetic"), prompts), prompts, model=DEFAULT_MODEL,
+                     backend=VLLMBackendConfig(max_model_len=512, enable_lora=True, max_lora_rank=8))
+    StageDir(train, "train", {}, {"model": ctx.base_model().fingerprint}).finish(output_fingerprint="trained", counts={}, seconds=0)
+
+    reqs = [Request(f"p{i}", [{"role": "user", "content": f"What is {i} + 7?"}]) for i in range(3)]
+    greedy = SamplingParams(n=1, temperature=0.0, max_tokens=16)
+    texts = lambda outs: [o[0].text for o in outs]  # noqa: E731
+    try:
+        it1 = ctx.generator(ctx.iteration_model(1))
+        assert it1.info.extra["served_as"] == "lora"
+        engine = ctx._generator[1]
+        with_adapter = texts(it1.generate(reqs, greedy))
+        without = texts(ctx.generator(ctx.base_model()).generate(reqs, greedy))
+        assert ctx._generator[1] is engine  # the base model is the same engine: nothing reloaded
+        assert with_adapter != without
+    finally:
+        ctx.release_generator()
+    assert not [p for p in multiprocessing.active_children() if p.is_alive()]  # the engine's process is gone
+    merged = make_generator(VLLMBackendConfig(max_model_len=512), train / "model")
+    try:
+        assert texts(merged.generate(reqs, greedy)) == with_adapter
+    finally:
+        merged.close()

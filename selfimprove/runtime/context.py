@@ -4,6 +4,7 @@ base model, and one generator at a time. Stage settings are not here: each stage
 from __future__ import annotations
 
 import logging
+import re
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -72,7 +73,7 @@ class RunContext:
         self._generator: tuple[str, Generator] | None = None
         self._request_cache: RequestCache | None = None
         self.trackers = None  # runtime.tracking.Trackers, when the job reports to any
-        self.ray = ray or implicit_ray(backend)  # config.ray.RayConfig: shard work runs on a pool of Ray actors
+        self.ray = implicit_ray(backend, ray)  # config.ray.RayConfig: shard work runs on a pool of Ray actors
         self._pool = None  # the Ray actor pool (runtime.ray_pool.WorkerPool) once shard work started it (pipeline.runner.workers)
 
     # -- models ---------------------------------------------------------------------------
@@ -88,8 +89,13 @@ class RunContext:
 
     def generator(self, model: ModelRef, backend=None) -> Generator:
         """The backend for `model` (the run's backend unless another is given), reused while the same
-        model is asked for: one model in memory at a time, so a judge that is the policy costs nothing."""
+        model is asked for: one model in memory at a time, so a judge that is the policy costs nothing. With vLLM's
+        `enable_lora`, an iteration trained as a LoRA adapter on the base model is that adapter on the base engine."""
         backend = backend or self.backend
+        adapter = self.served_adapter(model, backend)
+        if adapter is not None:
+            k, path = adapter
+            return self.generator(self.base_model(), backend).adapter_view(model.ref, k, path)
         key = stable_hash([model.fingerprint, backend.model_dump()])
         if self._generator and self._generator[0] == key:
             return self._generator[1]
@@ -98,6 +104,21 @@ class RunContext:
             gen = make_generator(backend, model.path)
         self._generator = (key, gen)
         return gen
+
+    def served_adapter(self, model: ModelRef, backend) -> tuple[int, Path] | None:
+        """(k, adapter folder) when `model` is iter_<k> of this run, trained as LoRA on the base model, and `backend`
+        serves adapters (vLLM `enable_lora`); None otherwise (the merged model loads instead)."""
+        m = re.fullmatch(r"iter_(\d+)", model.ref)
+        if not (m and getattr(backend, "enable_lora", False)):
+            return None
+        k = int(m.group(1))
+        train = self.store.root / model.ref / "train"
+        started_from = ((StageDir(train, "train", {}).manifest() or {}).get("inputs") or {}).get("model")
+        if (train / "adapter" / "adapter_config.json").is_file() and started_from == self.base_model().fingerprint:
+            return k, (train / "adapter").resolve()
+        log.info("%s: not served as a LoRA adapter (%s); loading its merged model", model.ref,
+                 "no adapter" if not (train / "adapter").is_dir() else "its adapter was trained on another iteration's model")
+        return None
 
     def release_generator(self) -> None:
         if self._generator:
@@ -173,10 +194,17 @@ class RunContext:
                                                                **{k: v for k, v in report.extra.get("train", {}).items() if k != "per_step"}})
 
 
-def implicit_ray(backend):
-    """`backend.data_parallel_size: k` (vLLM) without a `ray:` section: k engines as a local pool of k Ray actors,
-    each with `tensor_parallel_size` GPUs."""
+def implicit_ray(backend, ray=None):
+    """The job's `ray:` section; or, for vLLM's `data_parallel_size: k` without one, k engines as a local pool of k Ray
+    actors with `tensor_parallel_size` GPUs each."""
     dp = getattr(backend, "data_parallel_size", 1)
+    if ray is not None:
+        if dp > 1 and ray.num_workers != dp:
+            from ..errors import ConfigError
+
+            raise ConfigError(f"backend.data_parallel_size is {dp} but ray.num_workers is {ray.num_workers}: each Ray worker holds one "
+                              "engine, so set one of them (or both to the same number)")
+        return ray
     if dp <= 1:
         return None
     from ..config.ray import RayConfig
