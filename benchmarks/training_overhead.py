@@ -4,6 +4,10 @@ as a plain reward function). Both sides use the same TRL config (LoRA, float32 o
 and the same rows; the time is `trainer.train()` only (loading and saving excluded). Goal: ratio >= 0.95.
 
     python benchmarks/training_overhead.py [--model builtin:smollm2-135m-instruct] [--steps 8] [--grpo-steps 2] [--repeats 2]
+        [--device cpu|cuda]
+
+On `--device cuda` both sides train in bf16 where the GPU has it (training.common.training_setup decides for ours,
+the plain side takes the same), still LoRA and without gradient checkpointing (benchmarks/gpu/si_gpu.sh runs this).
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from selfimprove.config import DPOTrainConfig, GRPOTrainConfig, SFTTrainConfig, 
 from selfimprove.models import resolve_model
 from selfimprove.prompts import PromptLibrary
 from selfimprove.tasks import make_task
-from selfimprove.training.common import load_model_and_tokenizer, peft_config, quiet, total_steps
+from selfimprove.training.common import load_model_and_tokenizer, peft_config, quiet, total_steps, training_setup
 from selfimprove.training.dpo import DPOTrainer, dpo_config
 from selfimprove.training.grpo import GRPOTrainer, grpo_config
 from selfimprove.training.sft import SFTTrainer, sft_config
@@ -61,8 +65,9 @@ def plain_sft(model_path, rows, cfg, out: Path) -> tuple[float, int]:
     import datasets
     from trl import SFTTrainer as TRLSFTTrainer
 
-    args = sft_config(cfg, out, on_cpu=True, bf16=False, total_steps=total_steps(len(rows), cfg))
-    model, tok = load_model_and_tokenizer(model_path, torch.float32)
+    _, dtype, on_cpu = training_setup(cfg.device)
+    args = sft_config(cfg, out, on_cpu=on_cpu, bf16=dtype == torch.bfloat16, total_steps=total_steps(len(rows), cfg))
+    model, tok = load_model_and_tokenizer(model_path, dtype)
     ds = datasets.Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"]} for r in rows])
     tr = TRLSFTTrainer(model=model, args=args, train_dataset=ds, processing_class=tok, peft_config=peft_config(cfg.lora))
     return timed(tr), tr.state.global_step
@@ -72,8 +77,9 @@ def plain_dpo(model_path, rows, cfg, out: Path) -> tuple[float, int]:
     import datasets
     from trl import DPOTrainer as TRLDPOTrainer
 
-    args = dpo_config(cfg, out, on_cpu=True, bf16=False, total_steps=total_steps(len(rows), cfg))
-    model, tok = load_model_and_tokenizer(model_path, torch.float32)
+    _, dtype, on_cpu = training_setup(cfg.device)
+    args = dpo_config(cfg, out, on_cpu=on_cpu, bf16=dtype == torch.bfloat16, total_steps=total_steps(len(rows), cfg))
+    model, tok = load_model_and_tokenizer(model_path, dtype)
     ds = datasets.Dataset.from_list([{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in rows])
     tr = TRLDPOTrainer(model=model, args=args, train_dataset=ds, processing_class=tok, peft_config=peft_config(cfg.lora))
     return timed(tr), tr.state.global_step
@@ -93,8 +99,9 @@ def plain_grpo(model_path, rows, cfg, task, out: Path) -> tuple[float, int]:
         top = {pid: c.most_common(1)[0][0] for pid, c in votes.items()}
         return [1.0 if a is not None and a == top.get(pid) else 0.0 for pid, a in zip(prompt_id, answers)]
 
-    args = grpo_config(cfg, out, on_cpu=True, bf16=False, total_steps=cfg.max_steps)
-    model, tok = load_model_and_tokenizer(model_path, torch.float32)
+    _, dtype, on_cpu = training_setup(cfg.device)
+    args = grpo_config(cfg, out, on_cpu=on_cpu, bf16=dtype == torch.bfloat16, total_steps=cfg.max_steps)
+    model, tok = load_model_and_tokenizer(model_path, dtype)
     ds = datasets.Dataset.from_list([{"prompt": list(r["messages"]), "prompt_id": r["prompt_id"], "reference": r["reference"]} for r in rows])
     tr = TRLGRPOTrainer(model=model, reward_funcs=[majority], args=args, train_dataset=ds, processing_class=tok, peft_config=peft_config(cfg.lora))
     return timed(tr), tr.state.global_step
@@ -106,10 +113,11 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=8, help="optimizer steps of SFT and DPO")
     ap.add_argument("--grpo-steps", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=2, help="alternate plain/ours this many times; the fastest of each counts")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (bf16 there)")
     a = ap.parse_args()
     model = resolve_model(a.model)
     task = make_task(TaskConfig(name="arithmetic"), PromptLibrary())
-    common = dict(lora=LORA, batch_size=4, device="cpu", max_length=128)
+    common = dict(lora=LORA, batch_size=4, device=a.device, max_length=128)
     sft = SFTTrainConfig(**common, epochs=1.0)  # rows = steps x batch: one epoch is `steps` optimizer steps
     dpo = DPOTrainConfig(**common, epochs=1.0, learning_rate=5e-5)
     grpo = GRPOTrainConfig(**{**common, "batch_size": 8}, rewards=[{"scorer": "majority_vote", "column": "is_majority"}], num_generations=8,
@@ -121,7 +129,9 @@ def main() -> None:
         ("grpo", lambda out: plain_grpo(model, prompt_rows(8), grpo, task, out),
          lambda out: ours(GRPOTrainer(grpo).attach(task), model, prompt_rows(8), out)),
     ]
-    print(f"model {a.model}, torch threads {torch.get_num_threads()}, {a.steps} SFT/DPO steps of 4 rows, {a.grpo_steps} GRPO steps of 8 completions")
+    _, dtype, _ = training_setup(a.device)
+    gpu = f", {torch.cuda.get_device_name()}" if a.device.startswith("cuda") else ""
+    print(f"model {a.model}, {a.device}{gpu} {str(dtype).removeprefix('torch.')}, torch threads {torch.get_num_threads()}, {a.steps} SFT/DPO steps of 4 rows, {a.grpo_steps} GRPO steps of 8 completions")
     print(f"{'method':6} {'plain TRL s':>12} {'selfimprove s':>14} {'steps':>6} {'plain steps/s':>14} {'ours steps/s':>13} {'ratio':>6}")
     for name, plain, mine in cases:
         best_p = best_o = math.inf
