@@ -41,20 +41,30 @@ def test_samples_summary_and_resume(rows, tiny_model_path, tmp_path):
     assert summary["tokens_per_s"] > 0 and summary["samples_this_run"] == 15
     assert (out / "summary.md").read_text().startswith("# generate job `sample`")
 
-    # a killed job: shard 1 and the manifest lost; the rerun makes only shard 1 again, and the same rows
-    shards = out / "samples" / "shards"
+    # a killed job: shard 1 and the manifests lost; the rerun makes only shard 1 again, and the same rows
+    shards = out / "generation" / "shards"
     kept = {p.name: p.stat().st_mtime_ns for p in shards.glob("shard_*.parquet") if p.name != "shard_00001.parquet"}
     (shards / "shard_00001.parquet").unlink()
-    (out / "samples" / "manifest.json").unlink()
+    for m in (out / "samples" / "manifest.json", out / "generation" / "manifest.json"):
+        m.unlink()
     r = generate(*args)
     assert r.exit_code == 0, r.output
     again = json.loads(r.stdout.strip().splitlines()[-1])
     assert {p.name: p.stat().st_mtime_ns for p in shards.glob("shard_*.parquet") if p.name != "shard_00001.parquet"} == kept
     assert again["samples_this_run"] == 6  # 2 rows x 3 samples
     assert read_table(out / "samples" / "table.parquet") == table
-    # a finished job does nothing
+    # a finished job does nothing (and claims no throughput)
     r = generate(*args)
     assert r.exit_code == 0 and "skipped" in r.output
+    assert json.loads(r.stdout.strip().splitlines()[-1])["samples_this_run"] == 0
+    # another column edited: the table is rebuilt with it, from the same shards (nothing sampled again)
+    write_rows(rows, [{"question": f"What is {i} + 3?", "answer": -i, "qid": f"q{i}"} for i in range(5)])
+    r = generate(*args)
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout.strip().splitlines()[-1])["samples_this_run"] == 0
+    rebuilt = read_table(out / "samples" / "table.parquet")
+    assert [t["answer"] for t in rebuilt[::3]] == [0, -1, -2, -3, -4]
+    assert [t["completion"] for t in rebuilt] == [t["completion"] for t in table]
 
 
 def test_chat_messages_and_templates(tmp_path, tiny_model_path):
@@ -80,6 +90,8 @@ def test_chat_messages_and_templates(tmp_path, tiny_model_path):
     ([{"prompt": "a"}], ["input.fields.answer=x"], "input.fields: unknown field(s) ['answer']"),
     ([{"prompt": "a"}], ["sampling.tempreature=1"], "sampling.tempreature"),
     ([{"prompt": "a"}], ["ray.num_wrokers=2"], "ray.num_wrokers"),
+    ([{"prompt": "a", "completion": "b"}], [], "row 0: column(s) ['completion'] would be overwritten"),
+    ([{"prompt": "a"}], ["sampling.temperature=0", "sampling.n=2"], "temperature 0 (greedy) gives one completion per row"),
 ])
 def test_bad_input_fails_before_any_model_loads(tmp_path, no_model_loads, rows, sets, message):
     path = write_rows(tmp_path / "rows.jsonl", rows)

@@ -15,7 +15,6 @@ import pytest
 
 from selfimprove.config import SplitConfig, TaskConfig, TransformersBackendConfig, load_pipeline
 from selfimprove.config.ray import RayConfig
-from selfimprove.errors import ConfigError
 from selfimprove.generation import SamplingParams
 from selfimprove.models import DEFAULT_MODEL
 from selfimprove.pipeline.stages.generate import generate_sharded
@@ -101,14 +100,17 @@ def test_killed_worker_shard_is_retried_and_rows_equal_a_run_without_ray(cluster
     assert on_ray == without
 
 
-def test_pipeline_on_ray_writes_the_rows_a_run_without_ray_writes(cluster, one_thread, pipeline_yaml):
+def test_pipeline_on_ray_writes_the_rows_a_run_without_ray_writes(cluster, one_thread, pipeline_yaml, monkeypatch):
     """generate -> score (a self-judging scorer too) -> select -> train -> eval with `ray:`: the workers end before
     training (their models free the accelerator) and new ones evaluate; every table equals the run without Ray's."""
     from selfimprove.pipeline.loop import run_pipeline
 
     path, runs = pipeline_yaml
+    ran = spy_on_pool(monkeypatch)
     scorers = "[{name: gold}, {name: majority_vote}, {name: pointwise_judge, options: {mode: logprobs}}]"
     with_ray = run_pipeline(load_pipeline(path, ["name=onray", f"score={scorers}", "ray={num_workers: 2}"]))
+    # every shard ran on the workers: generate 6 prompts / 3 and score 2 shards, plus the evals' shards
+    assert ran["ScoreWork"] == 2 and ran["GenerateWork"] > 2, ran
     without = run_pipeline(load_pipeline(path, ["name=local", f"score={scorers}"]))
     assert with_ray["iterations"][-1]["metrics"]["accuracy"] == without["iterations"][-1]["metrics"]["accuracy"]
     for table in ("iter_0/eval", "iter_1/generate", "iter_1/score", "iter_1/select", "iter_1/eval"):
@@ -119,11 +121,12 @@ def test_pipeline_on_ray_writes_the_rows_a_run_without_ray_writes(cluster, one_t
     assert len(list((runs / "onray" / "iter_1" / "score" / "shards").glob("shard_*.parquet"))) == 2
 
 
-def test_judge_and_eval_jobs_on_ray(cluster, one_thread, tiny_model_path, tmp_path):
+def test_judge_and_eval_jobs_on_ray(cluster, one_thread, tiny_model_path, tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
     from selfimprove.cli import app
 
+    ran = spy_on_pool(monkeypatch)
     rows = tmp_path / "rows.jsonl"
     rows.write_text("".join(f'{{"prompt": "What is {i} + 2?", "response": "The answer is {i + 2}.", "reference": "{i + 2}"}}\n' for i in range(6)))
     base = ["judge", "pointwise", "--input", str(rows), "--model", str(tiny_model_path), "--set", "shard_size=2",
@@ -137,6 +140,7 @@ def test_judge_and_eval_jobs_on_ray(cluster, one_thread, tiny_model_path, tmp_pa
     # the workers' request counts reach the job's counts
     counts = [json.loads((tmp_path / d / "results" / "manifest.json").read_text())["counts"] for d in ("j_ray", "j_local")]
     assert counts[0]["requests"] > 0 and counts[0] == counts[1]
+    assert ran == {"JudgeWork": 3}
 
     ev = ["eval", "arithmetic", "--model", str(tiny_model_path), "--set", "data.size=6", "--set", "eval.n=2", "--set", "eval.max_tokens=8",
           "--set", "eval.shard_size=2", "--json"]
@@ -144,17 +148,42 @@ def test_judge_and_eval_jobs_on_ray(cluster, one_thread, tiny_model_path, tmp_pa
     e2 = CliRunner().invoke(app, ev + ["-o", str(tmp_path / "e_local")])
     assert e1.exit_code == 0 and e2.exit_code == 0, e1.output + e2.output
     assert read_table(tmp_path / "e_ray" / "results" / "table.parquet") == read_table(tmp_path / "e_local" / "results" / "table.parquet")
+    assert ran["GenerateWork"] >= 3  # greedy: 6 prompts / 2, then the sampled ones
 
 
-def test_a_pool_the_local_cluster_cannot_hold_fails_before_any_model_loads(cluster, tmp_path):
-    from selfimprove.pipeline.runner import workers
+def spy_on_pool(monkeypatch) -> dict:
+    """Counts the shards each kind of shard work ran on a Ray pool (a job that never used Ray counts none)."""
+    from selfimprove.runtime.ray_pool import WorkerPool
 
-    ctx, _ = context(tmp_path, RayConfig(num_workers=3, num_cpus=1))
-    with pytest.raises(ConfigError, match=r"ray: 3 workers .* CPU: 3 needed, 2 in the cluster"):
-        workers(ctx)
-    ctx, _ = context(tmp_path, RayConfig(num_workers=1, num_gpus=1))
-    with pytest.raises(ConfigError, match="GPU: 1 needed, 0 in the cluster"):
-        workers(ctx)
+    ran: dict = {}
+    real = WorkerPool.run
+
+    def run(self, work, pending, on_done):
+        ran[type(work).__name__] = ran.get(type(work).__name__, 0) + len(pending)
+        return real(self, work, pending, on_done)
+
+    monkeypatch.setattr(WorkerPool, "run", run)
+    return ran
+
+
+def test_an_error_in_a_shard_is_raised_as_itself_while_other_shards_run(cluster, tmp_path):
+    """A model the workers cannot load: the stage stops with that ModelError (exit code 3 in the CLI), not a Ray
+    wrapper, and not retried (it is not a lost worker)."""
+    from pathlib import Path
+
+    from selfimprove.errors import ModelError
+    from selfimprove.models import ModelRef
+
+    ctx, task = context(tmp_path, RayConfig(num_workers=2))
+    sd = ctx.store.stage(1, "generate", {"test": 2}, {})
+    sd.begin()
+    gone = ModelRef("gone", Path(tmp_path / "no-such-model"), "fp")
+    try:
+        with pytest.raises(ModelError, match="no model folder"):
+            generate_sharded(ctx, sd, task.load(SplitConfig(size=4, seed=1), "data"), gone, SamplingParams(max_tokens=4), 1, 1, "g")
+        assert ctx._pool.retries == 0
+    finally:
+        ctx.close()
 
 
 @pytest.fixture

@@ -13,6 +13,15 @@ from .base import Strict, tagged_union
 
 class BackendBase(Strict):
     name: str
+
+    def identity(self) -> dict:
+        """The settings that decide what the backend outputs, for stage config hashes and request-cache keys: how it is
+        spread (engines, prefix caching, adapters per batch) is left out, so scaling a run out keeps its finished shards,
+        and so is `enable_lora` while off (runs made before it existed keep their hashes)."""
+        d = self.model_dump(exclude=EXECUTION_ONLY)
+        if not d.get("enable_lora", True):
+            d.pop("enable_lora")
+        return d
     batch_size: int = Field(
         64, gt=0, description="transformers: sequences decoded together. Other backends batch on their own and ignore it, so a "
         "suite written for transformers can switch backend with one `--set backend.name=...`.",
@@ -70,6 +79,7 @@ class VLLMBackendConfig(LocalBackend):
 
 
 VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+EXECUTION_ONLY = {"data_parallel_size", "enable_prefix_caching", "max_loras"}
 
 
 class OpenAIBackendConfig(BackendBase):

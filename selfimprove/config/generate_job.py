@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from ..models import DEFAULT_MODEL
 from .backend import BackendConfig, TransformersBackendConfig
@@ -37,6 +37,12 @@ class GenerateJobConfig(Strict):
     @classmethod
     def _safe_name(cls, v: str) -> str:
         return plain_name(v)
+
+    @model_validator(mode="after")
+    def _greedy_is_one_sample(self) -> "GenerateJobConfig":
+        if self.sampling.temperature == 0 and self.sampling.n > 1:
+            raise ValueError("sampling: temperature 0 (greedy) gives one completion per row: set sampling.n to 1 or raise the temperature")
+        return self
 
 
 def load_generate_job(path: str | Path, overrides: list[str] | None = None) -> GenerateJobConfig:

@@ -19,7 +19,10 @@ class RayConfig(Strict):
                           "to; 'ray://head:10001': Ray Client.")
     num_workers: int = Field(2, gt=0, description="Actors in the pool; each holds one backend instance (model, engine or client).")
     num_cpus: float = Field(1, ge=0, description="CPUs reserved per actor (also its torch thread count).")
-    num_gpus: float = Field(0, ge=0, description="GPUs reserved per actor (a vLLM engine with tensor_parallel_size k needs k).")
+    num_gpus: float | None = Field(
+        None, ge=0, description="GPUs reserved per actor. None: what the backend needs when the cluster has GPUs (vLLM: "
+                                "tensor_parallel_size; transformers: 1), 0 for openai, device: cpu or a cluster without GPUs. Ray hides "
+                                "every GPU from an actor that asks for 0.")
     resources: dict[str, float] = Field(default_factory=dict, description="Custom Ray resources per actor, e.g. {accelerator_type:H100: 0.01}.")
     max_retries: int = Field(3, ge=0, description="Times one shard is retried after its worker was lost (a new actor replaces it).")
     runtime_env: dict[str, Any] | None = Field(None, description="Ray runtime_env for the actors (env_vars, pip, working_dir ...).")

@@ -58,7 +58,7 @@ def run_suite(cfg: EvalSuiteConfig, console: Console, *, output: Path | None = N
     else:
         e = cfg.eval
         model = ctx.base_model()
-        config = {"eval": e.model_dump(), "backend": cfg.backend.model_dump(), "task": cfg.task.model_dump(), **task.template_info()}
+        config = {"eval": e.model_dump(), "backend": cfg.backend.identity(), "task": cfg.task.model_dump(), **task.template_info()}
         inputs = {"prompts": stable_hash([[r["prompt_id"], r["messages"], r["reference"]] for r in rows]), "model": model.fingerprint}
         sd = StageDir(root / "results", "eval", config, inputs)
 

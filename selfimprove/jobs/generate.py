@@ -1,8 +1,9 @@
 """`selfimprove generate`: n samples per input row from any backend, sharded and resumable by the shared runner
 (on Ray workers with `ray:`), then a summary: tokens, finish reasons, throughput. The companion of `selfimprove judge`.
 
-Output folder: `samples/table.parquet` (written in shards first; one row per sample: the input row's columns, then
-`row`, `id`, `sample`, `completion`, `num_tokens`, `logprob_sum`, `finish_reason`, `model_ref`, `sampling`),
+Output folder: `samples/table.parquet` (one row per sample: the input row's columns, then `row`, `id`, `sample`,
+`completion`, `num_tokens`, `logprob_sum`, `finish_reason`, `model_ref`, `sampling`), built from `generation/shards/`
+(written as each shard finishes; keyed on the prompts, so editing another input column only rebuilds the table),
 `summary.json` and `summary.md`.
 """
 
@@ -38,7 +39,12 @@ def request_rows(cfg: GenerateJobConfig, prompts: PromptLibrary) -> list[dict]:
         raise ConfigError(f"template: no template {cfg.template!r} (known: {prompts.names()})")
     out, seen = [], set()
     for i, raw in enumerate(load_split_rows(cfg.input, "input")):
+        index = raw.get("_row_index", i)  # the row's number in the input (before input.shuffle / input.size)
         raw = {k: v for k, v in raw.items() if k != "_row_index"}
+        clash = sorted(set(raw) & set(OUTPUT_COLUMNS) - ({"id"} if col["id"] == "id" else set()))  # an `id` column is the id
+        if clash:
+            raise ConfigError(f"input: row {i}: column(s) {clash} would be overwritten by the output's own; rename them in the input "
+                              "(re-sampling an earlier output: keep only the prompt and id columns)")
         if "messages" in cfg.input.fields or (cfg.template is None and "prompt" not in cfg.input.fields and col["messages"] in raw
                                               and col["prompt"] not in raw):
             messages = field_value(raw, col["messages"], "input.fields.messages", i)
@@ -59,11 +65,11 @@ def request_rows(cfg: GenerateJobConfig, prompts: PromptLibrary) -> list[dict]:
         system = raw.get(col["system"]) if col["system"] in raw else cfg.system
         if system and messages[0]["role"] != "system":
             messages = [{"role": "system", "content": str(system)}] + messages
-        rid = str(field_value(raw, col["id"], "input.fields.id", i)) if ("id" in cfg.input.fields or col["id"] in raw) else f"row{i}"
+        rid = str(field_value(raw, col["id"], "input.fields.id", i)) if ("id" in cfg.input.fields or col["id"] in raw) else f"row{index}"
         if rid in seen:
             raise ConfigError(f"input: row {i}: id {rid!r} is not unique (input.fields.id names the id column)")
         seen.add(rid)
-        out.append({"prompt_id": rid, "messages": messages, "row": i, "input": raw})
+        out.append({"prompt_id": rid, "messages": messages, "row": index, "input": raw})
     return out
 
 
@@ -102,31 +108,40 @@ def run_generate_job(cfg: GenerateJobConfig, console, *, output: Path | None = N
     ctx = RunContext(root, make_task(TaskConfig(name="freeform"), prompts), prompts, model=cfg.model, backend=cfg.backend, console=console,
                      ray=cfg.ray)
     model = ctx.base_model()
-    config = {"sampling": params.to_dict(), "backend": cfg.backend.model_dump(), "shard_size": cfg.shard_size}
-    sd = StageDir(root / "samples", "generate_job", config, {"rows": stable_hash([[r["prompt_id"], r["messages"]] for r in requests]),
+    config = {"sampling": params.to_dict(), "backend": cfg.backend.identity(), "shard_size": cfg.shard_size}
+    # the samples' shards depend on the prompts only (keyed on them, beside the table); the table also on the input's
+    # other columns, so an edited column rebuilds the table from the same shards
+    shards = StageDir(root / "generation", "generate_job_shards", config, {"requests": stable_hash([[r["prompt_id"], r["messages"]] for r in requests]),
+                                                                            "model": model.fingerprint})
+    sd = StageDir(root / "samples", "generate_job", config, {"rows": stable_hash([[r["prompt_id"], r["messages"], r["row"], r["input"]] for r in requests]),
                                                               "model": model.fingerprint})
     by_id = {r["prompt_id"]: r for r in requests}
 
     def work(sd: StageDir):
-        shards = range(0, len(requests), cfg.shard_size)
-        before = {i for i, _ in enumerate(shards) if sd.has_shard(i)}
-        samples = generate_sharded(ctx, sd, [{"prompt_id": r["prompt_id"], "messages": r["messages"]} for r in requests], model, params,
+        if not shards.is_complete():
+            shards.begin()  # keeps the shards made for these prompts with this config
+        position = {r["prompt_id"]: i for i, r in enumerate(requests)}
+        before = {i for i in range(0, -(-len(requests) // cfg.shard_size)) if shards.has_shard(i)}
+        samples = generate_sharded(ctx, shards, [{"prompt_id": r["prompt_id"], "messages": r["messages"]} for r in requests], model, params,
                                    cfg.shard_size, 0, cfg.name)
-        table = []
+        shards.finish(output_fingerprint=stable_hash([s["sample_id"] for s in samples]), counts={"samples": len(samples)}, seconds=0)
+        table, fresh_tokens, fresh = [], 0, 0
         for s in samples:
             req = by_id[s["prompt_id"]]
             table.append({**req["input"], "row": req["row"], "id": req["prompt_id"], "sample": int(s["sample_id"].rsplit("/s", 1)[1]),
                           **{k: s[k] for k in OUTPUT_COLUMNS[3:]}})
-        fresh = [t for t in table if t["row"] // cfg.shard_size not in before]
-        return table, {"rows": len(requests), "samples": len(table)}, {"fresh": [sum(t["num_tokens"] for t in fresh), len(fresh)]}
+            if position[s["prompt_id"]] // cfg.shard_size not in before:
+                fresh, fresh_tokens = fresh + 1, fresh_tokens + s["num_tokens"]
+        return table, {"rows": len(requests), "samples": len(table)}, {"fresh": [fresh_tokens, fresh]}
 
+    skipped = sd.is_complete()
     try:
         run_stage(ctx, None, sd, work)
     finally:
         ctx.close()
     m = sd.manifest()
     table = sd.rows()
-    summary = summarize(table, m["seconds"], *m.get("fresh", [0, 0]))
+    summary = summarize(table, 0.0, 0, 0) if skipped else summarize(table, m["seconds"], *m.get("fresh", [0, 0]))
     summary.update(job=cfg.name, model=cfg.model, backend=cfg.backend.name, sampling=params.to_dict())
     atomic_write_json(root / "summary.json", summary)
     atomic_write_bytes(root / "summary.md", summary_markdown(summary).encode())

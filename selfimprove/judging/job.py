@@ -38,8 +38,7 @@ class JudgeWork:
     shard_size: int
 
     def __call__(self, ctx: RunContext, index: int, shard: list[dict], advance) -> list[dict]:
-        scorers = make_scorers(list(self.scorers), ctx.task, "scorers")
-        bind_scorers(scorers, ctx, reachable(self.policy))
+        scorers = ctx.bound_scorers(list(self.scorers), reachable(self.policy), "scorers")
         prompts, samples = prompt_and_samples(shard)
         first = index * self.shard_size
         scored = score_samples(scorers, ctx.task, prompts, samples, f"{self.name} rows {first}-{first + len(shard)}", ctx.progress)
@@ -63,7 +62,7 @@ def run_job(cfg: JudgeJobConfig, console, *, output: Path | None = None, diagnos
     root = Path(output) if output else Path(cfg.output_dir) / cfg.name
     ctx = RunContext(root, task, prompts_lib, model=cfg.model, backend=cfg.backend, console=console, ray=cfg.ray)
     policy = ctx.base_model()
-    config = {"scorers": [s.model_dump() for s in cfg.scorers], "task": cfg.task.model_dump(), "backend": cfg.backend.model_dump(),
+    config = {"scorers": [s.model_dump() for s in cfg.scorers], "task": cfg.task.model_dump(), "backend": cfg.backend.identity(),
               "shard_size": cfg.shard_size}
     sd = StageDir(root / "results", "judge", config, {"rows": stable_hash(rows), "model": policy.fingerprint})  # a subfolder: a changed config clears only it
 
@@ -79,6 +78,7 @@ def run_job(cfg: JudgeJobConfig, console, *, output: Path | None = None, diagnos
         table = sd.rows()
         summary = dict(sd.manifest()["summary"])
         if diagnose:
+            ctx.release_models()  # the Ray workers' models leave the GPU before diagnostics load judges here
             summary["diagnostics"] = diagnostics(ctx, cfg, task, table, policy)
     finally:
         ctx.close()

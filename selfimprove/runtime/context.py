@@ -74,6 +74,7 @@ class RunContext:
         self._request_cache: RequestCache | None = None
         self.trackers = None  # runtime.tracking.Trackers, when the job reports to any
         self.ray = implicit_ray(backend, ray)  # config.ray.RayConfig: shard work runs on a pool of Ray actors
+        self._scorers: dict[str, list] = {}  # bound_scorers
         self._pool = None  # the Ray actor pool (runtime.ray_pool.WorkerPool) once shard work started it (pipeline.runner.workers)
 
     # -- models ---------------------------------------------------------------------------
@@ -139,11 +140,25 @@ class RunContext:
         self.release_generator()
         if self._pool is not None:
             self._pool.close()
-            self._pool = None  # the Ray actor pool (runtime.ray_pool.WorkerPool) once shard work started it (pipeline.runner.workers)
+            self._scorers: dict[str, list] = {}  # bound_scorers
+        self._pool = None  # the Ray actor pool (runtime.ray_pool.WorkerPool) once shard work started it (pipeline.runner.workers)
 
     def close(self) -> None:
         """The job is over: free models, end the Ray workers (and Ray, if this job started it)."""
         self.release_models()
+
+    def bound_scorers(self, configs: list, policy: ModelRef, where: str = "score") -> list:
+        """The scorers `configs` name, bound to this context's models (judging `policy`); built once per job, so a shard
+        of a sharded stage reuses them (a reward model loads once)."""
+        from ..scoring import make_scorers
+        from ..scoring.judge_base import bind_scorers
+
+        key = stable_hash([[c.model_dump() if hasattr(c, "model_dump") else c for c in configs], policy.fingerprint, where])
+        if key not in self._scorers:
+            scorers = make_scorers(configs, self.task, where)
+            bind_scorers(scorers, self, policy)
+            self._scorers[key] = scorers
+        return self._scorers[key]
 
     @property
     def request_cache(self) -> RequestCache:
@@ -209,8 +224,7 @@ def implicit_ray(backend, ray=None):
         return None
     from ..config.ray import RayConfig
 
-    gpus = 0 if getattr(backend, "device", "auto") == "cpu" else getattr(backend, "tensor_parallel_size", 1)
-    return RayConfig(num_workers=dp, num_gpus=gpus, num_cpus=1)
+    return RayConfig(num_workers=dp, num_cpus=1)  # GPUs per worker: tensor_parallel_size where the cluster has GPUs
 
 
 def _force_bars() -> bool:

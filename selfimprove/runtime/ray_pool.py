@@ -9,6 +9,7 @@ not retried: it is raised here as it was raised there."""
 from __future__ import annotations
 
 import logging
+import os
 from collections import Counter, deque
 from typing import Callable
 
@@ -35,7 +36,11 @@ class WorkerPool:
         ray = import_ray()
         self.cfg, self.spec, self.warn = cfg, spec, warn
         self.started_ray = False
-        if not ray.is_initialized():
+        self.workers: list = []
+        if ray.is_initialized():
+            if cfg.address is not None:
+                warn(f"ray.address {cfg.address!r} is not used: this process is already connected to a Ray cluster")
+        else:
             kwargs = {"address": cfg.address, "include_dashboard": False, "logging_level": logging.WARNING}
             try:
                 ray.init(**kwargs)
@@ -43,36 +48,26 @@ class WorkerPool:
                 raise ConfigError(f"ray.address: cannot reach the Ray cluster at {cfg.address!r} ({e}); start it with `ray start --head` "
                                   "or leave ray.address unset for a local cluster") from e
             self.started_ray = True
-        self._check_resources(ray)
-        options = {"num_cpus": cfg.num_cpus, "num_gpus": cfg.num_gpus, "max_restarts": 0, "max_task_retries": 0}
-        if cfg.resources:
-            options["resources"] = dict(cfg.resources)
-        if cfg.runtime_env:
-            options["runtime_env"] = cfg.runtime_env
-        self._actor = ray.remote(ShardWorker).options(**options)
-        self.workers: list = []
-        self.info: dict = {}  # actor id -> {"pid", "host"}
-        self.busy: dict = {}  # actor id -> shard index it is working on
-        self.retries = 0
-        for _ in range(cfg.num_workers):
-            self.workers.append(self._spawn())
-        self.ready()
-
-    def _check_resources(self, ray) -> None:
-        """A pool the cluster can never hold would wait forever: fail now, naming the setting."""
-        total = ray.cluster_resources()
-        need = {"CPU": self.cfg.num_cpus * self.cfg.num_workers, "GPU": self.cfg.num_gpus * self.cfg.num_workers,
-                **{k: v * self.cfg.num_workers for k, v in self.cfg.resources.items()}}
-        short = {k: (v, total.get(k, 0)) for k, v in need.items() if v > total.get(k, 0) + 1e-9}
-        if not short:
-            return
-        what = ", ".join(f"{k}: {v:g} needed, {have:g} in the cluster" for k, (v, have) in short.items())
-        message = (f"ray: {self.cfg.num_workers} workers x (num_cpus {self.cfg.num_cpus:g}, num_gpus {self.cfg.num_gpus:g}"
-                   f"{', resources ' + str(self.cfg.resources) if self.cfg.resources else ''}) do not fit: {what}. "
-                   "Lower ray.num_workers or the per-worker resources")
-        if self.cfg.address is None:  # a local cluster never grows
-            raise ConfigError(message)
-        self.warn(message + " (waiting for the cluster to grow)")
+        try:
+            total = ray.cluster_resources()
+            self.num_gpus = cfg.num_gpus if cfg.num_gpus is not None else gpus_per_worker(spec.backend, total.get("GPU", 0))
+            check_resources(cfg, self.num_gpus, total, self.started_ray and cfg.address is None and not os.environ.get("RAY_ADDRESS"), warn)
+            options = {"num_cpus": cfg.num_cpus, "num_gpus": self.num_gpus, "max_restarts": 0, "max_task_retries": 0}
+            if cfg.resources:
+                options["resources"] = dict(cfg.resources)
+            if cfg.runtime_env:
+                options["runtime_env"] = cfg.runtime_env
+            self._actor = ray.remote(ShardWorker).options(**options)
+            self.info: dict = {}  # actor id -> {"pid", "host"} (None until the actor answered)
+            self.busy: dict = {}  # actor id -> shard index it is working on
+            self.retries = 0
+            self.shards_run = 0
+            for _ in range(cfg.num_workers):
+                self.workers.append(self._spawn())
+            self.ready()
+        except BaseException:
+            self.close()
+            raise
 
     def _spawn(self):
         actor = self._actor.remote(self.spec, max(1, int(self.cfg.num_cpus)) if self.cfg.num_cpus else None)
@@ -106,6 +101,7 @@ class WorkerPool:
                     inflight[w.run.remote(work, index, items)] = (index, items, w)
                     self.busy[w._actor_id.hex()] = index
                 (ref,), _ = ray.wait(list(inflight), num_returns=1)
+                self.shards_run += 1
                 index, items, w = inflight.pop(ref)
                 self.busy.pop(w._actor_id.hex(), None)
                 try:
@@ -132,36 +128,69 @@ class WorkerPool:
                 on_done(index, rows, stats)
                 idle.append(w)
         finally:
-            for ref in inflight:
-                ray.cancel(ref, force=True)
+            for ref in inflight:  # an error ends the stage: the shards still running are not waited for
+                try:
+                    ray.cancel(ref)
+                except Exception as e:  # noqa: BLE001 - the task may have finished or its actor died meanwhile
+                    log.debug("cancel: %s", e)
             self.busy.clear()
 
     def _replace(self, dead):
+        """A new actor in the dead one's place; it is not waited for (the shard queue moves on with the others)."""
         ray = import_ray()
         try:
             ray.kill(dead, no_restart=True)
-        except Exception:  # already gone
+        except Exception:  # noqa: BLE001 - already gone
             pass
         self.info.pop(dead._actor_id.hex(), None)
         fresh = self._spawn()
         self.workers[self.workers.index(dead)] = fresh
-        self.ready()
         return fresh
 
-    def release(self) -> None:
-        """Free every actor's model (GPU memory included) but keep the actors."""
+    def release(self, timeout: float = 120) -> None:
+        """Free every actor's model (its generator's close(): a vLLM engine shuts its process down) but keep the actors."""
         ray = import_ray()
-        ray.get([w.release.remote() for w in self.workers])
+        ray.wait([w.release.remote() for w in self.workers], num_returns=len(self.workers), timeout=timeout)
 
     def close(self) -> None:
-        """End the actors (their processes, so every byte of GPU memory they held), and Ray if this pool started it."""
+        """Free the actors' models, then end the actors (their processes, so all the GPU memory they held), and Ray if
+        this pool started it."""
         ray = import_ray()
+        if self.workers:
+            try:
+                self.release()
+            except Exception as e:  # noqa: BLE001 - a dead actor has nothing to free
+                log.debug("release: %s", e)
         for w in self.workers:
             try:
                 ray.kill(w, no_restart=True)
-            except Exception:
+            except Exception:  # noqa: BLE001
                 pass
         self.workers = []
         if self.started_ray:
             ray.shutdown()
+            self.started_ray = False
 
+
+def check_resources(cfg: RayConfig, num_gpus: float, total: dict, own_cluster: bool, warn: Callable[[str], None]) -> None:
+    """A pool the cluster can never hold would wait forever: fail now when this job started the (local) cluster, which
+    never grows; warn on a joined cluster, which may autoscale."""
+    n = cfg.num_workers
+    need = {"CPU": cfg.num_cpus * n, "GPU": num_gpus * n, **{k: v * n for k, v in cfg.resources.items()}}
+    short = {k: (v, total.get(k, 0)) for k, v in need.items() if v > total.get(k, 0) + 1e-9}
+    if not short:
+        return
+    what = ", ".join(f"{k}: {v:g} needed, {have:g} in the cluster" for k, (v, have) in short.items())
+    message = (f"ray: {n} workers x (num_cpus {cfg.num_cpus:g}, num_gpus {num_gpus:g}{', resources ' + str(cfg.resources) if cfg.resources else ''}) "
+               f"do not fit: {what}. Lower ray.num_workers or the per-worker resources")
+    if own_cluster:
+        raise ConfigError(message)
+    warn(message + " (waiting for the cluster to grow)")
+
+
+def gpus_per_worker(backend: dict, cluster_gpus: float) -> float:
+    """GPUs one actor needs for `backend` when `ray.num_gpus` is not set: none for a remote server or a CPU device or a
+    cluster without GPUs (Ray hides every GPU from an actor that asks for 0), else vLLM's tensor_parallel_size or 1."""
+    if backend.get("name") == "openai" or backend.get("device") == "cpu" or not cluster_gpus:
+        return 0
+    return backend.get("tensor_parallel_size", 1) if backend.get("name") == "vllm" else 1

@@ -137,7 +137,7 @@ class ModelScorer(Scorer):
     def _key(self, kind: str, payload) -> str:
         if self.model is None:
             self._gen()  # raises the "not bound" error
-        backend = self.backend.model_dump(exclude={"api_key_env"}) if self.backend else None
+        backend = {k: v for k, v in self.backend.identity().items() if k != "api_key_env"} if self.backend else None
         return stable_hash([kind, self.model.fingerprint, backend, payload])
 
     def generate_cached(self, messages: list[list[dict]], params: SamplingParams, progress=None) -> list[list[dict]]:

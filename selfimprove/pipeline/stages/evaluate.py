@@ -59,7 +59,7 @@ def evaluate(ctx: RunContext, sd: StageDir, prompt_rows: list[dict], model: Mode
 
 def eval_stage(ctx: RunContext, iteration: int, cfg: EvalConfig, prompts_sd: StageDir, model: ModelRef) -> StageDir:
     """Reads the eval prompts; writes scored rows and `metrics.json` for `model`."""
-    config = {"eval": cfg.model_dump(), "backend": ctx.backend.model_dump(), "task": ctx.task.cfg.model_dump()}
+    config = {"eval": cfg.model_dump(), "backend": ctx.backend.identity(), "task": ctx.task.cfg.model_dump()}
     sd = ctx.store.stage(iteration, "eval", config, {"prompts": prompts_sd.fingerprint, "model": model.fingerprint})
 
     def work(sd: StageDir):

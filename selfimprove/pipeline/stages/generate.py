@@ -102,7 +102,7 @@ def generation_counts(rows: list[dict]) -> dict:
 def generate_stage(ctx: RunContext, iteration: int, cfg: GenerateConfig, prompts_sd: StageDir, model: ModelRef) -> StageDir:
     """Reads the `prompts` table; writes the `samples` table (iteration k samples with seed `generate.seed + k`)."""
     params = cfg.params(seed=cfg.seed + iteration)
-    config = {"generate": cfg.model_dump(), "backend": ctx.backend.model_dump(), "iteration_seed": params.seed}
+    config = {"generate": cfg.model_dump(), "backend": ctx.backend.identity(), "iteration_seed": params.seed}
     sd = ctx.store.stage(iteration, "generate", config, {"prompts": prompts_sd.fingerprint, "model": model.fingerprint})
 
     def work(sd: StageDir):

@@ -41,8 +41,7 @@ class ScoreWork:
     policy: ModelRef
 
     def __call__(self, ctx: RunContext, index: int, groups: list[dict], advance) -> list[dict]:
-        scorers = make_scorers(list(self.scorers), ctx.task)
-        bind_scorers(scorers, ctx, reachable(self.policy))
+        scorers = ctx.bound_scorers(list(self.scorers), reachable(self.policy))
         prompts = {g["prompt"]["prompt_id"]: g["prompt"] for g in groups}
         rows = score_samples(scorers, ctx.task, prompts, [s for g in groups for s in g["samples"]])
         advance(len(groups))
