@@ -91,6 +91,7 @@ BACKENDS: Registry = Registry("backend", "selfimprove.generation.base:Generator"
     "transformers": "selfimprove.generation.hf:TransformersGenerator",
     "vllm": "selfimprove.generation.vllm:VLLMGenerator",
     "openai": "selfimprove.generation.openai_api:OpenAIGenerator",
+    "ray_llm": "selfimprove.generation.ray_llm:RayLLMGenerator",
 })
 
 SCORERS: Registry = Registry("scorer", "selfimprove.scoring.base:Scorer", {

@@ -159,3 +159,33 @@ def test_revision_turn_and_correction_trajectories(pipeline, tmp_path):
     assert [m["role"] for m in r["prompt"]][-3:] == ["user", "assistant", "user"] and r["prompt"][-2]["content"] == by_id[r["parent_id"]]["completion"]
     assert it1["train"]["train"]["rows"] == len(rows)
     assert it1["generate"]["counts"]["revisions"]["samples"] == len(second)
+
+
+def test_training_leaves_no_model_behind(pipeline):
+    """After the train stage, no model object of the training is alive (its GPU memory can go back to the device
+    before the next generator loads), and the run's generators were released."""
+    import gc
+
+    from transformers import PreTrainedModel
+
+    from selfimprove.pipeline.loop import prepare
+    from selfimprove.pipeline.stages.data import prompts_stage
+    from selfimprove.pipeline.stages.generate import generate_stage
+    from selfimprove.pipeline.stages.score import score_stage
+    from selfimprove.pipeline.stages.select import select_stage
+    from selfimprove.pipeline.stages.train import train_stage
+
+    cfg = load_pipeline(pipeline, ["iterations=1"])
+    ctx, rows = prepare(cfg)
+    train_sd, _ = prompts_stage(ctx, rows)
+    samples = generate_stage(ctx, 1, cfg.generate, train_sd, ctx.base_model())
+    scored = score_stage(ctx, 1, cfg.score, train_sd, samples, ctx.base_model())
+    chosen = select_stage(ctx, 1, cfg.select, cfg.seed + 1, cfg.train.accumulate_data, train_sd, scored, [])
+    assert ctx._generator is not None  # the policy is loaded for generation
+    ctx.release_generator()
+    gc.collect()
+    before = {id(o) for o in gc.get_objects() if isinstance(o, PreTrainedModel)}  # other tests' models, if any are alive
+    train_stage(ctx, 1, cfg.train, chosen, ctx.base_model())
+    gc.collect()
+    assert ctx._generator is None
+    assert [type(o).__name__ for o in gc.get_objects() if isinstance(o, PreTrainedModel) and id(o) not in before] == []

@@ -79,7 +79,23 @@ class VLLMBackendConfig(LocalBackend):
 
 
 VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
-EXECUTION_ONLY = {"data_parallel_size", "enable_prefix_caching", "max_loras"}
+EXECUTION_ONLY = {"data_parallel_size", "enable_prefix_caching", "max_loras", "address", "concurrency", "engine_batch_size", "accelerator_type"}
+
+
+class RayLLMBackendConfig(LocalBackend):
+    """Ray's own batch inference (`ray.data.llm.build_processor` with `vLLMEngineProcessorConfig`): vLLM engines that Ray
+    Data schedules on the cluster, fed one row per sample. Generation only (judges that score texts need `vllm`)."""
+
+    name: Literal["ray_llm"] = "ray_llm"
+    address: str | None = Field(None, description="Ray cluster: None starts a local one (or uses the connected one); 'auto' joins this node's.")
+    concurrency: int = Field(1, gt=0, description="vLLM engines (Ray Data actors), each with tensor_parallel_size GPUs.")
+    tensor_parallel_size: int = Field(1, gt=0)
+    engine_batch_size: int = Field(32, gt=0, description="Rows Ray Data hands an engine at a time.")
+    gpu_memory_utilization: float | None = Field(None, gt=0, le=1, description="Default 0.85 on GPU, 0.25 on CPU (of the machine's memory).")
+    max_model_len: int | None = Field(2048)
+    enforce_eager: bool | None = Field(None, description="None = eager on CPU only.")
+    enable_prefix_caching: bool = True
+    accelerator_type: str | None = Field(None, description="Ray accelerator type for the engines, e.g. H100.")
 
 
 class OpenAIBackendConfig(BackendBase):
@@ -110,7 +126,8 @@ class PluginBackendConfig(LocalBackend):
         return v
 
 
-BUILTIN_BACKENDS = {"transformers": TransformersBackendConfig, "vllm": VLLMBackendConfig, "openai": OpenAIBackendConfig}
+BUILTIN_BACKENDS = {"transformers": TransformersBackendConfig, "vllm": VLLMBackendConfig, "openai": OpenAIBackendConfig,
+                    "ray_llm": RayLLMBackendConfig}
 
 
 BackendConfig = tagged_union("backend", "name", BUILTIN_BACKENDS, PluginBackendConfig, default="transformers")

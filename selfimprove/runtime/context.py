@@ -213,6 +213,10 @@ def implicit_ray(backend, ray=None):
     """The job's `ray:` section; or, for vLLM's `data_parallel_size: k` without one, k engines as a local pool of k Ray
     actors with `tensor_parallel_size` GPUs each."""
     dp = getattr(backend, "data_parallel_size", 1)
+    if ray is not None and getattr(backend, "name", None) == "ray_llm":
+        from ..errors import ConfigError
+
+        raise ConfigError("backend ray_llm schedules its own engines on Ray (backend.address, backend.concurrency): leave out the `ray:` section")
     if ray is not None:
         if dp > 1 and ray.num_workers != dp:
             from ..errors import ConfigError

@@ -25,3 +25,14 @@ def training_dtype(device: torch.device) -> torch.dtype:
     if device.type == "cpu" or not torch.cuda.is_bf16_supported():
         return torch.float32
     return torch.bfloat16
+
+
+def free_accelerator_memory() -> None:
+    """Hand the memory of objects that are gone back to the device (torch keeps freed blocks cached for itself): a
+    vLLM engine that starts next measures what is free on the GPU, and torch's cache counts as taken."""
+    import gc
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+        torch.cuda.empty_cache()

@@ -55,7 +55,13 @@ def train_stage(ctx: RunContext, iteration: int, cfg: TrainBase, select_sd: Stag
                 stats = launch_training(cfg, start.path, rows, sd.path, task_cfg=ctx.task.cfg.model_dump(),
                                         prompts_dir=str(extra_dirs[0]) if extra_dirs else None, progress=bar.update)
             else:
-                stats = trainer.train(start.path, rows, sd.path, progress=bar.update)
+                try:
+                    stats = trainer.train(start.path, rows, sd.path, progress=bar.update)
+                finally:  # the reverse of the release above: the trained model leaves the GPU before the next generator loads
+                    from ...runtime.devices import free_accelerator_memory
+
+                    ctx.release_models()
+                    free_accelerator_memory()
         counts = {"rows": len(rows), "steps": stats["steps"]}
         sd.finish(
             output_fingerprint=tree_digest(sd.path / "model"),
