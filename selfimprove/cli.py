@@ -146,6 +146,18 @@ def print_eval(metrics: dict) -> None:
         console.print("sandbox: " + sandbox_layers(metrics["sandbox"]))
 
 
+def job_overrides(set_: list[str] | None, input_: str | None, model: str | None) -> list[str]:
+    """A job's `--set` overrides, with `--input` and `--model` as the ones they stand for."""
+    import json
+
+    overrides = list(set_ or [])
+    if input_:
+        overrides.append(f"input.source={json.dumps(input_)}")
+    if model:
+        overrides.append(f"model={json.dumps(model)}")
+    return overrides
+
+
 @app.command()
 def judge(
     job: Path = typer.Argument(..., help="Judge job YAML (judges/pointwise.yaml) or a bundled job's name."),
@@ -162,13 +174,8 @@ def judge(
     from .config import load_job
     from .errors import SelfImproveError
 
-    overrides = list(set_ or [])
-    if input_:
-        overrides.append(f"input.source={json.dumps(input_)}")
-    if model:
-        overrides.append(f"model={json.dumps(model)}")
     try:
-        cfg = load_job(find_config(job, "judges"), overrides)
+        cfg = load_job(find_config(job, "judges"), job_overrides(set_, input_, model))
         _quiet_libraries()
         from .judging.job import run_job
 
@@ -199,13 +206,8 @@ def generate(
     from .config import load_generate_job
     from .errors import SelfImproveError
 
-    overrides = list(set_ or [])
-    if input_:
-        overrides.append(f"input.source={json.dumps(input_)}")
-    if model:
-        overrides.append(f"model={json.dumps(model)}")
     try:
-        cfg = load_generate_job(find_config(job, "jobs"), overrides)
+        cfg = load_generate_job(find_config(job, "jobs"), job_overrides(set_, input_, model))
         _quiet_libraries()
         from .jobs.generate import run_generate_job
 
