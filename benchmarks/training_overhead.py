@@ -131,7 +131,8 @@ def main() -> None:
     ]
     _, dtype, _ = training_setup(a.device)
     gpu = f", {torch.cuda.get_device_name()}" if a.device.startswith("cuda") else ""
-    print(f"model {a.model}, {a.device}{gpu} {str(dtype).removeprefix('torch.')}, torch threads {torch.get_num_threads()}, {a.steps} SFT/DPO steps of 4 rows, {a.grpo_steps} GRPO steps of 8 completions")
+    print(f"model {a.model}, {a.device}{gpu} {str(dtype).removeprefix('torch.')}, torch threads {torch.get_num_threads()}, "
+          f"{a.steps} SFT/DPO steps of 4 rows, {a.grpo_steps} GRPO steps of 8 completions")
     print(f"{'method':6} {'plain TRL s':>12} {'selfimprove s':>14} {'steps':>6} {'plain steps/s':>14} {'ours steps/s':>13} {'ratio':>6}")
     for name, plain, mine in cases:
         best_p = best_o = math.inf

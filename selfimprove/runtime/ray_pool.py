@@ -61,7 +61,6 @@ class WorkerPool:
             self.info: dict = {}  # actor id -> {"pid", "host"} (None until the actor answered)
             self.busy: dict = {}  # actor id -> shard index it is working on
             self.retries = 0
-            self.shards_run = 0
             for _ in range(cfg.num_workers):
                 self.workers.append(self._spawn())
             self.ready()
@@ -101,7 +100,6 @@ class WorkerPool:
                     inflight[w.run.remote(work, index, items)] = (index, items, w)
                     self.busy[w._actor_id.hex()] = index
                 (ref,), _ = ray.wait(list(inflight), num_returns=1)
-                self.shards_run += 1
                 index, items, w = inflight.pop(ref)
                 self.busy.pop(w._actor_id.hex(), None)
                 try:
@@ -128,11 +126,10 @@ class WorkerPool:
                 on_done(index, rows, stats)
                 idle.append(w)
         finally:
-            for ref in inflight:  # an error ends the stage: the shards still running are not waited for
-                try:
-                    ray.cancel(ref)
-                except Exception as e:  # noqa: BLE001 - the task may have finished or its actor died meanwhile
-                    log.debug("cancel: %s", e)
+            # an error (or Ctrl-C) ends the stage: the shards still running are abandoned with their actors (a running
+            # call cannot be cancelled), which new actors replace, so closing the pool waits for nothing
+            for _, _, w in inflight.values():
+                self._replace(w)
             self.busy.clear()
 
     def _replace(self, dead):
