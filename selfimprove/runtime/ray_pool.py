@@ -46,7 +46,8 @@ class WorkerPool:
                 ray.init(**kwargs)
             except ConnectionError as e:
                 raise ConfigError(f"ray.address: cannot reach the Ray cluster at {cfg.address!r} ({e}); start it with `ray start --head` "
-                                  "or leave ray.address unset for a local cluster") from e
+                                  "(then `address: auto` on its nodes), or leave ray.address unset for a local cluster. Ray 2.60 clusters "
+                                  "check a token (~/.ray/auth_token, RAY_AUTH_MODE): the error lines above say whether it was refused") from e
             self.started_ray = True
         try:
             total = ray.cluster_resources()
