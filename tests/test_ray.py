@@ -151,6 +151,24 @@ def test_judge_and_eval_jobs_on_ray(cluster, one_thread, tiny_model_path, tmp_pa
     assert ran["GenerateWork"] >= 3  # greedy: 6 prompts / 2, then the sampled ones
 
 
+def test_generate_job_on_ray(cluster, one_thread, tiny_model_path, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from selfimprove.cli import app
+
+    ran = spy_on_pool(monkeypatch)
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text("".join(f'{{"prompt": "What is {i} + 4?"}}\n' for i in range(5)))
+    base = ["generate", "sample", "--input", str(rows), "--model", str(tiny_model_path), "--set", "sampling.n=2", "--set", "sampling.max_tokens=6",
+            "--set", "shard_size=2", "--json"]
+    r1 = CliRunner().invoke(app, base + ["-o", str(tmp_path / "g_ray"), "--set", "ray={num_workers: 2}"])
+    r2 = CliRunner().invoke(app, base + ["-o", str(tmp_path / "g_local")])
+    assert r1.exit_code == 0 and r2.exit_code == 0, r1.output + r2.output
+    a, b = (read_table(tmp_path / d / "samples" / "table.parquet") for d in ("g_ray", "g_local"))
+    assert len(a) == 10 and a == b
+    assert ran == {"GenerateWork": 3}
+
+
 def spy_on_pool(monkeypatch) -> dict:
     """Counts the shards each kind of shard work ran on a Ray pool (a job that never used Ray counts none)."""
     from selfimprove.runtime.ray_pool import WorkerPool
