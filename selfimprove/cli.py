@@ -158,6 +158,17 @@ def job_overrides(set_: list[str] | None, input_: str | None, model: str | None)
     return overrides
 
 
+def print_job_summary(summary: dict, as_json: bool, markdown, where: str) -> None:
+    """A batch job's summary: one JSON object on stdout (`--json`) or its markdown on the console; then where it is."""
+    import json
+
+    if as_json:
+        print(json.dumps(summary, default=str))
+    else:
+        console.print(markdown(summary))
+    console.print(where)
+
+
 @app.command()
 def judge(
     job: Path = typer.Argument(..., help="Judge job YAML (judges/pointwise.yaml) or a bundled job's name."),
@@ -169,7 +180,6 @@ def judge(
     as_json: bool = typer.Option(False, "--json", help="Print the summary as one JSON object on stdout."),
 ):
     """Score a dataset of (prompt, response[, response_b]) rows with an LLM judge or reward model (resumable)."""
-    import json
 
     from .config import load_job
     from .errors import SelfImproveError
@@ -182,13 +192,9 @@ def judge(
         summary, root = run_job(cfg, console, output=output, diagnose=diagnose)
     except SelfImproveError as e:
         _fail(str(e), e.exit_code)
-    if as_json:
-        print(json.dumps(summary, default=str))
-    else:
-        from .judging.diagnostics import summary_markdown
+    from .judging.diagnostics import summary_markdown
 
-        console.print(summary_markdown(summary))
-    console.print(f"results: {root} (table.parquet, summary.json, summary.md)")
+    print_job_summary(summary, as_json, summary_markdown, f"results: {root} (table.parquet, summary.json, summary.md)")
 
 
 @app.command()
@@ -201,7 +207,6 @@ def generate(
     as_json: bool = typer.Option(False, "--json", help="Print the summary as one JSON object on stdout."),
 ):
     """Sample n completions per input row from any backend (sharded, resumable; on Ray with `ray:`)."""
-    import json
 
     from .config import load_generate_job
     from .errors import SelfImproveError
@@ -214,13 +219,9 @@ def generate(
         summary, root = run_generate_job(cfg, console, output=output)
     except SelfImproveError as e:
         _fail(str(e), e.exit_code)
-    if as_json:
-        print(json.dumps(summary, default=str))
-    else:
-        from .jobs.generate import summary_markdown
+    from .jobs.generate import summary_markdown
 
-        console.print(summary_markdown(summary))
-    console.print(f"results: {root} (samples/table.parquet, summary.json, summary.md)")
+    print_job_summary(summary, as_json, summary_markdown, f"results: {root} (samples/table.parquet, summary.json, summary.md)")
 
 
 @app.command()
