@@ -86,3 +86,36 @@ def test_sft_config_refuses_a_setting_the_library_changed(tmp_path, monkeypatch)
     monkeypatch.setattr(SFTConfig, "__post_init__", overriding)
     with pytest.raises(StageError, match="packing"):
         _sft_config(tmp_path)
+
+
+def _extra(requirements: list[str], extra: str, name: str):
+    """The specifier the installed package's `extra` puts on `name` (None when it names none)."""
+    from packaging.requirements import Requirement
+
+    for text in requirements:
+        req = Requirement(text)
+        if req.name == name and req.marker is not None and req.marker.evaluate({"extra": extra}):
+            return req.specifier
+    return None
+
+
+def test_the_vllm_range_is_one_trl_and_ray_llm_accept():
+    """The `vllm` and `ray-llm` extras admit vLLM releases that the installed TRL's `vllm` extra and Ray's `llm` extra
+    both accept: TRL only warns about a vLLM outside its range, so a drifting pin would fail at run time, not install."""
+    from importlib.metadata import requires
+
+    import tomllib
+    from packaging.requirements import Requirement
+
+    extras = tomllib.loads((PACKAGE.parent / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    ours = {e: next(Requirement(r).specifier for r in extras[e] if Requirement(r).name == "vllm") for e in ("vllm", "ray-llm")}
+    assert ours["vllm"] == ours["ray-llm"], "the vllm and ray-llm extras must admit the same vLLM releases"
+    floor = next(s.version for s in ours["vllm"] if s.operator == ">=")
+    ceiling = next(s.version for s in ours["vllm"] if s.operator == "<=")
+    trl = _extra(requires("trl"), "vllm", "vllm")
+    assert trl is not None and trl.contains(floor) and trl.contains(ceiling), f"TRL accepts vllm{trl}; selfimprove's extra: vllm{ours['vllm']}"
+    ray = pytest.importorskip("ray")
+    pinned = _extra(requires("ray"), "llm", "vllm")
+    assert pinned is not None, f"ray {ray.__version__}'s llm extra names no vllm"
+    admitted = [v for v in (f"0.{m}.{p}" for m in range(20, 40) for p in range(3)) if pinned.contains(v)]
+    assert any(ours["vllm"].contains(v) for v in admitted), f"ray {ray.__version__}[llm] wants vllm{pinned}; selfimprove's extra: vllm{ours['vllm']}"

