@@ -52,6 +52,12 @@ def context(root, ray_cfg=None, model=DEFAULT_MODEL):
     return RunContext(root, task, prompts, model=model, backend=TransformersBackendConfig(batch_size=8), ray=ray_cfg), task
 
 
+def test_a_cluster_this_process_started_is_its_own(cluster):
+    from selfimprove.runtime.ray_pool import started_a_cluster
+
+    assert started_a_cluster(ray, RayConfig())
+
+
 def test_killed_worker_shard_is_retried_and_rows_equal_a_run_without_ray(cluster, one_thread, tmp_path):
     """SmolLM2 on 2 Ray workers, 4 shards; one worker is SIGKILLed while it works on a shard. The stage still
     finishes, every sample exists exactly once, and the rows are the rows of the same stage run here without Ray."""

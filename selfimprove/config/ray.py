@@ -12,11 +12,12 @@ from .base import Strict
 
 class RayConfig(Strict):
     """Where the actors run and what each one gets. The same file runs on a laptop (`address` unset: a local
-    cluster is started in this process) and on a cluster (`address: auto` from a node of it)."""
+    cluster is started in this process, unless one already runs there) and on a cluster (`address: auto` from a node of it)."""
 
     address: str | None = Field(
-        None, description="None: start a local Ray cluster in this process (ray.init()); 'auto': join the cluster this node belongs "
-                          "to; 'ray://head:10001': Ray Client.")
+        None, description="None: Ray's default (ray.init()): RAY_ADDRESS, else the cluster `ray start` runs on this node, else a "
+                          "new local cluster in this process; 'auto': join the cluster this node belongs to (an error if there is "
+                          "none); 'ray://head:10001': Ray Client.")
     num_workers: int = Field(2, gt=0, description="Actors in the pool; each holds one backend instance (model, engine or client).")
     num_cpus: float = Field(1, ge=0, description="CPUs reserved per actor (also its torch thread count).")
     num_gpus: float | None = Field(

@@ -52,7 +52,7 @@ class WorkerPool:
         try:
             total = ray.cluster_resources()
             self.num_gpus = cfg.num_gpus if cfg.num_gpus is not None else gpus_per_worker(spec.backend, total.get("GPU", 0))
-            check_resources(cfg, self.num_gpus, total, self.started_ray and cfg.address is None and not os.environ.get("RAY_ADDRESS"), warn)
+            check_resources(cfg, self.num_gpus, total, self.started_ray and started_a_cluster(ray, cfg), warn)
             options = {"num_cpus": cfg.num_cpus, "num_gpus": self.num_gpus, "max_restarts": 0, "max_task_retries": 0}
             if cfg.resources:
                 options["resources"] = dict(cfg.resources)
@@ -168,6 +168,15 @@ class WorkerPool:
         if self.started_ray:
             ray.shutdown()
             self.started_ray = False
+
+
+def started_a_cluster(ray, cfg: RayConfig) -> bool:
+    """Whether `ray.init()` started a new cluster in this process rather than joining one: `address`, RAY_ADDRESS, or,
+    with neither, a cluster `ray start` left running on this node, which Ray joins before it starts one."""
+    try:
+        return bool(ray._private.worker._global_node.head)  # Ray's own record (private: may move between releases)
+    except AttributeError:
+        return cfg.address is None and not os.environ.get("RAY_ADDRESS")
 
 
 def check_resources(cfg: RayConfig, num_gpus: float, total: dict, own_cluster: bool, warn: Callable[[str], None]) -> None:
