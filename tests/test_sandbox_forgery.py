@@ -264,3 +264,45 @@ def test_system_interpreters(python):
     with Sandbox(workers=1, python=python) as sb:
         res = sb.run(Program(STDLIB_PROGRAM.replace("import zoneinfo\n", ""), "assert f()[2] == '3.10'"))
     assert res.outcome == "passed", res
+
+
+SCIENTIFIC = {"numpy": "numpy.arange(3).sum()", "scipy": "scipy.special.comb(5, 2)", "pandas": "pandas.Series([1, 2]).sum()",
+              "sympy": "sympy.Integer(3)", "torch": "torch.tensor([1.0, 2.0]).sum().item()"}
+
+
+@pytest.mark.parametrize("module", sorted(SCIENTIFIC))
+def test_scientific_libraries_import_and_run(sandbox, module):
+    """Their imports load shared libraries through ctypes and import subprocess: library code, not the program's."""
+    pytest.importorskip(module)
+    body = f"import {module}\n{'import scipy.special' if module == 'scipy' else ''}\ndef f():\n    return float({SCIENTIFIC[module]})\n"
+    with Sandbox(workers=1, limits=SandboxLimits(timeout=30.0, memory_mb=4096)) as sb:
+        res = sb.run(Program(body, "assert f() > 0"))
+    assert res.outcome == "passed", res
+
+
+@pytest.mark.parametrize("body, tests", [
+    # files in the run's own /tmp and working directory, through tempfile (its probing and its fd-relative cleanup)
+    ("import tempfile, os\ndef f():\n    with tempfile.TemporaryDirectory() as d:\n        p = os.path.join(d, 'x')\n"
+     "        open(p, 'w').write('hi')\n        with tempfile.NamedTemporaryFile('w+') as t:\n            t.write('yo')\n"
+     "            t.seek(0)\n            return open(p).read() + t.read() + str(open('/tmp/z', 'w').write('1'))\n", "assert f() == 'hiyo1'"),
+    # in-place changes to nested containers and deques come back to the tests' own objects
+    ("def f(grid, d, q):\n    grid[0].append(9)\n    grid[1][0] = 7\n    d['k'].add(3)\n    q.appendleft(0)\n",
+     "import collections\ng = [[1], [2]]\nrow = g[0]\nd = {'k': {1}}\nq = collections.deque([1, 2], maxlen=3)\nf(g, d, q)\n"
+     "assert g == [[1, 9], [7]] and row == [1, 9] and d == {'k': {1, 3}} and q == collections.deque([0, 1, 2]) and q.maxlen == 3"),
+    # a module-level generator is not drained when the program loads
+    ("gen = (i for i in range(3))\ndef f():\n    return next(gen)\n", "assert f() == 0 and f() == 1"),
+    ("def counter():\n    n = 0\n    while True:\n        yield n\n        n += 1\nC = counter()\ndef f():\n    return next(C)\n", "assert f() == 0"),
+    # deep structures: an unused global, a returned value, and a global the tests read
+    ("x = []\nfor _ in range(3000):\n    x = [x]\ndef f():\n    return 1\n", "assert f() == 1"),
+    ("def f():\n    x = []\n    for _ in range(2000):\n        x = [x]\n    return x\n",
+     "r = f()\nn = 0\nwhile r:\n    r, n = r[0], n + 1\nassert n == 2000"),
+    ("LIMIT = 10\ndef f():\n    return LIMIT\n", "assert f() == LIMIT == 10"),
+    # a usage block under `if __name__ == '__main__'` stays unrun (input() would raise EOFError at load)
+    ("def f():\n    return 1\nif __name__ == '__main__':\n    input()\n", "assert f() == 1"),
+    # huge integers cross exactly, both ways
+    ("def f(n):\n    return n * 10 ** 5000 + 7\n", "assert f(3) == 3 * 10 ** 5000 + 7 and f(10 ** 6000) % 10 == 7"),
+], ids=["tempfile", "nested-in-place", "generator", "infinite-generator", "deep-global", "deep-result", "global-value", "usage-block",
+        "big-int"])
+def test_correct_programs_are_not_scored_wrong(sandbox, body, tests):
+    res = sandbox.run(Program(body, tests))
+    assert res.outcome == "passed", res

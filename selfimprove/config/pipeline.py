@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from ..errors import ConfigError
 from ..generation.base import SamplingParams
 from .backend import BackendConfig, TransformersBackendConfig
 from .base import Strict, load_config, plain_name
@@ -155,7 +156,8 @@ class PipelineConfig(Strict):
     data: DataConfig
     backend: BackendConfig = Field(default_factory=TransformersBackendConfig)
     generate: GenerateConfig = Field(default_factory=GenerateConfig)
-    score: list[ScorerConfig] = Field(default_factory=lambda: [ScorerConfig(name="gold"), ScorerConfig(name="majority_vote")])
+    score: list[ScorerConfig] = Field(default_factory=lambda: [ScorerConfig(name="gold"), ScorerConfig(name="majority_vote")],
+                                      description="Scorers, in order (default: gold and majority_vote; gold alone for a code task).")
     select: SelectConfig = Field(default_factory=SelectConfig)
     train: TrainConfig = Field(default_factory=SFTTrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
@@ -177,6 +179,20 @@ class PipelineConfig(Strict):
             self.train.device = getattr(self.backend, "device", "auto")
         if "report_to" not in self.train.model_fields_set:
             self.train.report_to = list(self.report_to)
+        return self
+
+    @model_validator(mode="after")
+    def _default_scorers(self) -> "PipelineConfig":
+        """Unless `score:` is given: gold and the majority vote, or gold alone for a code task (programs are not votes)."""
+        if "score" not in self.model_fields_set:
+            from ..registry import TASKS
+
+            try:
+                kind = getattr(TASKS.get(self.task.name, "task.name"), "kind", "answer")
+            except (ConfigError, ImportError):  # an unknown task is reported where the task is built, with its message
+                kind = "answer"
+            if kind != "answer":
+                self.score = [ScorerConfig(name="gold")]
         return self
 
     @model_validator(mode="after")

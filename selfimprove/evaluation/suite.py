@@ -140,6 +140,13 @@ def sandbox_layers(info: dict) -> str:
     """One line naming the isolation layers that applied (from `Sandbox.isolation()`)."""
     fs = info.get("filesystem") or {}
     hidden = f" hiding {', '.join(fs['hidden'])}" if fs.get("hidden") else ""
-    pid = "own pid namespace per program" if info.get("pid_namespace") else "no pid namespace"
-    return (f"network {info.get('network')}, uid {info.get('uid')}, {pid}, filesystem {fs.get('mode')}{hidden}, "
-            f"judge in a {info.get('judge')}, audit hook, limits {info.get('rlimits')}")
+    namespaces = [n for n, key in (("pid", "pid_namespace"), ("IPC", "ipc_namespace")) if info.get(key)]
+    own = f"own {' and '.join(namespaces)} namespace per program" if namespaces else "no pid or IPC namespace"
+    seccomp = info.get("seccomp") or {}
+    denied = sum(len(v) for v in (seccomp.get("denied") or {}).values())
+    filt = f"seccomp denies {denied} system calls" if seccomp.get("applied") else "no seccomp filter"
+    cg = info.get("cgroup") or {}
+    cgroup = f"a cgroup v{cg.get('version')} around each run" if cg.get("applied") else f"no cgroup ({cg.get('reason', 'unknown')})"
+    return (f"network {info.get('network')}, uid {info.get('uid')} (judge {info.get('judge_uid')}), {own}, {filt}, {cgroup}, "
+            f"filesystem {fs.get('mode')}{hidden}, judge in a {info.get('judge')}, "
+            f"audit hook {'on' if info.get('audit_hook') else 'off'}, limits {info.get('rlimits')}")

@@ -2,17 +2,19 @@
 
 Modes (`--filesystem`):
 
-- `jail` (preferred): in the zygote's private mount namespace, a tmpfs root holding read-only binds of the
-  system directories (/usr, /etc, ...), the interpreter's import paths and a few /dev nodes, plus an empty
-  /tmp and the per-program working directories. Children `chroot` into it: the user's home, run folders,
-  datasets and caches do not exist there, nothing outside the tmpfs is writable, and files a task names
-  (`--hide`: e.g. a benchmark's data file, which holds its canonical solutions) are covered by empty ones.
-  Needs a mount namespace: root, or the user namespace the zygote makes when not root.
+- `jail` (preferred): in the zygote's private mount namespace, a read-only tmpfs root holding read-only binds of
+  the system directories (/usr, /etc, ...), the interpreter's import paths and a few /dev nodes. Per run, fresh
+  size-capped tmpfs mounts (no exec, no devices) give the program an empty /tmp and working directory and the judge
+  a directory of its own, on fixed mount points in a read-only base; they are unmounted after the run, so no file
+  outlives it. Children `chroot` into it: the user's home, run folders, datasets and caches do not exist there,
+  and files a task names (`--hide`: e.g. a benchmark's data file, which holds its canonical solutions) are
+  covered by empty ones. Needs a mount namespace: root, or the user namespace the zygote makes when not root.
 - `mirror` (root without mount namespaces): the host's filesystem; when the interpreter lives where the
   unprivileged uid cannot read (pyenv, uv or conda under a mode-700 home), a world-readable copy of its
   standard library is put first on the children's `sys.path` (third-party packages stay unavailable).
 - `host`: the host's filesystem as it is. `auto`: `jail`, else `mirror` as root; `jail` or refuse when not root
-  (a program running as the user, on the user's files, is not isolated).
+  (a program running as the user, on the user's files, is not isolated). In `mirror` and `host` a program can
+  leave files where its uid may write (the host's /tmp) for a later run to find: only `jail` keeps runs apart.
 
 A probe child then imports modules from disk exactly as programs will; if that fails the zygote refuses to
 start with a message naming the directory, instead of silently scoring every correct program `failed`.
@@ -36,7 +38,8 @@ PROBE = ("textwrap", "calendar", "difflib", "csv", "pprint", "array", "unicodeda
 JAIL_SIZE = "size=16m,nr_inodes=4096"  # the jail root's own tmpfs: directories and mount points
 SCRATCH_SIZE = "size=256m,nr_inodes=16384"  # per run: the working directory, and /tmp
 MNT_DETACH = 2
-WORK = "/selfimprove-work"  # in the jail: the base of the per-program working directories
+WORK = "/selfimprove-work"  # in the jail: a read-only base holding the fixed mount points of each run's working directories
+RUN_DIR, JUDGE_DIR = WORK + "/run", WORK + "/judge"
 
 
 class SandboxSetupError(Exception):
@@ -49,14 +52,40 @@ class Layout:
     def __init__(self, info: dict, root: str | None, work: str, sys_path: list[str] | None = None, libc=None, tmp: bool = False):
         self.info, self.root, self.work, self.sys_path, self.libc, self.tmp = info, root, work, sys_path, libc, tmp
 
-    def scratch(self, workdir: str) -> list[str]:
-        """Jail: a fresh size-capped tmpfs on the run's working directory and on /tmp; the mount points, to drop."""
+    def prepare_run(self, uid: int | None, judge_uid: int | None) -> tuple[str, str, list[str]]:
+        """(the program's working directory, the judge's, as each sees them; what `release` removes afterwards).
+
+        Jail: fresh size-capped tmpfs mounts on fixed mount points (the working directories and /tmp), owned by the
+        uid that uses each, in a base that is read-only, so nothing a program writes can outlast its run. Elsewhere:
+        new directories under the zygote's folder (the host's /tmp stays shared: see the module docstring)."""
         if self.root is None:
-            return []
-        points = [workdir] + ([self.root + "/tmp"] if self.tmp else [])
-        for target, mode in zip(points, ("0711", "1777")):
-            _mount(self.libc, "tmpfs", target, "tmpfs", MS_NOSUID | MS_NODEV, f"mode={mode},{SCRATCH_SIZE}")
-        return points
+            work = tempfile.mkdtemp(prefix="run-", dir=self.work)
+            judge = tempfile.mkdtemp(prefix="judge-", dir=self.work)
+            for d, owner in ((work, uid), (judge, judge_uid)):
+                if owner is not None:
+                    os.chown(d, owner, owner)
+            return work, judge, [work, judge]
+        mounts: list[str] = []
+        try:
+            for inner, mode, owner in ((RUN_DIR, "0700", uid), ("/tmp", "1777", None), (JUDGE_DIR, "0700", judge_uid)):
+                if inner == "/tmp" and not self.tmp:
+                    continue
+                owned = f",uid={owner},gid={owner}" if owner is not None else ""
+                _mount(self.libc, "tmpfs", self.root + inner, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, f"mode={mode},{SCRATCH_SIZE}{owned}")
+                mounts.append(self.root + inner)
+        except OSError:
+            self.release(mounts)
+            raise
+        return RUN_DIR, JUDGE_DIR, mounts
+
+    def release(self, made: list[str]) -> None:
+        """Unmount a run's tmpfs mounts (whatever a program wrote there, any depth, any size, is gone at once), or
+        delete its directories (non-jail modes)."""
+        for target in made:
+            if self.root is not None:
+                self.libc.umount2(os.fsencode(target), MNT_DETACH)
+            else:
+                remove_tree(target)
 
     def close(self) -> None:
         """Detach the jail root and remove its mount point."""
@@ -67,15 +96,6 @@ class Layout:
             except OSError:
                 pass
 
-    def drop(self, points: list[str]) -> None:
-        """Unmount scratch tmpfs mounts: whatever a program wrote there (any depth, any size) is gone at once."""
-        for target in points:
-            self.libc.umount2(os.fsencode(target), MNT_DETACH)
-
-    def outside(self, inner: str) -> str:
-        """The zygote's path of a path as the children see it."""
-        return inner if self.root is None else self.root + inner
-
     def enter(self) -> None:
         """In a child, before dropping privileges: chroot into the jail (or switch to the mirrored stdlib)."""
         if self.root is not None:
@@ -84,6 +104,18 @@ class Layout:
         if self.sys_path is not None:
             sys.path[:] = self.sys_path
             sys.path_importer_cache.clear()
+
+
+def remove_tree(path: str) -> None:
+    """Delete what a program left on the host filesystem (non-jail modes); never raises, however deep the tree."""
+    limit = sys.getrecursionlimit()
+    try:
+        sys.setrecursionlimit(max(limit, 50_000))
+        shutil.rmtree(path, ignore_errors=True)
+    except BaseException:
+        pass
+    finally:
+        sys.setrecursionlimit(limit)
 
 
 def _errno() -> int:
@@ -102,6 +134,28 @@ def import_paths() -> list[str]:
     for p in sorted({os.path.abspath(p) for p in sys.path if p and os.path.exists(p)}):
         if not any(p == q or p.startswith(q + os.sep) for q in out):
             out.append(p)
+    return out
+
+
+def _library_dir(p: str) -> bool:
+    """A directory of installed code (the standard library, site- or dist-packages), shown whole in the jail."""
+    import sysconfig
+
+    stdlib = [os.path.abspath(sysconfig.get_paths()[k]) for k in ("stdlib", "platstdlib")]
+    return "site-packages" in p or "dist-packages" in p or any(p == d or p.startswith(d + os.sep) for d in stdlib) or not os.path.isdir(p)
+
+
+def importable_entries(p: str) -> list[str]:
+    """What the jail shows of an import path that is not a library directory (an editable install's source tree, a
+    PYTHONPATH entry): its packages (directories with `__init__.py`) and modules, never the rest of the folder (the
+    project's run folders, whose tables hold other samples' completions and failing asserts, its tests, its .git)."""
+    out = []
+    for name in sorted(os.listdir(p)):
+        path = os.path.join(p, name)
+        if os.path.isdir(path) and os.path.isfile(os.path.join(path, "__init__.py")) and name.isidentifier():
+            out.append(path)
+        elif os.path.isfile(path) and name.endswith((".py", ".so")) and name.split(".")[0].isidentifier():
+            out.append(path)
     return out
 
 
@@ -134,8 +188,9 @@ def build_jail(libc, hide: list[str]) -> Layout:
             bound.append(d)
     for p in import_paths():
         if not any(p == d or p.startswith(d + os.sep) for d in bound):
-            _bind(libc, p, root)
-            bound.append(p)
+            for entry in [p] if _library_dir(p) else importable_entries(p):
+                _bind(libc, entry, root)
+                bound.append(entry)
     os.makedirs(root + "/dev")
     for n in DEV_NODES:
         if os.path.exists("/dev/" + n):
@@ -154,7 +209,10 @@ def build_jail(libc, hide: list[str]) -> Layout:
         else:
             _mount(libc, "/dev/null", root + h, None, MS_BIND)
         hidden.append(h)
-    _mount(libc, "tmpfs", root + WORK, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0711,size=1m,nr_inodes=1024")
+    _mount(libc, "tmpfs", root + WORK, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755,size=64k,nr_inodes=16")
+    for d in (RUN_DIR, JUDGE_DIR):
+        os.mkdir(root + d)
+    _mount(libc, None, root + WORK, None, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV, "mode=0755,size=64k,nr_inodes=16")
     os.chmod(root, 0o755)
     _mount(libc, None, root, None, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV, f"mode=0755,{JAIL_SIZE}")
     return Layout({"mode": "jail", "visible": bound, "hidden": hidden}, root, WORK, libc=libc, tmp=tmp)
@@ -189,6 +247,10 @@ def mirror_stdlib(uid: int, base: str) -> Layout:
             continue
         key = hashlib.sha256(f"{p}|{sys.version}".encode()).hexdigest()[:16]
         dest = os.path.join(tempfile.gettempdir(), f"selfimprove-stdlib-{os.geteuid()}-{key}")
+        if _foreign(dest):  # someone else made the shared copy's folder (a program could, in /tmp): a private copy instead
+            dest = tempfile.mkdtemp(prefix="selfimprove-stdlib-own-", dir=base)
+            os.chmod(dest, 0o755)
+            os.rmdir(dest)
         if not _trusted_copy(dest):
             tmp = tempfile.mkdtemp(prefix="selfimprove-stdlib-tmp-")
             shutil.copytree(p, os.path.join(tmp, "lib"), ignore=shutil.ignore_patterns("site-packages", "__pycache__", "test", "tests", "idlelib"))
@@ -204,6 +266,14 @@ def mirror_stdlib(uid: int, base: str) -> Layout:
     for p, q in mapping.items():
         path = [q + e[len(p):] if e == p or e.startswith(p + os.sep) else e for e in path]
     return Layout({"mode": "mirror", "copied": sorted(mapping)}, None, base, path if mapping else None)
+
+
+def _foreign(dest: str) -> bool:
+    try:
+        st = os.lstat(dest)
+    except OSError:
+        return False
+    return not (stat.S_ISDIR(st.st_mode) and st.st_uid == os.geteuid() and not st.st_mode & 0o022)
 
 
 def _trusted_copy(dest: str) -> bool:
@@ -268,6 +338,15 @@ def setup(libc, mode: str, uid: int | None, hide: list[str], base: str) -> Layou
         layout = Layout({"mode": "host"}, None, base)
     if errors:
         layout.info["note"] = "; ".join(errors)
+    if layout.root is None and hide:
+        readable = [h for h in hide if os.path.exists(h) and (uid is None or hidden_ancestor(h, uid) is None)]
+        if readable and layout.info["mode"] == "mirror":
+            raise SandboxSetupError(
+                f"filesystem mode mirror cannot hide {readable[0]} (it holds a benchmark's solutions), which uid {uid} can read: "
+                f"{'; '.join(errors) + '. ' if errors else ''}allow mount namespaces (run as root with CAP_SYS_ADMIN, e.g. docker "
+                "--cap-add SYS_ADMIN, for the jail), make the file unreadable to other users, or accept it explicitly "
+                "(task.options.filesystem: host)")
+        layout.info["hidden"] = "not enforced: the host's files as they are" if readable else []
     failure = probe(layout, uid)
     if failure:
         hidden = sorted({h for p in import_paths() if uid is not None and (h := hidden_ancestor(p, uid))})

@@ -20,6 +20,13 @@ OUTCOMES = ("passed", "failed", "timeout", "memory", "syntax_error", "crashed", 
 FILESYSTEMS = ("auto", "jail", "mirror", "host")  # see _fs.py
 MAX_MESSAGE = 64 << 20  # bytes; a longer line from the program is refused ("result too large")
 MAX_ITEMS = 1_000_000  # items taken from an iterator the program returns
+# Integers longer than this cross as hexadecimal text ({"X": ...}): decimal conversion is quadratic, and the reader
+# (the judge) keeps Python's default limit on decimal digits, so a forged huge number is refused at once.
+HEX_BITS = 12_000
+DEEP = 12_000  # recursion limit while encoding or decoding: nested values some thousand levels deep still cross
+PROGRAM_MODULES = ("solution", "__main__", "<solution>")  # the __module__ of classes a program defines (_child.PROGRAM_MODULE)
+MUTABLE = frozenset({list, dict, set, bytearray, collections.deque, collections.OrderedDict, collections.defaultdict,
+                     collections.Counter})
 
 
 class Unencodable(Exception):
@@ -48,8 +55,10 @@ def encode(x, handles=None):
     the program wrote never crosses as a built-in value.
     """
     t = type(x)
-    if x is None or t is bool or t is str or t is int:
+    if x is None or t is bool or t is str:
         return x
+    if t is int:
+        return x if x.bit_length() <= HEX_BITS else {"X": format(x, "x")}
     if t is float:
         return x if x == x and x not in (float("inf"), float("-inf")) else {"x": x.hex()}
     if t is list:
@@ -101,7 +110,7 @@ def encode(x, handles=None):
         return {"h": len(handles) - 1, "type": _type_name(t)}
     if _is_iterator(x):  # generators, map/filter/zip objects: the values, read back as an iterator
         return {"I": [encode(v, handles) for v, _ in zip(x, range(MAX_ITEMS))]}
-    raise Unencodable(_type_name(t), forged=getattr(t, "__module__", "") in ("__main__", "<solution>"))
+    raise Unencodable(_type_name(t), forged=getattr(t, "__module__", "") in PROGRAM_MODULES)
 
 
 # built-in bases whose subclasses may cross as the base value, and how to read that value through the base's own slots
@@ -146,6 +155,8 @@ def decode(v, handle=None):
     pairs = lambda items: [(decode(k, handle), decode(x, handle)) for k, x in (_pair(p) for p in _list(items))]  # noqa: E731
     if tag == "x":
         return float.fromhex(str(body))
+    if tag == "X":
+        return int(str(body), 16)
     if tag == "l":
         return d(body)
     if tag == "t":
@@ -194,6 +205,25 @@ def decode(v, handle=None):
     raise ValueError(f"unknown value tag {tag!r}")
 
 
+def _deep(fn, *args):
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(limit, DEEP))
+    try:
+        return fn(*args)
+    finally:
+        sys.setrecursionlimit(limit)
+
+
+def encode_deep(x, handles=None):
+    """`encode` with room for values nested some thousand levels deep (RecursionError beyond)."""
+    return _deep(encode, x, handles)
+
+
+def decode_deep(v, handle=None):
+    """`decode` with room for values nested some thousand levels deep (RecursionError beyond)."""
+    return _deep(decode, v, handle)
+
+
 def _list(x) -> list:
     if not isinstance(x, list):
         raise ValueError("malformed value: expected a list")
@@ -214,7 +244,7 @@ def _num(x):
 
 def send(fd: int, msg: dict) -> None:
     """Write one message (a JSON line), all of it."""
-    data = (json.dumps(msg, allow_nan=False, separators=(",", ":")) + "\n").encode()
+    data = (_deep(lambda: json.dumps(msg, allow_nan=False, separators=(",", ":"))) + "\n").encode()
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view):]
@@ -239,7 +269,44 @@ class Reader:
             self.buf += chunk
         line = bytes(self.buf[:end])
         del self.buf[: end + 1]
-        msg = json.loads(line)
+        try:
+            msg = _deep(json.loads, line)
+        except ValueError:
+            raise
+        except Exception as e:  # too deep (RecursionError), or too big for memory
+            raise ValueError(f"unreadable message ({type(e).__name__})") from None
         if not isinstance(msg, dict):
             raise ValueError("malformed message")
         return msg
+
+
+def frame(msg: dict) -> bytes:
+    """A length-prefixed message (`<length>\\n<JSON>`): read with `read_frame`, which never takes a byte beyond it, so
+    several processes can each take their own message from one pipe."""
+    data = _deep(lambda: json.dumps(msg, allow_nan=False, separators=(",", ":"))).encode()
+    return str(len(data)).encode() + b"\n" + data
+
+
+def read_frame(fd: int, limit: int = MAX_MESSAGE):
+    """The next `frame` on `fd` (a dict), reading exactly its bytes; None at end of input; ValueError if malformed."""
+    header = b""
+    while not header.endswith(b"\n"):
+        byte = os.read(fd, 1)
+        if not byte:
+            return None
+        header += byte
+        if len(header) > 20:
+            raise ValueError("malformed frame header")
+    n = int(header)
+    if not 0 <= n <= limit:
+        raise ValueError(f"frame of {n} bytes")
+    data = bytearray()
+    while len(data) < n:
+        chunk = os.read(fd, min(n - len(data), 1 << 20))
+        if not chunk:
+            return None
+        data += chunk
+    msg = _deep(json.loads, bytes(data))
+    if not isinstance(msg, dict):
+        raise ValueError("malformed message")
+    return msg

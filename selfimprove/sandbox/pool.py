@@ -2,13 +2,15 @@
 
 Each zygote is a separate `python -I -B` process with an empty environment; per program it forks a
 jailed child that runs the program and a judge that runs the tests and decides (see `_zygote.py`).
-The trusted part of a request (tests, prelude) is sent only after the child exists, so the program's
-process never holds it. A zygote that dies is restarted and the program it was running is recorded
-as `crashed`, so no program can stop the run.
+The child reads only the program's frame and the judge only the tests' frame, so neither the program's
+process nor the zygote (whose memory every later child inherits) ever holds the tests; the judge sends
+its verdict's detail here on a channel of its own. A zygote that dies, or says it stops, is replaced
+and the program it was running is recorded as `crashed`, so no program can stop the run.
 """
 
 from __future__ import annotations
 
+import builtins
 import json
 import os
 import queue
@@ -19,9 +21,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
+from . import _wire, policy
 from ._wire import FILESYSTEMS, OUTCOMES
 
 ZYGOTE = Path(__file__).with_name("_zygote.py")
+LAYERS = ("seccomp", "audit_hook")  # what `Sandbox(disable=...)` may switch off, to test the other layers alone
 
 
 class SandboxError(RuntimeError):
@@ -55,6 +59,11 @@ class Program:
     candidates: tuple[str, ...] = ()
     type_strict: bool = True
 
+    def __post_init__(self):
+        shadowing = [c for c in self.candidates if hasattr(builtins, c)]
+        if shadowing:  # the tests would call the trusted built-in and credit a program that never defined it
+            raise ValueError(f"entry point {shadowing[0]!r} is the name of a Python built-in; the tests must call the program's own function")
+
 
 @dataclass
 class Outcome:
@@ -68,17 +77,27 @@ class Outcome:
 
 
 class _Zygote:
-    def __init__(self, python: str, filesystem: str, hide: tuple[str, ...]):
-        self.proc = subprocess.Popen(
-            [python, "-I", "-B", str(ZYGOTE), "--filesystem", filesystem, *(a for h in hide for a in ("--hide", str(h)))],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"},
-            cwd="/",
-            text=True,
-            start_new_session=True,
-        )
+    def __init__(self, python: str, filesystem: str, hide: tuple[str, ...], bpf: bytes, audit_hook: bool):
+        extra = (["--seccomp", bpf.hex()] if bpf else []) + ([] if audit_hook else ["--no-audit-hook"])
+        # the judges' channel for their verdicts' details: not the zygote's stdout, so no judge can write an outcome
+        self._details, details_w = os.pipe()
+        os.set_blocking(self._details, False)
+        self._pending = b""
+        self.runs = 0
+        try:
+            self.proc = subprocess.Popen(
+                [python, "-I", "-B", str(ZYGOTE), "--filesystem", filesystem, *(a for h in hide for a in ("--hide", str(h))), *extra,
+                 "--details-fd", str(details_w)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"},
+                cwd="/",
+                start_new_session=True,
+                pass_fds=(details_w,),
+            )
+        finally:
+            os.close(details_w)
         hello = self.proc.stdout.readline()
         try:
             self.info = json.loads(hello)
@@ -88,44 +107,81 @@ class _Zygote:
             self.close()
             raise SandboxError(f"the sandbox cannot start ({python} {ZYGOTE}): {self.info.get('error')}")
         self.info.pop("ready")
+        self.closing = False
 
-    def _send(self, msg: dict) -> dict:
+    def run(self, control: dict, program: str, trusted: dict) -> dict:
+        """Three frames at once: control data (the zygote reads it), the program (the jailed child reads it), the trusted
+        part (the judge reads it, once the child has taken its frame). The zygote itself never holds the program, the
+        tests or the verdict's detail, which the judge sends on a channel of its own, tagged with the run's number."""
+        self.runs += 1
         try:
-            self.proc.stdin.write(json.dumps(msg) + "\n")
+            self.proc.stdin.write(_wire.frame(dict(control, run=self.runs)) + _wire.frame({"program": program}) + _wire.frame(trusted))
             self.proc.stdin.flush()
             line = self.proc.stdout.readline()
         except (BrokenPipeError, OSError):
-            line = ""
+            line = b""
         if not line:
             raise EOFError("sandbox zygote died")
-        return json.loads(line)
+        msg = json.loads(line)
+        self.closing = bool(msg.pop("closing", False))  # the zygote exits after this answer
+        if msg.pop("judge_detail", False):
+            msg["detail"] = self._detail(self.runs)
+        return msg
 
-    def run(self, untrusted: dict, trusted: dict) -> dict:
-        """The untrusted part first; the trusted part once the zygote says the program's process exists."""
-        ack = self._send(untrusted)
-        if not ack.get("forked"):
-            return ack  # the zygote refused the request (its answer is the outcome)
-        return self._send(trusted)
+    def _detail(self, run: int) -> str:
+        """This run's detail from the judges' channel (an earlier run's, left by a judge stopped after writing it, is
+        skipped)."""
+        try:
+            while chunk := os.read(self._details, 1 << 16):
+                self._pending += chunk
+        except BlockingIOError:
+            pass
+        found = ""
+        *lines, self._pending = self._pending.split(b"\n")
+        for line in lines:
+            try:
+                msg = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(msg, dict) and msg.get("run") == run:
+                found = str(msg.get("detail", ""))[:300]
+        return found
 
     def close(self) -> None:
-        """End of input lets the zygote delete its folder and exit; kill it if it does not."""
+        """End of input lets the zygote delete its folder and exit; kill it if it does not. Then remove its cgroups
+        (left behind when it was killed, or when cgroup v2 would not take it back into the cgroup it came from)."""
         try:
             self.proc.stdin.close()
             self.proc.wait(timeout=5)
         except (OSError, subprocess.TimeoutExpired):
             self.proc.kill()
             self.proc.wait()
+        try:
+            os.close(self._details)
+        except OSError:
+            pass
+        for d in (self.info.get("cgroup") or {}).get("under", []):
+            for path in (d + "/run", d):
+                try:
+                    os.rmdir(path)
+                except OSError:
+                    pass
 
 
 class Sandbox:
     """Run programs in jailed processes; `run_many` keeps every CPU busy and reports progress."""
 
     def __init__(self, workers: int | None = None, limits: SandboxLimits = SandboxLimits(), *, python: str | None = None,
-                 filesystem: str = "auto", hide: Iterable[str | os.PathLike] = ()):
+                 filesystem: str = "auto", hide: Iterable[str | os.PathLike] = (), disable: Iterable[str] = ()):
         """`filesystem`: what programs see (`_fs.py`: auto, jail, mirror, host); `hide`: files or folders covered by
-        empty ones in the jail, e.g. the benchmark file whose canonical solutions a program could otherwise read."""
+        empty ones in the jail, e.g. the benchmark file whose canonical solutions a program could otherwise read.
+        `disable`: layers to switch off (`seccomp`, `audit_hook`), only to test the others alone, as a program that
+        got past those would meet them; never for scoring."""
         if filesystem not in FILESYSTEMS:
             raise ValueError(f"filesystem must be one of {FILESYSTEMS}")
+        self.disable = frozenset(disable)
+        if self.disable - set(LAYERS):
+            raise ValueError(f"disable: unknown layers {sorted(self.disable - set(LAYERS))} (known: {list(LAYERS)})")
         self.workers = max(1, workers or os.cpu_count() or 1)
         self.limits = limits
         self.python = python or sys.executable
@@ -133,14 +189,22 @@ class Sandbox:
         self.hide = tuple(str(h) for h in hide)
         self._zygotes: list[_Zygote] = []
         self._lock = threading.Lock()
+        self._bpf, self._seccomp = b"", {"applied": False, "reason": "disabled (Sandbox(disable=['seccomp']))"}
+        if "seccomp" not in self.disable:
+            try:
+                self._bpf, summary = policy.compiled_filter()
+            except policy.SeccompUnavailable as e:
+                raise SandboxError(f"the sandbox cannot filter system calls on this machine: {e}") from None
+            self._seccomp = dict(summary, applied=True)
 
     def isolation(self) -> dict:
-        """What this machine's zygotes apply: network namespace kind, uid programs run as (one per zygote as root),
-        pid namespace per program, filesystem (jail root and what it shows and hides), the judge in a separate
-        process, the audit hook and the limits."""
+        """What this machine's zygotes apply: network namespace kind, the uids programs and judges run as (one per
+        zygote as root), pid and IPC namespaces per program, the cgroup per run (or why none), the seccomp filter
+        (what it denies), the filesystem (jail root and what it shows and hides), the judge in a separate process,
+        the audit hook and the limits."""
         z = self._take()
         try:
-            return dict(z.info, judge="separate process", audit_hook=True, rlimits=asdict(self.limits))
+            return dict(z.info, seccomp=self._seccomp, judge="separate process", rlimits=asdict(self.limits))
         finally:
             self._give(z)
 
@@ -148,7 +212,7 @@ class Sandbox:
         with self._lock:
             if self._zygotes:
                 return self._zygotes.pop()
-        return _Zygote(self.python, self.filesystem, self.hide)
+        return _Zygote(self.python, self.filesystem, self.hide, self._bpf, "audit_hook" not in self.disable)
 
     def _give(self, z: _Zygote) -> None:
         with self._lock:
@@ -156,16 +220,19 @@ class Sandbox:
 
     def run(self, program: Program, limits: SandboxLimits | None = None) -> Outcome:
         lim = limits or self.limits
-        untrusted = {"program": program.program, "type_strict": program.type_strict, **asdict(lim)}
+        control = {"type_strict": program.type_strict, **asdict(lim)}
         trusted = {"tests": program.tests, "entry": program.entry, "prelude": program.prelude, "candidates": list(program.candidates)}
         z = self._take()
         try:
-            res = z.run(untrusted, trusted)
+            res = z.run(control, program.program, trusted)
         except EOFError:
             z.close()
             return Outcome("crashed", "the sandbox process died while running this program (restarted)", 0.0)
-        self._give(z)
-        return Outcome(res["outcome"], res["detail"], res["seconds"])
+        if z.closing:
+            z.close()  # it ended after answering: a new one starts for the next program
+        else:
+            self._give(z)
+        return Outcome(res["outcome"], str(res.get("detail", "")), res["seconds"])
 
     def run_many(self, programs: Iterable[Program], progress: Callable[[int], None] | None = None) -> list[Outcome]:
         items = list(programs)

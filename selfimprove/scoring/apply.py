@@ -35,7 +35,7 @@ def score_samples(scorers: list[Scorer], task: Task, prompts: dict[str, dict], s
     if unbound:
         raise ValueError(f"model-based scorers {unbound} are not bound to a model (judge_base.bind_scorers or scorer.use)")
     progress = progress or no_progress
-    rows = [dict(s, answer=task.extract_answer(s["completion"])) for s in samples]
+    rows = [dict(s, answer=task.read_answer(s["completion"], prompts.get(s["prompt_id"]))) for s in samples]
     errors: list[list[str]] = [[] for _ in rows]
     for scorer in scorers:
         with progress(f"{label} ({scorer.name})", len(rows)) as bar:

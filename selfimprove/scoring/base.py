@@ -15,6 +15,7 @@ from typing import Any, Callable, ClassVar
 
 from pydantic import BaseModel
 
+from ..errors import ConfigError
 from ..options import NoOptions, validate_options
 from ..registry import SCORERS
 from ..tasks.base import Task
@@ -46,10 +47,17 @@ class Scorer(ABC):
     needs_model: ClassVar[bool] = False
     groupwise: ClassVar[bool] = False  # a sample's value depends on the other samples of its prompt (votes, pairwise comparisons)
     whole_table: ClassVar[bool] = False  # needs every prompt at once (picks a valid set among them): the score stage gives it one shard
+    task_kinds: ClassVar[tuple[str, ...]] = ("answer", "code")  # `Task.kind`s it can score; others are refused when it is built
+    unsupported_hint: ClassVar[str] = ""  # what to use instead, for the refusal's message
 
     def __init__(self, task: Task, options: dict | BaseModel | None = None, where: str | None = None):
+        where = where or f"score[{self.name}].options"
+        if task.kind not in self.task_kinds:
+            at = where[: -len(".options")] if where.endswith(".options") else where
+            raise ConfigError(f"{at}: scorer {self.name!r} cannot score {task.kind} tasks (task {task.name!r}); it supports "
+                              f"{' and '.join(self.task_kinds)} tasks. {self.unsupported_hint}".strip())
         self.task = task
-        self.options = validate_options(self.Options, options, where or f"score[{self.name}].options")
+        self.options = validate_options(self.Options, options, where)
 
     def reads(self) -> tuple[str, ...]:
         """Sample columns this scorer needs (written by the generate stage, `answer` extraction or an earlier scorer)."""

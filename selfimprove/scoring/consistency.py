@@ -60,6 +60,9 @@ def cluster_answers(answers: list[str | None], same) -> list[int | None]:
 class MajorityVote(Scorer):
     name = "majority_vote"
     groupwise = True
+    # programs are not answers to compare: `check` would read one program as the other's tests
+    task_kinds = ("answer",)
+    unsupported_hint = "For code, reward the tests' verdict (`gold`: the task's tests in the sandbox) or a judge."
     output_columns = ("cluster", "vote_count", "vote_share", "is_majority", "top_share", "runner_up_share", "vote_margin", "majority_answer", "abstain")
 
     Options = MajorityOptions

@@ -45,6 +45,8 @@ class DSWeightOptions(JudgeOptions):
 
 class DSWeight(ModelScorer):
     name = "ds_weight"
+    task_kinds = ("answer",)  # its valid replies are gold answers; a code task's reference holds tests, not a solution
+    unsupported_hint = "Code tasks have tests, not reference solutions, to build its valid set from."
     output_columns = ("ds_weight", "ds_deviation", "ds_loss")
     Options = DSWeightOptions
     whole_table = True

@@ -12,9 +12,11 @@ import re
 import unicodedata
 from dataclasses import dataclass
 
-SCORE_RE = re.compile(r"(?:score|points)\s*[:=]\s*\**\s*(-?\d+(?:\.\d+)?)(?:\s*/\s*\d+)?", re.I)
-WINNER_RE = re.compile(r"winner\s*[:=]\s*\**\s*\[?\s*(?:response|assistant|answer)?\s*\(?([ab]|tie)\b", re.I)
-META_RE = re.compile(r"winner\s*[:=]\s*\**\s*\[?\s*(?:judgement|judgment)\s*\(?([ab])\b", re.I)
+# Separators are single character classes (`[\s*\[(]*`), never runs of optional parts each with its own `\s*`: on a
+# judge's output of many spaces those backtrack in polynomial time; these run in linear time.
+SCORE_RE = re.compile(r"(?:score|points)\s*[:=][\s*]*(-?\d+(?:\.\d+)?)(?:\s*/\s*\d+)?", re.I)
+WINNER_RE = re.compile(r"winner\s*[:=][\s*\[(]*(?:(?:response|assistant|answer)[\s(]*)?([ab]|tie)\b", re.I)
+META_RE = re.compile(r"winner\s*[:=][\s*\[(]*(?:judgement|judgment)[\s(]*([ab])\b", re.I)
 
 
 @dataclass(frozen=True)

@@ -60,7 +60,7 @@ def trl_batch(task, prompts: list, completions: list, columns: dict[str, list], 
             reference = columns["reference"][i] if "reference" in columns else ""
             prompt_rows[pid] = {"prompt_id": pid, "messages": messages, "question": question, "reference": reference or "", "meta": "{}"}
         text = completion_text(c)
-        sample = {"prompt_id": pid, "sample_id": f"{pid}/r{i:05d}", "completion": text, "answer": task.extract_answer(text)}
+        sample = {"prompt_id": pid, "sample_id": f"{pid}/r{i:05d}", "completion": text, "answer": task.read_answer(text, prompt_rows[pid])}
         if completion_ids is not None:
             ids = list(completion_ids[i])
             sample["num_tokens"] = len(ids)

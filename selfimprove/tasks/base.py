@@ -15,6 +15,9 @@ from ..prompts import PromptLibrary
 from .answers import gold_answer
 from .equivalence import shared_equivalence
 
+# a completion longer than this is not parsed (no answer): what a scorer reads from untrusted text stays bounded
+MAX_COMPLETION_CHARS = 1_000_000
+
 
 class Task(ABC):
     """A task turns a split config into prompt rows and grades completions against `reference`.
@@ -29,6 +32,7 @@ class Task(ABC):
     fields: ClassVar[tuple[str, ...]] = ()  # logical fields a dataset row must map to
     outcome_column: ClassVar[bool] = False  # code tasks also report a per-sample `outcome` (passed, timeout, ...)
     generated: ClassVar[bool] = False  # problems come from a seeded generator, which can draw around held-out ones
+    kind: ClassVar[str] = "answer"  # "answer": a final answer compared by `check`; "code": a program run against tests
     heldout_key: ClassVar[str] = "the question text with whitespace runs collapsed to one space and the ends stripped (case kept)"
 
     def __init__(self, cfg: TaskConfig, prompts: PromptLibrary):
@@ -90,6 +94,13 @@ class Task(ABC):
     @abstractmethod
     def extract_answer(self, completion: str) -> str | None:
         """The final answer stated in a completion, or None."""
+
+    def read_answer(self, completion: str, prompt: dict | None = None) -> str | None:
+        """The answer scorers read from one completion of `prompt` (its prompt row, when known): `extract_answer`, or
+        None for a completion over MAX_COMPLETION_CHARS, so parsing untrusted text stays bounded."""
+        if not completion or len(completion) > MAX_COMPLETION_CHARS:
+            return None
+        return self.extract_answer(completion)
 
     def normalize_reference(self, text: str) -> str:
         """A gold answer as a user's data gives it (judge jobs' `reference`), in the form `check` compares: for
