@@ -323,3 +323,31 @@ def test_mirror_mode_refuses_to_show_a_file_it_was_asked_to_hide():
         res = sb.run(Program(f"def f():\n    return open({str(solutions)!r}).read()\n", TESTS))
     shutil.rmtree(folder)
     assert res.outcome == "failed" and "PermissionError" in res.detail, res
+
+
+def test_an_interpreter_under_tmp_still_gives_each_run_its_own_tmp():
+    """A virtualenv made in /tmp (as CI makes its fresh one): its packages are mounted again on each run's /tmp, a file
+    to hide there stays covered, and what a run writes to /tmp is gone for the next."""
+    import subprocess
+    import sys
+    import sysconfig
+    import tempfile
+
+    base = Path(tempfile.mkdtemp(dir="/tmp"))
+    try:
+        base.chmod(0o755)
+        venv = base / "venv"
+        subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+        site = Path(sysconfig.get_path("purelib", vars={"base": str(venv), "platbase": str(venv)}))
+        (site / "mymod.py").write_text("VALUE = 7\n")
+        (site / "answers.txt").write_text("the expected outputs\n")
+        write = "import mymod, os\nopen('/tmp/left', 'w').write('x')\nseen = open(mymod.__file__.replace('mymod.py', 'answers.txt')).read()\n"
+        with Sandbox(workers=1, python=str(venv / "bin" / "python"), hide=[site / "answers.txt"]) as sb:
+            if sb.isolation()["filesystem"]["mode"] != "jail":
+                pytest.skip("only the jail gives each run its own /tmp")
+            first = sb.run(Program(write + "def f():\n    return [mymod.VALUE, seen]\n", "assert f() == [7, '']"))
+            second = sb.run(Program("import os\ndef f():\n    return os.path.exists('/tmp/left')\n", "assert f() is False"))
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    assert first.outcome == "passed", first
+    assert second.outcome == "passed", second

@@ -49,8 +49,13 @@ class SandboxSetupError(Exception):
 class Layout:
     """What the children get: a jail root to chroot into (or None), the working-directory base, a sys.path override."""
 
-    def __init__(self, info: dict, root: str | None, work: str, sys_path: list[str] | None = None, libc=None, tmp: bool = False):
-        self.info, self.root, self.work, self.sys_path, self.libc, self.tmp = info, root, work, sys_path, libc, tmp
+    def __init__(self, info: dict, root: str | None, work: str, sys_path: list[str] | None = None, libc=None,
+                 tmp_binds: tuple[str, ...] = (), tmp_hides: tuple[str, ...] = ()):
+        self.info, self.root, self.work, self.sys_path, self.libc = info, root, work, sys_path, libc
+        self.tmp = root is not None  # the jail gives every run a /tmp of its own
+        # what lies under /tmp (an import path: a virtualenv made in /tmp; a file to hide in it) is mounted again on each
+        # run's fresh /tmp
+        self.tmp_binds, self.tmp_hides = tmp_binds, tmp_hides
 
     def prepare_run(self, uid: int | None, judge_uid: int | None) -> tuple[str, str, list[str]]:
         """(the program's working directory, the judge's, as each sees them; what `release` removes afterwards).
@@ -68,11 +73,14 @@ class Layout:
         mounts: list[str] = []
         try:
             for inner, mode, owner in ((RUN_DIR, "0700", uid), ("/tmp", "1777", None), (JUDGE_DIR, "0700", judge_uid)):
-                if inner == "/tmp" and not self.tmp:
-                    continue
                 owned = f",uid={owner},gid={owner}" if owner is not None else ""
                 _mount(self.libc, "tmpfs", self.root + inner, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, f"mode={mode},{SCRATCH_SIZE}{owned}")
-                mounts.append(self.root + inner)
+                mounts.append(self.root + inner)  # unmounting /tmp (lazily) takes the mounts below it too
+                if inner == "/tmp":
+                    for src in self.tmp_binds:
+                        _bind(self.libc, src, self.root)
+                    for h in self.tmp_hides:
+                        _cover(self.libc, self.root + h)
         except OSError:
             self.release(mounts)
             raise
@@ -186,28 +194,31 @@ def build_jail(libc, hide: list[str]) -> Layout:
         elif os.path.isdir(d):
             _bind(libc, d, root)
             bound.append(d)
+    under_tmp = lambda p: p == "/tmp" or p.startswith("/tmp/")  # noqa: E731
+    tmp_binds = []
     for p in import_paths():
         if not any(p == d or p.startswith(d + os.sep) for d in bound):
             for entry in [p] if _library_dir(p) else importable_entries(p):
-                _bind(libc, entry, root)
+                if under_tmp(entry):
+                    tmp_binds.append(entry)  # mounted on each run's own /tmp
+                else:
+                    _bind(libc, entry, root)
                 bound.append(entry)
     os.makedirs(root + "/dev")
     for n in DEV_NODES:
         if os.path.exists("/dev/" + n):
             _bind(libc, "/dev/" + n, root, read_only=False)
-    tmp = not any(p == "/tmp" or p.startswith("/tmp/") for p in bound)  # else tempfile falls back to the working dir
-    if tmp:
-        os.makedirs(root + "/tmp")
+    os.makedirs(root + "/tmp")
     os.makedirs(root + WORK)
-    hidden = []
+    hidden, tmp_hides = [], []
     for h in hide:
         h = os.path.abspath(h)
-        if not os.path.exists(root + h):
-            continue
-        if os.path.isdir(root + h):
-            _mount(libc, "tmpfs", root + h, "tmpfs", MS_NOSUID | MS_NODEV | MS_RDONLY, "mode=0555,size=4k")
+        if not (os.path.exists(h) and any(h == d or h.startswith(d + os.sep) for d in bound)):
+            continue  # not in the jail at all
+        if under_tmp(h):
+            tmp_hides.append(h)
         else:
-            _mount(libc, "/dev/null", root + h, None, MS_BIND)
+            _cover(libc, root + h)
         hidden.append(h)
     _mount(libc, "tmpfs", root + WORK, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755,size=64k,nr_inodes=16")
     for d in (RUN_DIR, JUDGE_DIR):
@@ -215,7 +226,16 @@ def build_jail(libc, hide: list[str]) -> Layout:
     _mount(libc, None, root + WORK, None, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV, "mode=0755,size=64k,nr_inodes=16")
     os.chmod(root, 0o755)
     _mount(libc, None, root, None, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV, f"mode=0755,{JAIL_SIZE}")
-    return Layout({"mode": "jail", "visible": bound, "hidden": hidden}, root, WORK, libc=libc, tmp=tmp)
+    return Layout({"mode": "jail", "visible": bound, "hidden": hidden}, root, WORK, libc=libc, tmp_binds=tuple(tmp_binds),
+                  tmp_hides=tuple(tmp_hides))
+
+
+def _cover(libc, target: str) -> None:
+    """Cover a file with /dev/null, a folder with an empty read-only tmpfs."""
+    if os.path.isdir(target):
+        _mount(libc, "tmpfs", target, "tmpfs", MS_NOSUID | MS_NODEV | MS_RDONLY, "mode=0555,size=4k")
+    else:
+        _mount(libc, "/dev/null", target, None, MS_BIND)
 
 
 def _can(st: os.stat_result, uid: int, bits: int) -> bool:
@@ -287,7 +307,15 @@ def _trusted_copy(dest: str) -> bool:
 
 
 def probe(layout: Layout, uid: int | None) -> str | None:
-    """Import modules from disk in a child set up as programs will be; the error text, or None when all imported."""
+    """Import modules from disk in a child set up as programs will be (a run prepared); the error text, or None."""
+    _, _, made = layout.prepare_run(uid, uid)
+    try:
+        return _probe(layout, uid)
+    finally:
+        layout.release(made)
+
+
+def _probe(layout: Layout, uid: int | None) -> str | None:
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:
