@@ -24,11 +24,11 @@ from selfimprove.config import SplitConfig, TaskConfig, TransformersBackendConfi
 from selfimprove.config.ray import RayConfig
 from selfimprove.generation import SamplingParams
 from selfimprove.models import DEFAULT_MODEL
-from selfimprove.pipeline.runner import workers
-from selfimprove.pipeline.stages.generate import generate_sharded
 from selfimprove.prompts import PromptLibrary
 from selfimprove.runtime.context import RunContext
+from selfimprove.runtime.generate_shards import generate_sharded
 from selfimprove.runtime.quiet import quiet_libraries
+from selfimprove.runtime.runner import workers
 from selfimprove.tasks import make_task
 
 
@@ -46,7 +46,7 @@ def stage(root: Path, ray_cfg: RayConfig | None, args) -> tuple[list[dict], floa
         if ray_cfg is not None:
             workers(ctx)
         t1 = time.perf_counter()
-        out = generate_sharded(ctx, sd, rows, ctx.base_model(), params, args.shard_size, 1, "generate")
+        out = generate_sharded(ctx, sd, rows, ctx.models.base_model(), params, args.shard_size, 1, "generate")
         t2 = time.perf_counter()
     finally:
         ctx.close()

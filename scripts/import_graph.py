@@ -1,8 +1,10 @@
 """The import graph of the `selfimprove` package, read from the source (AST), function-level imports included.
 
 Prints every module's imports of other selfimprove modules, the import cycles (strongly connected
-components of more than one module), and which modules import the pipeline runtime. Used by
-tests/test_architecture.py and for the closing notes of restructuring work:
+components of more than one module), the package cycles, the imports that go against the package order
+(LAYERS: a package imports only from lower layers, never from its own layer's other packages), and which
+modules import the pipeline runtime. Used by tests/test_architecture.py and for the closing notes of
+restructuring work:
 
     python scripts/import_graph.py [--root selfimprove] [--json]
 """
@@ -14,6 +16,58 @@ import ast
 import json
 import sys
 from pathlib import Path
+
+# The package order, lowest first. "core" is the top-level modules (errors, store, options, registry, models, prompts,
+# devices, request_cache, stats) and the sandbox. A registry lookup by name (a config naming a task or trainer) loads
+# a class without an import edge: the one allowed way up, for plug-ins named in YAML.
+LAYERS: list[set[str]] = [
+    {"core"},
+    {"config"},
+    {"tasks", "generation", "selection"},
+    {"scoring"},
+    {"training"},
+    {"runtime"},
+    {"evaluation", "judging", "jobs"},
+    {"pipeline"},
+    {"cli"},
+]
+CORE_PACKAGES = {"sandbox"}
+
+
+def package_of(module: str, packages: set[str]) -> str:
+    """`selfimprove.scoring.base` and `selfimprove.scoring` -> `scoring`; top-level modules and the sandbox -> `core`;
+    `selfimprove.cli` -> `cli`. `packages`: the names of the subpackages (`subpackages(graph)`)."""
+    parts = module.split(".")
+    if len(parts) == 1 or parts[1] in CORE_PACKAGES or (parts[1] not in packages and parts[1] != "cli"):
+        return "core"
+    return parts[1]
+
+
+def subpackages(graph: dict[str, dict[str, str]]) -> set[str]:
+    return {m.split(".")[1] for m in graph if m.count(".") >= 2}
+
+
+def package_graph(graph: dict[str, dict[str, str]]) -> dict[str, set[str]]:
+    packages = subpackages(graph)
+    out: dict[str, set[str]] = {}
+    for m, ts in graph.items():
+        a = package_of(m, packages)
+        out.setdefault(a, set()).update(b for t in ts if (b := package_of(t, packages)) != a)
+    return out
+
+
+def order_violations(graph: dict[str, dict[str, str]], layers: list[set[str]] = LAYERS) -> list[tuple[str, str, str]]:
+    """(importer, imported, "top"|"function") for every import from a package to one in its own or a higher layer."""
+    level = {p: i for i, ps in enumerate(layers) for p in ps}
+    packages = subpackages(graph)
+    bad = []
+    for m, ts in sorted(graph.items()):
+        a = package_of(m, packages)
+        for t, where in sorted(ts.items()):
+            b = package_of(t, packages)
+            if a != b and (a not in level or b not in level or level[b] >= level[a]):
+                bad.append((m, t, where))
+    return bad
 
 
 def module_name(path: Path, root: Path) -> str:
@@ -131,16 +185,19 @@ def importers_of(graph: dict[str, dict[str, str]], targets: tuple[str, ...]) -> 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--root", default=str(Path(__file__).resolve().parent.parent / "selfimprove"))
-    ap.add_argument("--runtime", nargs="*", default=["selfimprove.runtime.context", "selfimprove.pipeline"],
+    ap.add_argument("--runtime", nargs="*", default=["selfimprove.runtime", "selfimprove.pipeline"],
                     help="Modules counted as the pipeline runtime.")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     graph = import_graph(Path(args.root))
+    packages = package_graph(graph)
     result = {
         "modules": len(graph),
         "edges": sum(len(v) for v in graph.values()),
         "function_level_edges": sum(w == "function" for v in graph.values() for w in v.values()),
         "cycles": cycles(graph),
+        "package_cycles": cycles({p: {t: "top" for t in ts} for p, ts in packages.items()}),
+        "against_the_order": order_violations(graph),
         "import_the_runtime": importers_of(graph, tuple(args.runtime)),
     }
     if args.json:
@@ -150,6 +207,13 @@ def main() -> None:
     print(f"cycles: {len(result['cycles'])}")
     for c in result["cycles"]:
         print("  " + " <-> ".join(c))
+    print(f"package cycles: {len(result['package_cycles'])}")
+    for c in result["package_cycles"]:
+        print("  " + " <-> ".join(c))
+    print(f"imports against the package order ({' < '.join('{' + ', '.join(sorted(x)) + '}' for x in LAYERS)}): "
+          f"{len(result['against_the_order'])}")
+    for m, t, where in result["against_the_order"]:
+        print(f"  {m} -> {t} ({where})")
     print(f"modules importing the runtime ({', '.join(args.runtime)}): {len(result['import_the_runtime'])}")
     for m, ts in result["import_the_runtime"].items():
         print(f"  {m} -> {', '.join(ts)}")

@@ -10,15 +10,33 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "scripts"))
 
-from import_graph import cycles, import_graph, importers_of  # noqa: E402
+from import_graph import cycles, import_graph, importers_of, order_violations, package_graph  # noqa: E402
 
 GRAPH = import_graph(REPO / "selfimprove")
-RUNTIME = ("selfimprove.pipeline", "selfimprove.runtime.context", "selfimprove.cli", "selfimprove.evaluation.suite", "selfimprove.judging",
-           "selfimprove.jobs")
+RUNTIME = ("selfimprove.pipeline", "selfimprove.runtime", "selfimprove.cli", "selfimprove.evaluation", "selfimprove.judging", "selfimprove.jobs")
 
 
 def test_no_import_cycles():
     assert cycles(GRAPH) == []
+
+
+def test_packages_follow_their_order():
+    """core < config < {tasks, generation, selection} < scoring < training < runtime < {evaluation, judging, jobs} <
+    pipeline < cli (scripts/import_graph.py LAYERS): no import, even inside a function, goes up or sideways."""
+    assert order_violations(GRAPH) == []
+    packages = package_graph(GRAPH)
+    assert cycles({p: {t: "top" for t in ts} for p, ts in packages.items()}) == []
+
+
+def test_the_order_check_finds_an_import_inside_a_function(tmp_path):
+    pkg = tmp_path / "selfimprove"
+    for sub in ("scoring", "pipeline"):
+        (pkg / sub).mkdir(parents=True)
+        (pkg / sub / "__init__.py").write_text("")
+    (pkg / "__init__.py").write_text("")
+    (pkg / "pipeline" / "loop.py").write_text("from ..scoring import base\n")
+    (pkg / "scoring" / "base.py").write_text("def f():\n    from ..pipeline import loop\n")
+    assert order_violations(import_graph(pkg)) == [("selfimprove.scoring.base", "selfimprove.pipeline.loop", "function")]
 
 
 def test_the_checker_finds_a_cycle_hidden_in_a_function(tmp_path):

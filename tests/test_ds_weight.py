@@ -12,6 +12,7 @@ from selfimprove.scoring import make_scorer
 from selfimprove.scoring.judge_base import Models, bind_scorers
 from selfimprove.selection.filters import keep_quantile, select_samples
 from selfimprove.tasks import make_task
+from selfimprove.training.sft import train_sft
 
 
 @pytest.fixture
@@ -27,7 +28,7 @@ def test_ds_weight_on_the_tiny_model(tiny_model_path, tmp_path, task, monkeypatc
                for i in range(4) for j, text in enumerate([f"The answer is {2 * i}.", "Bananas are yellow and long, mostly."])]
     opts = {"valid_size": 2, "valid_template": "ds_valid_arithmetic", "valid_epochs": 1, "valid_lora_r": 4, "valid_lora_alpha": 8, "device": "cpu"}
     scorer = make_scorer("ds_weight", task, opts)
-    models = Models({"name": "transformers", "batch_size": 8, "device": "cpu"}, cache_path=tmp_path / "requests.sqlite")
+    models = Models({"name": "transformers", "batch_size": 8, "device": "cpu"}, cache_path=tmp_path / "requests.sqlite", finetune=train_sft)
     bind_scorers([scorer], models, model_ref(str(tiny_model_path)))
     rows = scorer.valid_rows(prompts)
     assert [r["completion"][0]["content"] for r in rows] == ["The answer is 0.", "The answer is 2."]
@@ -47,7 +48,7 @@ def test_ds_weight_on_the_tiny_model(tiny_model_path, tmp_path, task, monkeypatc
         assert di == pytest.approx(wi if wi > 1 else min(1 / wi, 5.0), rel=1e-5)
     assert res.errors[4:] == [None] * 4
     # cached: a second scorer with the same options trains nothing
-    monkeypatch.setattr("selfimprove.training.sft.train_sft", lambda *a, **k: (_ for _ in ()).throw(AssertionError("retrained")))
+    models.finetune = lambda *a, **k: (_ for _ in ()).throw(AssertionError("retrained"))
     again = make_scorer("ds_weight", task, opts)
     bind_scorers([again], models, model_ref(str(tiny_model_path)))
     assert again.score(prompts, samples).columns["ds_weight"] == pytest.approx(w)
@@ -68,3 +69,11 @@ def test_majority_and_quantile_filters():
                        max_per_prompt=None)
     kept, counts = select_samples(rows, cfg, 0)
     assert [r["sample_id"] for r in kept] == ["0", "2", "4"] and counts["after_majority"] == 6 and counts["after_quantile"] == 3
+
+
+def test_ds_weight_without_a_way_to_train_says_what_to_pass(task, tmp_path, monkeypatch):
+    monkeypatch.setenv("SELFIMPROVE_CACHE", str(tmp_path / "cache"))
+    scorer = make_scorer("ds_weight", task, {"valid_size": 1})
+    scorer.models = Models()
+    with pytest.raises(ConfigError, match="finetune=selfimprove.training.sft.train_sft"):
+        scorer.valid_model(model_ref("builtin:smollm2-135m-instruct"), [{"prompt_id": "a", "prompt": [], "completion": [], "weight": 1.0}])

@@ -152,7 +152,7 @@ def test_meta_judge_ranks_judgments_and_picks_chosen_and_rejected(tmp_path):
     from selfimprove.config import ScorerConfig, TaskConfig
     from selfimprove.models import ModelRef
     from selfimprove.prompts import PromptLibrary
-    from selfimprove.runtime.request_cache import RequestCache
+    from selfimprove.request_cache import RequestCache
     from selfimprove.scoring import make_scorers
     from selfimprove.tasks import make_task
 

@@ -14,7 +14,7 @@ from selfimprove.scoring.confidence import p_true_from_logprobs
 from selfimprove.scoring.elo import bradley_terry, elo, position_weights
 from selfimprove.scoring.judges import combine, expected_score
 from selfimprove.scoring.parsers import parse_meta, parse_pairwise, parse_score
-from selfimprove.scoring.stats import auroc, cohen_kappa
+from selfimprove.stats import auroc, cohen_kappa
 
 
 @pytest.mark.parametrize(

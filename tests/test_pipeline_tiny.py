@@ -178,14 +178,59 @@ def test_training_leaves_no_model_behind(pipeline):
     cfg = load_pipeline(pipeline, ["iterations=1"])
     ctx, rows = prepare(cfg)
     train_sd, _ = prompts_stage(ctx, rows)
-    samples = generate_stage(ctx, 1, cfg.generate, train_sd, ctx.base_model())
-    scored = score_stage(ctx, 1, cfg.score, train_sd, samples, ctx.base_model())
+    samples = generate_stage(ctx, 1, cfg.generate, train_sd, ctx.models.base_model())
+    scored = score_stage(ctx, 1, cfg.score, train_sd, samples, ctx.models.base_model())
     chosen = select_stage(ctx, 1, cfg.select, cfg.seed + 1, cfg.train.accumulate_data, train_sd, scored, [])
-    assert ctx._generator is not None  # the policy is loaded for generation
-    ctx.release_generator()
+    assert ctx.models.holds_generator  # the policy is loaded for generation
+    ctx.models.release_generator()
     gc.collect()
     before = {id(o) for o in gc.get_objects() if isinstance(o, PreTrainedModel)}  # other tests' models, if any are alive
-    train_stage(ctx, 1, cfg.train, chosen, ctx.base_model())
+    train_stage(ctx, 1, cfg.train, chosen, ctx.models.base_model())
     gc.collect()
-    assert ctx._generator is None
+    assert not ctx.models.holds_generator
     assert [type(o).__name__ for o in gc.get_objects() if isinstance(o, PreTrainedModel) and id(o) not in before] == []
+
+
+def test_a_scorer_model_does_not_outlive_its_iteration(pipeline, tmp_path, tiny_model_path):
+    """A reward model scores iteration 1's samples without Ray; by the end of iteration 1's train stage it is gone,
+    and iteration 2's score stage loads its own (it used to stay loaded through every train stage, one more per
+    iteration)."""
+    import gc
+
+    import torch
+    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel
+
+    from selfimprove.pipeline.loop import prepare
+    from selfimprove.pipeline.stages.data import prompts_stage
+    from selfimprove.pipeline.stages.generate import generate_stage
+    from selfimprove.pipeline.stages.score import score_stage
+    from selfimprove.pipeline.stages.select import select_stage
+    from selfimprove.pipeline.stages.train import train_stage
+
+    rm = tmp_path / "rm"
+    rm_cfg = AutoConfig.from_pretrained(tiny_model_path)
+    rm_cfg.num_labels = 1
+    torch.manual_seed(0)
+    AutoModelForSequenceClassification.from_config(rm_cfg).save_pretrained(rm)
+    AutoTokenizer.from_pretrained(tiny_model_path).save_pretrained(rm)
+    cfg = load_pipeline(pipeline, ["iterations=2", f"score=[{{name: gold}}, {{name: reward_model, options: {{model: '{rm}', batch_size: 8}}}}]"])
+    ctx, rows = prepare(cfg)
+    train_sd, _ = prompts_stage(ctx, rows)
+    gc.collect()
+    before = {id(o) for o in gc.get_objects() if isinstance(o, PreTrainedModel)}  # other tests' models, if any are alive
+
+    def alive() -> list[str]:
+        gc.collect()
+        return sorted(type(o).__name__ for o in gc.get_objects() if isinstance(o, PreTrainedModel) and id(o) not in before)
+
+    current, selects = ctx.models.base_model(), []
+    for k in (1, 2):
+        samples = generate_stage(ctx, k, cfg.generate, train_sd, current)
+        scored = score_stage(ctx, k, cfg.score, train_sd, samples, current)
+        assert "LlamaForSequenceClassification" in alive()  # the reward model scored this iteration's samples
+        chosen = select_stage(ctx, k, cfg.select, cfg.seed + k, cfg.train.accumulate_data, train_sd, scored, selects)
+        selects.append(chosen)
+        train_stage(ctx, k, cfg.train, chosen, current)
+        assert alive() == [], k  # neither the policy nor the reward model survives the train stage
+        current = ctx.models.iteration_model(k)
+    ctx.close()

@@ -17,9 +17,9 @@ from selfimprove.config import SplitConfig, TaskConfig, TransformersBackendConfi
 from selfimprove.config.ray import RayConfig
 from selfimprove.generation import SamplingParams
 from selfimprove.models import DEFAULT_MODEL
-from selfimprove.pipeline.stages.generate import generate_sharded
 from selfimprove.prompts import PromptLibrary
 from selfimprove.runtime.context import RunContext
+from selfimprove.runtime.generate_shards import generate_sharded
 from selfimprove.store import read_table
 from selfimprove.tasks import make_task
 
@@ -71,11 +71,11 @@ def test_killed_worker_shard_is_retried_and_rows_equal_a_run_without_ray(cluster
         if on_start:
             on_start(ctx, sd)
         try:
-            return generate_sharded(ctx, sd, prompt_rows, ctx.base_model(), params, 2, 1, "generate"), ctx
+            return generate_sharded(ctx, sd, prompt_rows, ctx.models.base_model(), params, 2, 1, "generate"), ctx
         finally:
-            pool = ctx._pool
+            pool = ctx.models.pool
             ctx.close()
-            ctx._pool = pool  # kept for the assertions (closed)
+            ctx.models.pool = pool  # kept for the assertions (closed)
 
     killed: list[int] = []
 
@@ -83,7 +83,7 @@ def test_killed_worker_shard_is_retried_and_rows_equal_a_run_without_ray(cluster
         def killer():
             deadline = time.time() + 300
             while time.time() < deadline:
-                pool = ctx._pool
+                pool = ctx.models.pool
                 if pool is not None and sd.has_shard(0) and pool.pids(busy_only=True):
                     pid = pool.pids(busy_only=True)[0]
                     os.kill(pid, signal.SIGKILL)
@@ -95,8 +95,8 @@ def test_killed_worker_shard_is_retried_and_rows_equal_a_run_without_ray(cluster
 
     on_ray, ctx = run(tmp_path / "ray", RayConfig(num_workers=2, max_retries=2), kill_one_busy_worker)
     assert killed, "no worker was killed mid-stage"
-    assert ctx._pool.retries >= 1  # the lost shard went to a new worker
-    assert killed[0] not in ctx._pool.pids()
+    assert ctx.models.pool.retries >= 1  # the lost shard went to a new worker
+    assert killed[0] not in ctx.models.pool.pids()
     ids = [r["sample_id"] for r in on_ray]
     assert len(ids) == 8 * 2 and len(set(ids)) == len(ids)
     assert len({r["prompt_id"] for r in on_ray}) == 8
@@ -205,7 +205,7 @@ def test_an_error_in_a_shard_is_raised_as_itself_while_other_shards_run(cluster,
     try:
         with pytest.raises(ModelError, match="no model folder"):
             generate_sharded(ctx, sd, task.load(SplitConfig(size=4, seed=1), "data"), gone, SamplingParams(max_tokens=4), 1, 1, "g")
-        assert ctx._pool.retries == 0
+        assert ctx.models.pool.retries == 0
     finally:
         ctx.close()
 

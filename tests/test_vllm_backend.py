@@ -66,21 +66,21 @@ def test_a_run_serves_iteration_adapters_on_the_base_engine_and_close_ends_the_e
 
     ctx = RunContext(tmp_path / "run", make_task(TaskConfig(name="arithmetic"), prompts), prompts, model=DEFAULT_MODEL,
                      backend=VLLMBackendConfig(max_model_len=512, enable_lora=True, max_lora_rank=8))
-    StageDir(train, "train", {}, {"model": ctx.base_model().fingerprint}).finish(output_fingerprint="trained", counts={}, seconds=0)
+    StageDir(train, "train", {}, {"model": ctx.models.base_model().fingerprint}).finish(output_fingerprint="trained", counts={}, seconds=0)
 
     reqs = [Request(f"p{i}", [{"role": "user", "content": f"What is {i} + 7?"}]) for i in range(3)]
     greedy = SamplingParams(n=1, temperature=0.0, max_tokens=16)
     texts = lambda outs: [o[0].text for o in outs]  # noqa: E731
     try:
-        it1 = ctx.generator(ctx.iteration_model(1))
+        it1 = ctx.models.generator(ctx.models.iteration_model(1))
         assert it1.info.extra["served_as"] == "lora"
-        engine = ctx._generator[1]
+        engine = ctx.models._generator[1]
         with_adapter = texts(it1.generate(reqs, greedy))
-        without = texts(ctx.generator(ctx.base_model()).generate(reqs, greedy))
-        assert ctx._generator[1] is engine  # the base model is the same engine: nothing reloaded
+        without = texts(ctx.models.generator(ctx.models.base_model()).generate(reqs, greedy))
+        assert ctx.models._generator[1] is engine  # the base model is the same engine: nothing reloaded
         assert with_adapter != without
     finally:
-        ctx.release_generator()
+        ctx.models.release_generator()
     assert not [p for p in multiprocessing.active_children() if p.is_alive()]  # the engine's process is gone
     # the merged model, decoded by the transformers backend (whose greedy text the plain vLLM engine matches:
     # tests/test_ray_llm.py, tests/test_openai_backend.py), rather than a second engine start

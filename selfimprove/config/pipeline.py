@@ -12,10 +12,10 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from ..errors import ConfigError
-from ..generation.base import SamplingParams
 from .backend import BackendConfig, TransformersBackendConfig
 from .base import Strict, load_config, plain_name
 from .ray import RayConfig
+from .sampling import SamplingParams
 from .train import SFTTrainConfig, TrainConfig
 
 

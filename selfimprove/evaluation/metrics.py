@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..stats import bootstrap_ci
+
 
 def pass_at_k(n: int, c: int, k: int) -> float:
     """Unbiased pass@k (Chen et al. 2021): 1 - C(n-c, k) / C(n, k), computed stably.
@@ -40,18 +42,6 @@ def majority_correct(clusters: list[int | None], correct: list[bool | None], k: 
         return False
     top = max(counts, key=lambda c: (counts[c], -first[c]))
     return bool(correct[first[top]])
-
-
-def bootstrap_ci(values: np.ndarray, resamples: int = 1000, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
-    """Percentile bootstrap interval of the mean of per-problem values."""
-    values = np.asarray(values, dtype=float)
-    if len(values) == 0:
-        return (float("nan"), float("nan"))
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, len(values), size=(resamples, len(values)))
-    means = values[idx].mean(axis=1)
-    lo, hi = np.quantile(means, [(1 - level) / 2, 1 - (1 - level) / 2])
-    return float(lo), float(hi)
 
 
 def ks_for(n: int) -> list[int]:

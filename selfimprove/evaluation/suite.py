@@ -13,15 +13,15 @@ from rich.console import Console
 from ..config import EvalSuiteConfig
 from ..errors import ConfigError
 from ..generation import check_backend
-from ..pipeline.runner import run_stage
-from ..pipeline.stages.evaluate import eval_scorers, evaluate
 from ..prompts import PromptLibrary
 from ..runtime.context import RunContext
+from ..runtime.runner import run_stage
 from ..scoring.apply import score_samples
 from ..store import StageDir, atomic_write_bytes, atomic_write_json, stable_hash, write_table
 from ..tasks import make_task
 from .metrics import compute_metrics, format_metric
 from .predictions import read_predictions
+from .run import eval_scorers, evaluate
 
 HEADLINE_ORDER = ("accuracy", "pass@1", "acc@t1", "acc@t2", "delta", "delta_i2c", "delta_c2i")
 
@@ -57,7 +57,7 @@ def run_suite(cfg: EvalSuiteConfig, console: Console, *, output: Path | None = N
         write_table(root / "results" / "table.parquet", table)
     else:
         e = cfg.eval
-        model = ctx.base_model()
+        model = ctx.models.base_model()
         config = {"eval": e.model_dump(), "backend": cfg.backend.identity(), "task": cfg.task.model_dump(), **task.template_info()}
         inputs = {"prompts": stable_hash([[r["prompt_id"], r["messages"], r["reference"]] for r in rows]), "model": model.fingerprint}
         sd = StageDir(root / "results", "eval", config, inputs)

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import torch
 
+from ..devices import pick_device, pick_dtype
 from ..errors import ModelError
-from ..runtime.devices import pick_device, pick_dtype
 from .base import Completion, Generator, GeneratorInfo, ProgressFn, Request, SamplingParams, TextScore, candidate_tokens, cut_at_stop
 from .decode import decode_pruned
 

@@ -17,10 +17,10 @@ import jinja2
 from ..config import GenerateJobConfig, TaskConfig
 from ..errors import ConfigError
 from ..generation import check_backend
-from ..pipeline.runner import run_stage
-from ..pipeline.stages.generate import generate_sharded
 from ..prompts import PromptLibrary
 from ..runtime.context import RunContext
+from ..runtime.generate_shards import generate_sharded
+from ..runtime.runner import run_stage
 from ..store import StageDir, atomic_write_bytes, atomic_write_json, stable_hash
 from ..tasks import make_task
 from ..tasks.sources import field_value, load_split_rows
@@ -107,7 +107,7 @@ def run_generate_job(cfg: GenerateJobConfig, console, *, output: Path | None = N
     root = Path(output) if output else Path(cfg.output_dir) / cfg.name
     ctx = RunContext(root, make_task(TaskConfig(name="freeform"), prompts), prompts, model=cfg.model, backend=cfg.backend, console=console,
                      ray=cfg.ray)
-    model = ctx.base_model()
+    model = ctx.models.base_model()
     config = {"sampling": params.to_dict(), "backend": cfg.backend.identity(), "shard_size": cfg.shard_size}
     # the samples' shards depend on the prompts only (keyed on them, beside the table); the table also on the input's
     # other columns, so an edited column rebuilds the table from the same shards

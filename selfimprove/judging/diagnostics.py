@@ -9,11 +9,10 @@ from __future__ import annotations
 import numpy as np
 
 from ..config import PASS_THRESHOLD, ScorerConfig
-from ..evaluation.metrics import bootstrap_ci
 from ..scoring import make_scorers
 from ..scoring.apply import score_samples
 from ..scoring.judge_base import bind_scorers
-from ..scoring.stats import auroc, cohen_kappa, spearman
+from ..stats import auroc, bootstrap_ci, cohen_kappa, spearman
 from .rows import merge, prompt_and_samples
 
 SCORES = ("judge_score", "p_true", "reward", "loglik_mean", "pair_win_rate")
@@ -159,12 +158,12 @@ def self_preference(ctx, cfg, task, table: list[dict], policy) -> dict:
                                                    **({"backend": cfg.diagnose.other_backend.model_dump()} if cfg.diagnose.other_backend else {})})
                for s in cfg.scorers if s.name in ("pointwise_judge", "pairwise_judge")]
     scorers = make_scorers(configs, task, "diagnose")
-    bind_scorers(scorers, ctx, policy)
+    bind_scorers(scorers, ctx.models, policy)
     prompts, samples = prompt_and_samples(table)
     try:
         scored = score_samples(scorers, task, prompts, samples, "self-preference: other judge", ctx.progress)
     finally:
-        ctx.release_generator()
+        ctx.models.release_generator()
     other = merge(table, scored, [c for s in scorers for c in s.writes()])
     mine = own_advantage(table, cfg.diagnose.policy_source)
     theirs = own_advantage(other, cfg.diagnose.policy_source)

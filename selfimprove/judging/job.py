@@ -16,9 +16,9 @@ from ..config import JudgeJobConfig, ScorerConfig
 from ..errors import ConfigError
 from ..generation import check_backend
 from ..models import ModelRef, reachable
-from ..pipeline.runner import run_shards, run_stage
 from ..prompts import PromptLibrary
 from ..runtime.context import RunContext
+from ..runtime.runner import run_shards, run_stage
 from ..scoring import make_scorers
 from ..scoring.apply import score_samples
 from ..scoring.judge_base import bind_scorers
@@ -38,7 +38,7 @@ class JudgeWork:
     shard_size: int
 
     def __call__(self, ctx: RunContext, index: int, shard: list[dict], advance) -> list[dict]:
-        scorers = ctx.bound_scorers(list(self.scorers), reachable(self.policy), "scorers")
+        scorers = ctx.models.bound_scorers(list(self.scorers), reachable(self.policy), "scorers")
         prompts, samples = prompt_and_samples(shard)
         first = index * self.shard_size
         scored = score_samples(scorers, ctx.task, prompts, samples, f"{self.name} rows {first}-{first + len(shard)}", ctx.progress)
@@ -61,16 +61,16 @@ def run_job(cfg: JudgeJobConfig, console, *, output: Path | None = None, diagnos
         raise ConfigError("pairwise_judge needs `response_b` in every row (input.fields.response_b names its column)")
     root = Path(output) if output else Path(cfg.output_dir) / cfg.name
     ctx = RunContext(root, task, prompts_lib, model=cfg.model, backend=cfg.backend, console=console, ray=cfg.ray)
-    policy = ctx.base_model()
+    policy = ctx.models.base_model()
     config = {"scorers": [s.model_dump() for s in cfg.scorers], "task": cfg.task.model_dump(), "backend": cfg.backend.identity(),
               "shard_size": cfg.shard_size}
     sd = StageDir(root / "results", "judge", config, {"rows": stable_hash(rows), "model": policy.fingerprint})  # a subfolder: a changed config clears only it
 
     def work(sd: StageDir):
-        bind_scorers(scorers, ctx, policy)  # judge models must resolve before any shard runs
+        bind_scorers(scorers, ctx.models, policy)  # judge models must resolve before any shard runs
         table = run_shards(ctx, sd, rows, cfg.shard_size, JudgeWork(tuple(cfg.scorers), policy, cfg.name, cfg.shard_size), cfg.name,
                            unit="rows", verb="judged")
-        counts = {"rows": len(table), "requests": ctx.request_cache.misses, "cached": ctx.request_cache.hits}
+        counts = {"rows": len(table), "requests": ctx.models.request_cache.misses, "cached": ctx.models.request_cache.hits}
         return table, counts, {"summary": summarize(table)}
 
     try:
@@ -78,7 +78,7 @@ def run_job(cfg: JudgeJobConfig, console, *, output: Path | None = None, diagnos
         table = sd.rows()
         summary = dict(sd.manifest()["summary"])
         if diagnose:
-            ctx.release_models()  # the Ray workers' models leave the GPU before diagnostics load judges here
+            ctx.models.release()  # the Ray workers' models leave the GPU before diagnostics load judges here
             summary["diagnostics"] = diagnostics(ctx, cfg, task, table, policy)
     finally:
         ctx.close()

@@ -90,9 +90,9 @@ def run_pipeline(cfg: PipelineConfig, console: Console | None = None) -> dict:
     try:
         train_sd, eval_sd = prompts_stage(ctx, rows)
         if "eval" in cfg.stages:
-            eval_stage(ctx, 0, cfg.eval, eval_sd, ctx.base_model())
+            eval_stage(ctx, 0, cfg.eval, eval_sd, ctx.models.base_model())
         selects = []
-        current = ctx.base_model()
+        current = ctx.models.base_model()
         for k in range(1, cfg.iterations + 1):
             if not plan:
                 break
@@ -107,10 +107,10 @@ def run_pipeline(cfg: PipelineConfig, console: Console | None = None) -> dict:
                                                        tables["scored"], selects)
                     selects.append(tables["train_set"])
                 elif stage == "train":
-                    start = ctx.base_model() if cfg.train.init == "base" else current
+                    start = ctx.models.base_model() if cfg.train.init == "base" else current
                     # the train set, or the prompts for a method that generates inside training (no select stage)
                     train_stage(ctx, k, cfg.train, tables.get("train_set", train_sd), start)
-                    current = ctx.iteration_model(k)
+                    current = ctx.models.iteration_model(k)
                     if "eval" in cfg.stages:
                         eval_stage(ctx, k, cfg.eval, eval_sd, current)
     finally:

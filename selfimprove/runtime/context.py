@@ -1,10 +1,10 @@
-"""What every stage shares while a job runs: the run store, the task, the console and progress bars, the
-base model, and one generator at a time. Stage settings are not here: each stage gets its own config section."""
+"""What every stage shares while a job runs: the run store, the task, the console and progress bars, trackers, and
+the models the job holds (`models`: runtime.held_models). Stage settings are not here: each stage gets its own config
+section."""
 
 from __future__ import annotations
 
 import logging
-import re
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -14,12 +14,10 @@ from typing import Iterator
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from ..generation import Generator, make_generator
-from ..models import ModelRef, model_ref
 from ..prompts import PromptLibrary
-from ..store import RunStore, StageDir, stable_hash
+from ..store import RunStore
 from ..tasks import Task
-from .request_cache import RequestCache
+from .held_models import HeldModels
 
 log = logging.getLogger("selfimprove")
 
@@ -58,7 +56,8 @@ class ContextSpec:
 
 class RunContext:
     """One job's runtime (a pipeline run, an eval, a judge job): `root` is its folder, `model` the base model
-    reference, `backend` the backend config generators are built with unless a stage names another."""
+    reference, `backend` the backend config generators are built with unless a stage names another. The models the
+    job holds are `models` (runtime.held_models: one place, one release)."""
 
     def __init__(self, root: Path, task: Task, prompts: PromptLibrary, *, model: str, backend, console: Console | None = None,
                  ray=None):
@@ -70,63 +69,10 @@ class RunContext:
         self.console = console or Console(stderr=True)
         self.reports: list[StageReport] = []
         self.warnings: list[str] = []
-        self._generator: tuple[str, Generator] | None = None
-        self._request_cache: RequestCache | None = None
         self.trackers = None  # runtime.tracking.Trackers, when the job reports to any
         self.ray = implicit_ray(backend, ray)  # config.ray.RayConfig: shard work runs on a pool of Ray actors
-        self._scorers: dict[str, list] = {}  # bound_scorers
-        self._pool = None  # the Ray actor pool (runtime.ray_pool.WorkerPool) once shard work started it (pipeline.runner.workers)
+        self.models = HeldModels(self.store, model, backend, task, self.console.status)
 
-    # -- models ---------------------------------------------------------------------------
-    def base_model(self) -> ModelRef:
-        return model_ref(self.model)
-
-    def iteration_model(self, k: int) -> ModelRef:
-        if k == 0:
-            return self.base_model()
-        stage = self.store.root / f"iter_{k}" / "train"
-        sd = StageDir(stage, "train", {})
-        return ModelRef(f"iter_{k}", self.store.model_dir(k), sd.fingerprint)
-
-    def generator(self, model: ModelRef, backend=None) -> Generator:
-        """The backend for `model` (the run's backend unless another is given), reused while the same
-        model is asked for: one model in memory at a time, so a judge that is the policy costs nothing. With vLLM's
-        `enable_lora`, an iteration trained as a LoRA adapter on the base model is that adapter on the base engine."""
-        backend = backend or self.backend
-        adapter = self.served_adapter(model, backend)
-        if adapter is not None:
-            k, path = adapter
-            return self.generator(self.base_model(), backend).adapter_view(model.ref, k, path)
-        key = stable_hash([model.fingerprint, backend.model_dump()])
-        if self._generator and self._generator[0] == key:
-            return self._generator[1]
-        self.release_generator()
-        with self.console.status(f"loading {model.ref} ({backend.name})"):
-            gen = make_generator(backend, model.path)
-        self._generator = (key, gen)
-        return gen
-
-    def served_adapter(self, model: ModelRef, backend) -> tuple[int, Path] | None:
-        """(k, adapter folder) when `model` is iter_<k> of this run, trained as LoRA on the base model, and `backend`
-        serves adapters (vLLM `enable_lora`); None otherwise (the merged model loads instead)."""
-        m = re.fullmatch(r"iter_(\d+)", model.ref)
-        if not (m and getattr(backend, "enable_lora", False)):
-            return None
-        k = int(m.group(1))
-        train = self.store.root / model.ref / "train"
-        started_from = ((StageDir(train, "train", {}).manifest() or {}).get("inputs") or {}).get("model")
-        if (train / "adapter" / "adapter_config.json").is_file() and started_from == self.base_model().fingerprint:
-            return k, (train / "adapter").resolve()
-        log.info("%s: not served as a LoRA adapter (%s); loading its merged model", model.ref,
-                 "no adapter" if not (train / "adapter").is_dir() else "its adapter was trained on another iteration's model")
-        return None
-
-    def release_generator(self) -> None:
-        if self._generator:
-            self._generator[1].close()
-            self._generator = None
-
-    # -- Ray ------------------------------------------------------------------------------
     def spec(self) -> ContextSpec:
         """This context as plain values, for a Ray worker to rebuild."""
         import os
@@ -134,38 +80,9 @@ class RunContext:
         return ContextSpec(str(self.store.root.resolve()), self.task.cfg.model_dump(), self.prompts.extra_dir, self.model,
                            self.backend.model_dump(), os.getcwd())
 
-    def release_models(self) -> None:
-        """Free every model this job holds, here and on its Ray workers (whose processes end, taking all their GPU
-        memory with them), so training gets the accelerator; the next shard work starts fresh workers."""
-        self.release_generator()
-        if self._pool is not None:
-            self._pool.close()
-            self._scorers: dict[str, list] = {}  # bound_scorers
-        self._pool = None  # the Ray actor pool (runtime.ray_pool.WorkerPool) once shard work started it (pipeline.runner.workers)
-
     def close(self) -> None:
         """The job is over: free models, end the Ray workers (and Ray, if this job started it)."""
-        self.release_models()
-
-    def bound_scorers(self, configs: list, policy: ModelRef, where: str = "score") -> list:
-        """The scorers `configs` name, bound to this context's models (judging `policy`); built once per job, so a shard
-        of a sharded stage reuses them (a reward model loads once)."""
-        from ..scoring import make_scorers
-        from ..scoring.judge_base import bind_scorers
-
-        key = stable_hash([[c.model_dump() if hasattr(c, "model_dump") else c for c in configs], policy.fingerprint, where])
-        if key not in self._scorers:
-            scorers = make_scorers(configs, self.task, where)
-            bind_scorers(scorers, self, policy)
-            self._scorers[key] = scorers
-        return self._scorers[key]
-
-    @property
-    def request_cache(self) -> RequestCache:
-        """Model requests of scorers (judges, P(True), log-likelihood), cached in the run folder."""
-        if self._request_cache is None:
-            self._request_cache = RequestCache(self.store.root / "request_cache.sqlite")
-        return self._request_cache
+        self.models.release()
 
     # -- progress -------------------------------------------------------------------------
     @contextmanager
@@ -251,4 +168,4 @@ class Timer:
         return time.time() - self.t0
 
 
-__all__ = ["ModelRef", "RunContext", "StageReport", "Timer"]
+__all__ = ["RunContext", "StageReport", "Timer"]

@@ -33,11 +33,11 @@ class ShardWorker:
     def run(self, work, index: int, items: list) -> tuple[list[dict], dict]:
         if self.ctx is None:
             self.ctx = self.spec.build()
-        cache = self.ctx.request_cache
+        cache = self.ctx.models.request_cache
         hits, misses = cache.hits, cache.misses
         rows = work(self.ctx, index, items, lambda k=1: None)
         return rows, {"cached": cache.hits - hits, "requests": cache.misses - misses}
 
     def release(self) -> None:
         if self.ctx is not None:
-            self.ctx.release_generator()
+            self.ctx.models.release_generator()

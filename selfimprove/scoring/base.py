@@ -67,6 +67,9 @@ class Scorer(ABC):
         """Columns this scorer adds (may depend on the task, e.g. `outcome` for code)."""
         return self.output_columns
 
+    def close(self) -> None:  # noqa: B027 - a hook with nothing to do by default
+        """Free a model this scorer loaded itself (a reward model); the job's release calls it after each use."""
+
     @abstractmethod
     def score(self, prompts: dict[str, dict], samples: list[dict], progress: Progress | None = None) -> ScoreResult:
         """Score `samples` (each has `prompt_id`, `completion`, `answer`); `prompts` maps prompt_id -> prompt row.

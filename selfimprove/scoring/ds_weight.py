@@ -70,7 +70,6 @@ class DSWeight(ModelScorer):
         """The judge model LoRA-fine-tuned on `rows`, trained once and cached."""
         from ..config import SFTTrainConfig
         from ..models import cache_dir
-        from ..training.sft import train_sft
 
         o = self.options
         cfg = SFTTrainConfig(lora={"r": o.valid_lora_r, "alpha": o.valid_lora_alpha, "dropout": 0.05}, learning_rate=o.valid_learning_rate,
@@ -79,7 +78,11 @@ class DSWeight(ModelScorer):
         out = cache_dir() / "ds_valid" / key
         if not (out / "model" / "config.json").exists():
             log.info("ds_weight: training the valid-set model on %d rows into %s", len(rows), out)
-            train_sft(start.path, rows, out, cfg, o.device)
+            finetune = getattr(self.models, "finetune", None)
+            if finetune is None:
+                raise ConfigError("ds_weight: its model access cannot train the valid-set model: build it with "
+                                  "Models(..., finetune=selfimprove.training.sft.train_sft) (a pipeline run and `selfimprove judge` do)")
+            finetune(start.path, rows, out, cfg, o.device)
         return ModelRef(f"ds_valid:{key}", out / "model", f"ds_valid:{key}")
 
     def score(self, prompts, samples, progress=None):

@@ -13,7 +13,7 @@ A model scorer reaches its model through `bind(models, policy)`: `models` is any
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 from pydantic import Field, ValidationError, field_validator
 
@@ -23,7 +23,7 @@ from ..errors import ConfigError
 from ..generation import Generator, Request, SamplingParams, check_backend, make_generator
 from ..models import ModelRef, model_ref
 from ..options import Options
-from ..runtime.request_cache import RequestCache
+from ..request_cache import RequestCache
 from ..store import stable_hash
 from .base import Scorer
 
@@ -46,18 +46,25 @@ class JudgeOptions(Options):
 
 
 class ModelAccess(Protocol):
+    """What model scorers get: generators, a request cache, and (optionally) `finetune(start_path, rows, out_dir, cfg,
+    device)`, which trains a model for a scorer that needs one of its own (ds_weight's valid-set model); scoring never
+    imports training, so whoever builds the access hands it in (`training.sft.train_sft`; the run context does)."""
+
     request_cache: RequestCache
+    finetune: Callable | None
 
     def generator(self, model: ModelRef, backend=None) -> Generator: ...
 
 
 class Models:
     """Model access for library use: one generator at a time per (model, backend), built by `make_generator`;
-    requests cached in memory, or in SQLite at `cache_path` so a rerun asks nothing twice."""
+    requests cached in memory, or in SQLite at `cache_path` so a rerun asks nothing twice. `finetune`: see
+    ModelAccess (`Models(..., finetune=selfimprove.training.sft.train_sft)` for ds_weight)."""
 
-    def __init__(self, backend: dict | Any | None = None, cache_path=None):
+    def __init__(self, backend: dict | Any | None = None, cache_path=None, finetune: Callable | None = None):
         self.backend = parse_backend(backend or {})
         self.request_cache = RequestCache(cache_path)
+        self.finetune = finetune
         self._current: tuple[str, Generator] | None = None
 
     def iteration_model(self, k: int) -> ModelRef:
@@ -81,9 +88,10 @@ class Models:
 class _Fixed:
     """Model access that always answers with one generator (`ModelScorer.use`)."""
 
-    def __init__(self, generator: Generator, cache_path=None):
+    def __init__(self, generator: Generator, cache_path=None, finetune: Callable | None = None):
         self._gen = generator
         self.request_cache = RequestCache(cache_path)
+        self.finetune = finetune
 
     def generator(self, model, backend=None) -> Generator:
         return self._gen

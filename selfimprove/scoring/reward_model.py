@@ -33,9 +33,9 @@ class RewardModel(Scorer):
         import torch
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+        from ..devices import pick_device
         from ..errors import ModelError
         from ..models import resolve_model
-        from ..runtime.devices import pick_device
 
         path = resolve_model(self.options.model)
         dev = pick_device(self.options.device)
@@ -49,6 +49,9 @@ class RewardModel(Scorer):
         model.config.pad_token_id = tok.pad_token_id
         tok.padding_side = "right"
         self._model = (model.to(dev).eval(), tok, dev)
+
+    def close(self) -> None:
+        self._model = None
 
     def score(self, prompts, samples, progress=None):
         import torch

@@ -15,7 +15,7 @@ log = logging.getLogger("selfimprove.training")
 
 def training_setup(device: str):
     """(device, dtype, on_cpu): float32 on CPU and on GPUs without bf16, bfloat16 otherwise."""
-    from ..runtime.devices import pick_device, training_dtype
+    from ..devices import pick_device, training_dtype
 
     dev = pick_device(device or "auto")
     return dev, training_dtype(dev), dev.type == "cpu"

@@ -117,13 +117,14 @@ class GRPOTrainer(Trainer):
         from ..models import model_ref
         from ..scoring.judge_base import Models, bind_scorers
         from ..scoring.rewards import as_reward_func
+        from .sft import train_sft
 
         cfg = self.cfg
         if self.task is None:
             raise RuntimeError("GRPO needs the task: call attach(task, ...) before train()")
         require_rows(rows, cfg.min_rows)
         scorers = self._scorers(self.task)
-        models = self.models or Models(cache_path=out_dir / "reward_cache.sqlite")
+        models = self.models or Models(cache_path=out_dir / "reward_cache.sqlite", finetune=train_sft)
         bind_scorers(scorers, models, self.policy if self.policy is not None else model_ref(str(model_path)))
         dev, dtype, on_cpu = training_setup(cfg.device)
         steps = cfg.max_steps or total_steps(len(rows) * cfg.num_generations, cfg)  # batches count completions

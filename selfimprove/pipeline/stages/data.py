@@ -13,8 +13,8 @@ from typing import Callable
 
 from ...config import DataConfig
 from ...runtime.context import RunContext
+from ...runtime.runner import run_stage
 from ...tasks import Task
-from ..runner import run_stage
 
 # Part of both prompt tables' config: bump it when the same config yields different rows, so that stored
 # tables are rebuilt (2: arithmetic problems distinct by identity, train drawn around the eval problems).

@@ -13,11 +13,11 @@ from ...config import ScorerConfig
 from ...judging.diagnostics import judge_report
 from ...models import ModelRef, reachable
 from ...runtime.context import RunContext
+from ...runtime.runner import run_shards, run_stage
 from ...scoring import make_scorers
 from ...scoring.apply import score_samples
 from ...scoring.judge_base import bind_scorers
 from ...store import StageDir
-from ..runner import run_shards, run_stage
 
 
 def score_counts(rows: list[dict]) -> dict:
@@ -41,7 +41,7 @@ class ScoreWork:
     policy: ModelRef
 
     def __call__(self, ctx: RunContext, index: int, groups: list[dict], advance) -> list[dict]:
-        scorers = ctx.bound_scorers(list(self.scorers), reachable(self.policy))
+        scorers = ctx.models.bound_scorers(list(self.scorers), reachable(self.policy))
         prompts = {g["prompt"]["prompt_id"]: g["prompt"] for g in groups}
         rows = score_samples(scorers, ctx.task, prompts, [s for g in groups for s in g["samples"]])
         advance(len(groups))
@@ -54,7 +54,7 @@ def score_stage(ctx: RunContext, iteration: int, cfg: list[ScorerConfig], prompt
     (one shard when a scorer needs the whole table, like ds_weight)."""
     task = ctx.task
     scorers = make_scorers(cfg, task)
-    judges = bind_scorers(scorers, ctx, policy)
+    judges = bind_scorers(scorers, ctx.models, policy)
     config = {"score": [s.model_dump() for s in cfg], "task": task.cfg.model_dump(), "shard_size": shard_size}
     inputs = {"prompts": prompts_sd.fingerprint, "samples": samples_sd.fingerprint, **{f"judge:{k}": v for k, v in judges.items()}}
     sd = ctx.store.stage(iteration, "score", config, inputs)

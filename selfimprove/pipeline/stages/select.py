@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from ...config import SelectConfig
 from ...runtime.context import RunContext
+from ...runtime.runner import run_stage
 from ...selection import make_row_builder, select_samples
 from ...store import StageDir
-from ..runner import run_stage
 
 
 def select_stage(ctx: RunContext, iteration: int, cfg: SelectConfig, seed: int, accumulate: bool, prompts_sd: StageDir,

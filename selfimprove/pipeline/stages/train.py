@@ -7,22 +7,23 @@ from ...config import TrainBase
 from ...errors import StageError
 from ...models import ModelRef
 from ...runtime.context import RunContext
+from ...runtime.runner import run_stage
 from ...store import StageDir, tree_digest
 from ...training.base import make_trainer
-from ..runner import run_stage
 
 
-def run_reference(ctx: RunContext, iteration: int, ref: str) -> ModelRef | None:
-    """`train.reference` names inside a run: base, previous (the model iteration k-1 ended with), iter_<j> (j < k)."""
+def run_reference(models, iteration: int, ref: str) -> ModelRef | None:
+    """`train.reference` names inside a run (`models`: the run's HeldModels): base, previous (the model iteration k-1
+    ended with), iter_<j> (j < k)."""
     if ref == "base":
-        return ctx.base_model()
+        return models.base_model()
     if ref == "previous":
-        return ctx.iteration_model(iteration - 1)
+        return models.iteration_model(iteration - 1)
     if ref.startswith("iter_") and ref[5:].isdigit():
         j = int(ref[5:])
         if j >= iteration:
             raise StageError(f"train.reference: {ref} does not exist yet in iteration {iteration} (use iter_0 .. iter_{iteration - 1})")
-        return ctx.iteration_model(j)
+        return models.iteration_model(j)
     return None
 
 
@@ -31,15 +32,15 @@ def train_stage(ctx: RunContext, iteration: int, cfg: TrainBase, select_sd: Stag
     model (`iter_<k>`)."""
     inputs = {"data": select_sd.fingerprint, "model": start.fingerprint}
     config = {"train": cfg.model_dump(exclude={"report_to"})}
-    reference = run_reference(ctx, iteration, getattr(cfg, "reference", "start"))
+    reference = run_reference(ctx.models, iteration, getattr(cfg, "reference", "start"))
     if reference is not None:  # a model of this run: its folder for the trainer, its fingerprint for the stage
         inputs["reference"] = reference.fingerprint
         cfg = cfg.model_copy(update={"reference": str(reference.path)})
-    trainer = make_trainer(cfg).attach(ctx.task, ctx, start)
+    trainer = make_trainer(cfg).attach(ctx.task, ctx.models, start)
     sd = ctx.store.stage(iteration, "train", config, inputs)
 
     def work(sd: StageDir):
-        ctx.release_models()  # one model in memory at a time: the generators (and Ray workers) free the accelerator first
+        ctx.models.release()  # one model in memory at a time: the generators (and Ray workers) free the accelerator first
         rows = select_sd.rows()
         if len(rows) < cfg.min_rows:
             counts = (select_sd.manifest() or {}).get("counts", {})
@@ -58,9 +59,9 @@ def train_stage(ctx: RunContext, iteration: int, cfg: TrainBase, select_sd: Stag
                 try:
                     stats = trainer.train(start.path, rows, sd.path, progress=bar.update)
                 finally:  # the reverse of the release above: the trained model leaves the GPU before the next generator loads
-                    from ...runtime.devices import free_accelerator_memory
+                    from ...devices import free_accelerator_memory
 
-                    ctx.release_models()
+                    ctx.models.release()
                     free_accelerator_memory()
         counts = {"rows": len(rows), "steps": stats["steps"]}
         sd.finish(

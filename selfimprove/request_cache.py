@@ -14,7 +14,7 @@ import threading
 from pathlib import Path
 from typing import Any, Callable
 
-from ..store import stable_hash
+from .store import stable_hash
 
 
 class RequestCache:

@@ -11,8 +11,8 @@ from __future__ import annotations
 import logging
 from typing import Callable, Protocol, TypeVar
 
-from ..runtime.context import RunContext, StageReport, Timer
 from ..store import StageDir
+from .context import RunContext, StageReport, Timer
 
 log = logging.getLogger("selfimprove.runner")
 T = TypeVar("T")
@@ -70,8 +70,8 @@ def run_shards(ctx: RunContext, sd: StageDir, items: list[T], shard_size: int, w
         else:
             def finished(i: int, rows: list[dict], stats: dict) -> None:
                 sd.write_shard(i, rows)
-                ctx.request_cache.hits += stats.get("cached", 0)
-                ctx.request_cache.misses += stats.get("requests", 0)
+                ctx.models.request_cache.hits += stats.get("cached", 0)
+                ctx.models.request_cache.misses += stats.get("requests", 0)
                 bar.advance(len(shards[i]))
 
             pool.run(work, pending, finished)
@@ -79,15 +79,15 @@ def run_shards(ctx: RunContext, sd: StageDir, items: list[T], shard_size: int, w
 
 
 def workers(ctx: RunContext):
-    """The job's Ray actor pool (started on first use, ended by `ctx.release_models()` / `ctx.close()`); None without `ray:`."""
+    """The job's Ray actor pool (started on first use, ended by `ctx.models.release()` / `ctx.close()`); None without `ray:`."""
     if ctx.ray is None:
         return None
-    if ctx._pool is None:
-        from ..runtime.ray_pool import WorkerPool
+    if ctx.models.pool is None:
+        from .ray_pool import WorkerPool
 
         with ctx.console.status(f"starting {ctx.ray.num_workers} Ray workers"):
-            ctx._pool = WorkerPool(ctx.ray, ctx.spec(), ctx.warn)
-    return ctx._pool
+            ctx.models.pool = WorkerPool(ctx.ray, ctx.spec(), ctx.warn)
+    return ctx.models.pool
 
 
 def _extra(manifest: dict) -> dict:

@@ -1,0 +1,54 @@
+from __future__ import annotations
+
+from ..config import EvalConfig
+from ..generation import SamplingParams
+from ..models import ModelRef
+from ..prompts import PromptLibrary
+from ..runtime.context import RunContext
+from ..runtime.generate_shards import generate_sharded
+from ..scoring import make_scorers
+from ..scoring.apply import score_samples
+from ..store import StageDir
+from ..tasks import Task
+from .metrics import compute_metrics
+
+
+def eval_scorers(task: Task):
+    """Gold verifier, plus majority vote where answers can be compared (not for code)."""
+    names = ["gold"] if task.outcome_column else ["gold", "majority_vote"]
+    return make_scorers([{"name": n} for n in names], task)
+
+
+def revision_prompts(prompts: PromptLibrary, e: EvalConfig, prompt_rows: list[dict], first: list[dict]) -> list[dict]:
+    """Turn-2 prompts: the problem, the model's first attempt, then the self-correction instruction."""
+    attempt = {r["prompt_id"]: r["completion"] for r in first}
+    instruction = prompts.render(e.revise_template)
+    return [
+        dict(p, messages=list(p["messages"]) + [{"role": "assistant", "content": attempt[p["prompt_id"]]}, {"role": "user", "content": instruction}])
+        for p in prompt_rows
+        if p["prompt_id"] in attempt
+    ]
+
+
+def evaluate(ctx: RunContext, sd: StageDir, prompt_rows: list[dict], model: ModelRef, e: EvalConfig, label: str, iteration: int = 0) -> tuple[list[dict], dict]:
+    """Generate (resumable shards under `sd`), score, and compute metrics; returns (rows, metrics)."""
+    prompts = {p["prompt_id"]: p for p in prompt_rows}
+    scorers = eval_scorers(ctx.task)
+    scored: dict[str, list[dict]] = {}
+
+    def run_mode(mode: str, rows_for_mode: list[dict], params: SamplingParams, turn: int) -> None:
+        part = StageDir(sd.path / mode, f"eval_{mode}", {"params": params.to_dict()}, sd.inputs)  # shards only
+        samples = generate_sharded(ctx, part, rows_for_mode, model, params, e.shard_size, iteration, f"{label} {mode}")
+        rows = score_samples(scorers, ctx.task, prompts, samples, f"{label} {mode} score", ctx.progress)
+        scored[mode] = [dict(r, mode=mode, turn=turn, question=prompts[r["prompt_id"]]["question"]) for r in rows]
+
+    for mode, params in e.mode_params().items():
+        run_mode(mode, prompt_rows if mode == "greedy" or not e.sample_problems else prompt_rows[: e.sample_problems], params, 1)
+    if e.revise_template:
+        run_mode("revision", revision_prompts(ctx.prompts, e, prompt_rows, scored["greedy"]), e.revision_params(), 2)
+    metrics = compute_metrics(scored.get("greedy"), scored.get("sampled"), revision=scored.get("revision"), prompts=prompts,
+                              resamples=e.bootstrap, seed=e.seed)
+    metrics["model_ref"] = model.ref
+    return [r for mode in scored for r in scored[mode]], metrics
+
+

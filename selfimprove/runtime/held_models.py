@@ -1,0 +1,126 @@
+"""Every model a job holds, in one place with one release: the generator (one at a time), the scorers bound to the
+job's models (a reward model loads one of its own), and the Ray actor pool whose workers hold models of their own.
+
+It is also the model access bound scorers use (`scoring.judge_base.ModelAccess`): generators, the run's request
+cache, `iteration_model` for judges named `iter_<k>`, and `finetune` for a scorer that trains a model (ds_weight).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+from typing import Callable
+
+from ..generation import Generator, make_generator
+from ..models import ModelRef, model_ref
+from ..request_cache import RequestCache
+from ..store import RunStore, StageDir, stable_hash
+
+log = logging.getLogger("selfimprove")
+
+
+class HeldModels:
+    """The models of one job (`store`: its run folder; `base`: the base model reference; `backend`: the backend
+    generators are built with unless a stage names another). `release()` frees all of them, here and on Ray workers."""
+
+    def __init__(self, store: RunStore, base: str, backend, task, status: Callable[[str], object]):
+        self.store, self.base, self.backend, self.task, self._status = store, base, backend, task, status
+        self._generator: tuple[str, Generator] | None = None
+        self._scorers: dict[str, list] = {}
+        self._request_cache: RequestCache | None = None
+        self.pool = None  # the Ray actor pool (runtime.ray_pool.WorkerPool) once shard work started it (runtime.runner.workers)
+
+    # -- model references -----------------------------------------------------------------
+    def base_model(self) -> ModelRef:
+        return model_ref(self.base)
+
+    def iteration_model(self, k: int) -> ModelRef:
+        if k == 0:
+            return self.base_model()
+        sd = StageDir(self.store.root / f"iter_{k}" / "train", "train", {})
+        return ModelRef(f"iter_{k}", self.store.model_dir(k), sd.fingerprint)
+
+    # -- the generator --------------------------------------------------------------------
+    def generator(self, model: ModelRef, backend=None) -> Generator:
+        """The backend for `model` (the run's backend unless another is given), reused while the same
+        model is asked for: one model in memory at a time, so a judge that is the policy costs nothing. With vLLM's
+        `enable_lora`, an iteration trained as a LoRA adapter on the base model is that adapter on the base engine."""
+        backend = backend or self.backend
+        adapter = self.served_adapter(model, backend)
+        if adapter is not None:
+            k, path = adapter
+            return self.generator(self.base_model(), backend).adapter_view(model.ref, k, path)
+        key = stable_hash([model.fingerprint, backend.model_dump()])
+        if self._generator and self._generator[0] == key:
+            return self._generator[1]
+        self.release_generator()
+        with self._status(f"loading {model.ref} ({backend.name})"):
+            gen = make_generator(backend, model.path)
+        self._generator = (key, gen)
+        return gen
+
+    @property
+    def holds_generator(self) -> bool:
+        return self._generator is not None
+
+    def served_adapter(self, model: ModelRef, backend) -> tuple[int, Path] | None:
+        """(k, adapter folder) when `model` is iter_<k> of this run, trained as LoRA on the base model, and `backend`
+        serves adapters (vLLM `enable_lora`); None otherwise (the merged model loads instead)."""
+        m = re.fullmatch(r"iter_(\d+)", model.ref)
+        if not (m and getattr(backend, "enable_lora", False)):
+            return None
+        k = int(m.group(1))
+        train = self.store.root / model.ref / "train"
+        started_from = ((StageDir(train, "train", {}).manifest() or {}).get("inputs") or {}).get("model")
+        if (train / "adapter" / "adapter_config.json").is_file() and started_from == self.base_model().fingerprint:
+            return k, (train / "adapter").resolve()
+        log.info("%s: not served as a LoRA adapter (%s); loading its merged model", model.ref,
+                 "no adapter" if not (train / "adapter").is_dir() else "its adapter was trained on another iteration's model")
+        return None
+
+    def release_generator(self) -> None:
+        if self._generator:
+            self._generator[1].close()
+            self._generator = None
+
+    # -- scorers bound to these models ----------------------------------------------------------
+    def bound_scorers(self, configs: list, policy: ModelRef, where: str = "score") -> list:
+        """The scorers `configs` name, bound to these models (judging `policy`); built once until the next release,
+        so the shards of a sharded stage reuse them (a reward model loads once per stage, not per shard)."""
+        from ..scoring import make_scorers
+        from ..scoring.judge_base import bind_scorers
+
+        key = stable_hash([[c.model_dump() if hasattr(c, "model_dump") else c for c in configs], policy.fingerprint, where])
+        if key not in self._scorers:
+            scorers = make_scorers(configs, self.task, where)
+            bind_scorers(scorers, self, policy)
+            self._scorers[key] = scorers
+        return self._scorers[key]
+
+    @property
+    def request_cache(self) -> RequestCache:
+        """Model requests of scorers (judges, P(True), log-likelihood), cached in the run folder."""
+        if self._request_cache is None:
+            self._request_cache = RequestCache(self.store.root / "request_cache.sqlite")
+        return self._request_cache
+
+    @property
+    def finetune(self):
+        """What a scorer that trains a model of its own calls (ds_weight's valid-set model): LoRA SFT."""
+        from ..training.sft import train_sft
+
+        return train_sft
+
+    # -- the one release ------------------------------------------------------------------
+    def release(self) -> None:
+        """Free every model: the generator, every bound scorer's own model, and the Ray workers (whose processes end,
+        taking their GPU memory with them), so training gets the accelerator; the next stage loads what it needs."""
+        self.release_generator()
+        scorers, self._scorers = self._scorers, {}
+        for group in scorers.values():
+            for scorer in group:
+                scorer.close()
+        if self.pool is not None:
+            self.pool.close()
+            self.pool = None
