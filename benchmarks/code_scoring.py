@@ -54,7 +54,7 @@ def main() -> None:
     ours = time.perf_counter() - t
     counts = outcome_counts(outcomes)
     print(f"selfimprove sandbox: {ours:.2f}s  ({len(samples) / ours:.0f} programs/s)  outcomes {dict((k, v) for k, v in counts.items() if v)}")
-    from selfimprove.evaluation.suite import sandbox_layers
+    from selfimprove.jobs.eval import sandbox_layers
 
     print(f"  isolation: {sandbox_layers(isolation)}")
 

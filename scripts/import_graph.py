@@ -23,11 +23,12 @@ from pathlib import Path
 LAYERS: list[set[str]] = [
     {"core"},
     {"config"},
-    {"tasks", "generation", "selection"},
+    {"tasks", "generation", "selection", "builders"},
     {"scoring"},
     {"training"},
     {"runtime"},
-    {"evaluation", "judging", "jobs"},
+    {"evaluation", "judging"},
+    {"jobs"},
     {"pipeline"},
     {"cli"},
 ]

@@ -108,7 +108,7 @@ def eval_(
     try:
         cfg = load_suite(find_config(suite, "evals"), overrides)
         _quiet_libraries()
-        from .evaluation.suite import run_suite
+        from .jobs.eval import run_suite
 
         metrics, root = run_suite(cfg, console, output=output, predictions=predictions, limit=limit)
     except SelfImproveError as e:
@@ -122,7 +122,7 @@ def eval_(
 
 def print_eval(metrics: dict) -> None:
     from .evaluation.metrics import format_metric
-    from .evaluation.suite import headline
+    from .jobs.eval import headline
 
     t = Table(title=f"{metrics.get('suite')}: {metrics.get('model_ref')} ({metrics.get('num_problems', 0)} problems, {metrics.get('num_missing', 0)} missing)")
     t.add_column("metric")
@@ -141,7 +141,7 @@ def print_eval(metrics: dict) -> None:
     if metrics.get("outcomes"):
         console.print("outcomes: " + ", ".join(f"{k} {v}" for k, v in metrics["outcomes"].items()))
     if metrics.get("sandbox"):
-        from .evaluation.suite import sandbox_layers
+        from .jobs.eval import sandbox_layers
 
         console.print("sandbox: " + sandbox_layers(metrics["sandbox"]))
 
@@ -187,7 +187,7 @@ def judge(
     try:
         cfg = load_job(find_config(job, "judges"), job_overrides(set_, input_, model))
         _quiet_libraries()
-        from .judging.job import run_job
+        from .jobs.judge import run_job
 
         summary, root = run_job(cfg, console, output=output, diagnose=diagnose)
     except SelfImproveError as e:

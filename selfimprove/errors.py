@@ -23,3 +23,8 @@ class StageError(SelfImproveError, RuntimeError):
 
 class BackendError(SelfImproveError, RuntimeError):
     """A backend that would produce wrong output (e.g. a library ignoring an argument); refused loudly. Exit code 1."""
+
+
+class MissingPackage(ConfigError):
+    """An optional package the config needs is not installed; the message names the setting and the install line.
+    A ConfigError: it is found when the config is checked, before any model loads (exit code 2)."""

@@ -30,12 +30,23 @@ class PromptLibrary:
         dirs = [Path(extra_dir)] if extra_dir else []
         dirs.append(bundled_prompts_dir())
         self.dirs = dirs
-        self.env = jinja2.Environment(
-            loader=jinja2.FileSystemLoader([str(d) for d in dirs]),
+        self.env = self._environment()
+
+    def _environment(self) -> jinja2.Environment:
+        return jinja2.Environment(
+            loader=jinja2.FileSystemLoader([str(d) for d in self.dirs]),
             undefined=jinja2.StrictUndefined,
             keep_trailing_newline=False,
             autoescape=False,
         )
+
+    def __getstate__(self) -> dict:
+        """Pickles without the Jinja environment (its template cache holds locks); it is rebuilt on unpickling."""
+        return {k: v for k, v in self.__dict__.items() if k != "env"}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self.env = self._environment()
 
     def names(self) -> list[str]:
         out = set()

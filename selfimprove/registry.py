@@ -35,6 +35,10 @@ def load_object(target: str, where: str):
     return obj
 
 
+def _target_name(target: str | type) -> str:
+    return target if isinstance(target, str) else f"{target.__module__}:{target.__qualname__}"
+
+
 class Registry(Generic[T]):
     """Names -> classes of one kind (`base`, given as `"module:Class"` too, so the registry itself imports nothing)."""
 
@@ -45,13 +49,19 @@ class Registry(Generic[T]):
         self._loaded: dict[str, type] = {}
 
     def register(self, name: str, target: str | type | None = None):
-        """Add `name` -> `"module:Class"` (or a class). Without `target`, works as a class decorator."""
+        """Add `name` -> `"module:Class"` (or a class). Without `target`, works as a class decorator. A name already
+        registered to a different target is refused (two plug-ins claiming one YAML name would silently shadow one
+        another); registering the same target again is a no-op."""
         if target is None:
             def deco(cls):
                 self.register(name, cls)
                 return cls
 
             return deco
+        old = self._entries.get(name)
+        if old is not None and _target_name(old) != _target_name(target):
+            raise ConfigError(f"{self.kind} {name!r} is registered already (to {_target_name(old)}); not re-registering it to "
+                              f"{_target_name(target)}: choose another name")
         self._entries[name] = target
         self._loaded.pop(name, None)
         return target
@@ -106,12 +116,12 @@ SCORERS: Registry = Registry("scorer", "selfimprove.scoring.base:Scorer", {
     "ds_weight": "selfimprove.scoring.ds_weight:DSWeight",
 })
 
-ROW_BUILDERS: Registry = Registry("row builder", "selfimprove.selection.base:RowBuilder", {
-    "sft": "selfimprove.selection.sft:SFTRows",
-    "vote_pairs": "selfimprove.selection.pairs:VotePairs",
-    "judge_pairs": "selfimprove.selection.judge_pairs:JudgePairs",
-    "correctness_pairs": "selfimprove.selection.correctness_pairs:CorrectnessPairs",
-    "correction_trajectories": "selfimprove.selection.trajectories:CorrectionTrajectories",
+ROW_BUILDERS: Registry = Registry("row builder", "selfimprove.builders.base:RowBuilder", {
+    "sft": "selfimprove.builders.sft:SFTRows",
+    "vote_pairs": "selfimprove.builders.vote_pairs:VotePairs",
+    "judge_pairs": "selfimprove.builders.judge_pairs:JudgePairs",
+    "correctness_pairs": "selfimprove.builders.correctness_pairs:CorrectnessPairs",
+    "correction_trajectories": "selfimprove.builders.trajectories:CorrectionTrajectories",
 })
 
 TRAINERS: Registry = Registry("trainer", "selfimprove.training.base:Trainer", {

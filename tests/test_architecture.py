@@ -21,8 +21,8 @@ def test_no_import_cycles():
 
 
 def test_packages_follow_their_order():
-    """core < config < {tasks, generation, selection} < scoring < training < runtime < {evaluation, judging, jobs} <
-    pipeline < cli (scripts/import_graph.py LAYERS): no import, even inside a function, goes up or sideways."""
+    """core < config < {tasks, generation, selection, builders} < scoring < training < runtime < {evaluation, judging} <
+    jobs < pipeline < cli (scripts/import_graph.py LAYERS): no import, even inside a function, goes up or sideways."""
     assert order_violations(GRAPH) == []
     packages = package_graph(GRAPH)
     assert cycles({p: {t: "top" for t in ts} for p, ts in packages.items()}) == []
@@ -49,7 +49,7 @@ def test_the_checker_finds_a_cycle_hidden_in_a_function(tmp_path):
 
 
 def test_library_layers_do_not_import_the_pipeline_runtime():
-    for layer in ("selfimprove.scoring", "selfimprove.selection", "selfimprove.training", "selfimprove.tasks", "selfimprove.generation",
+    for layer in ("selfimprove.scoring", "selfimprove.selection", "selfimprove.builders", "selfimprove.training", "selfimprove.tasks", "selfimprove.generation",
                   "selfimprove.config", "selfimprove.models", "selfimprove.registry"):
         offenders = {m: t for m, t in importers_of(GRAPH, RUNTIME).items() if m == layer or m.startswith(layer + ".")}
         assert offenders == {}, offenders

@@ -134,7 +134,8 @@ def test_cli_dry_run(tmp_path, no_model_loads):
 def test_gsm8k_pipeline_with_local_data(shared_data, no_model_loads):
     cfg = load_pipeline(
         REPO / "pipelines" / "gsm8k_star.yaml",
-        [f"data.train.source={shared_data / 'gsm8k' / 'train.jsonl'}", f"data.eval.source={shared_data / 'gsm8k' / 'test.jsonl'}"],
+        [f"data.train.source={shared_data / 'gsm8k' / 'train.jsonl'}", f"data.eval.source={shared_data / 'gsm8k' / 'test.jsonl'}",
+         "backend={name: transformers}"],  # (its vllm backend is checked for the vllm package: not installed here)
     )
     _, (train, evals) = prepare(cfg)
     assert len(train) == 2000 and len(evals) == 1319

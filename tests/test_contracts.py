@@ -5,10 +5,11 @@ import textwrap
 
 import pytest
 
+from selfimprove.builders import SFTRows
+from selfimprove.columns import DeclaresColumns
 from selfimprove.config import ConfigError, load_pipeline
 from selfimprove.pipeline.contracts import check_chain
 from selfimprove.pipeline.loop import prepare
-from selfimprove.selection import SFTRows
 
 BASE = """
 name: t
@@ -58,27 +59,23 @@ def test_weighted_rows_need_a_trainer_that_takes_weights(tmp_path, no_model_load
     with pytest.raises(ConfigError, match=r"select\.builder \(sft\) reads `judge_score`"):
         prepare(cfg(tmp_path, "select: {builder: {name: sft, options: {weight_column: judge_score}}}\n"))
 
-    class Unweighted:
+    class Unweighted(DeclaresColumns):
         name = "unweighted"
         reads = ("prompt", "completion")
         supports_weights = False
         stages = ("generate", "score", "select", "train")
 
-    class Votes:
+    class Votes(DeclaresColumns):
         name = "votes"
-
-        def reads(self):
-            return ("answer",)
-
-        def writes(self):
-            return ("vote_share",)
+        reads = ("answer",)
+        writes = ("vote_share",)
 
     with pytest.raises(ConfigError, match="gives rows weights, but train.method unweighted trains every row with weight 1"):
         check_chain([Votes()], ["generate", "score", "select", "train"], {}, SFTRows({"weight_column": "vote_share"}), Unweighted())
 
 
 def test_trainer_reading_columns_the_builder_does_not_write():
-    class Pairs:
+    class Pairs(DeclaresColumns):
         name = "needs_pairs"
         reads = ("chosen", "rejected")
         supports_weights = False

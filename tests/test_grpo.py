@@ -22,7 +22,7 @@ class GroupRecorder(Scorer):
     """Records the prompt ids of each reward call; reward = the size of the sample's group in that call."""
 
     name = "group_recorder"
-    output_columns = ("group_size",)
+    writes = ("group_size",)
 
     def score(self, prompts, samples, progress=None):
         CALLS.append([s["prompt_id"] for s in samples])

@@ -3,10 +3,10 @@ the yield counts (why a prompt gave no pair), and the label audit that never fee
 
 import pytest
 
+from selfimprove.builders.vote_pairs import VotePairs
 from selfimprove.config import TaskConfig
 from selfimprove.prompts import PromptLibrary
 from selfimprove.scoring import make_scorer
-from selfimprove.selection.pairs import VotePairs
 from selfimprove.tasks import make_task
 
 
@@ -64,7 +64,7 @@ def test_unfinished_samples_do_not_vote():
     samples = [{"prompt_id": pid, "sample_id": f"{pid}/{j}", "completion": f"reply {a} {fr}", "answer": a, "finish_reason": fr,
                 "model_ref": "m"} for pid, ans in answers.items() for j, (a, fr) in enumerate(ans)]
     scorer = make_scorer("majority_vote", task, {"count_unfinished": False})
-    assert "finish_reason" in scorer.reads() and "finish_reason" not in make_scorer("majority_vote", task).reads()
+    assert "finish_reason" in scorer.columns().reads and "finish_reason" not in make_scorer("majority_vote", task).columns().reads
     res = scorer.score({}, samples)
     for col, values in res.columns.items():
         for s, v in zip(samples, values):
@@ -89,7 +89,7 @@ def judged(scores: dict, correct: dict | None = None):
 
 
 def test_judge_pairs_best_vs_worst_and_length_control():
-    from selfimprove.selection.judge_pairs import JudgePairs
+    from selfimprove.builders.judge_pairs import JudgePairs
 
     samples, prompts = judged({"a": [3.0, 5.0, 1.0, 5.0], "b": [2.0, 2.0], "c": [None, 4.0, None], "d": [4.0, 4.5]},
                               correct={"a/1": True, "a/2": False, "d/0": True, "d/1": False})
@@ -107,11 +107,11 @@ def test_judge_pairs_best_vs_worst_and_length_control():
     assert rows[0]["chosen"][0]["content"] == "short" and rows[0]["rejected"][0]["content"] == "a much longer wrong answer"
     rows, _ = JudgePairs({"rho": 0.0}).build(samples, prompts)
     assert rows[0]["chosen"][0]["content"] == "long correct answer" and rows[0]["rejected"][0]["content"] == "x"
-    assert JudgePairs({"score_column": "p_true"}).columns_read()[-1] == "p_true"
+    assert JudgePairs({"score_column": "p_true"}).columns().reads[-1] == "p_true" and "judge_var" in JudgePairs().columns().optional
 
 
 def test_correctness_pairs():
-    from selfimprove.selection.correctness_pairs import CorrectnessPairs
+    from selfimprove.builders.correctness_pairs import CorrectnessPairs
 
     verdicts = {"a": [True, False, False], "b": [True, True], "c": [False], "d": [None, None]}
     samples = [{"prompt_id": pid, "sample_id": f"{pid}/{j}", "completion": f"{pid}{j}", "model_ref": "m", "correct": v}
@@ -124,7 +124,7 @@ def test_correctness_pairs():
 
 
 def test_correction_trajectories():
-    from selfimprove.selection.trajectories import CorrectionTrajectories
+    from selfimprove.builders.trajectories import CorrectionTrajectories
 
     first = [("a/s0", True), ("a/s1", False), ("b/s0", None)]
     second = [("a/s0/t2s00", "a/s0", True), ("a/s0/t2s01", "a/s0", False), ("a/s1/t2s00", "a/s1", True), ("a/s1/t2s01", "a/s1", False),
@@ -143,3 +143,27 @@ def test_correction_trajectories():
     assert rows[1]["completion"] == [{"role": "assistant", "content": "second a/s1/t2s00"}] and rows[1]["parent_id"] == "a/s1"
     rows, _ = CorrectionTrajectories({"keep": ["wrong_to_right"], "signal": "correct", "max_per_prompt": 1}).build(samples, prompts)
     assert [r["trajectory"] for r in rows] == ["wrong_to_right"]
+
+
+def test_vote_pairs_never_mix_a_prompts_turns():
+    """With generate.revise, a prompt's first attempts and its revisions vote apart (majority_vote groups them by
+    turn), and a pair's two sides come from one turn: the grouping is the same, turn-aware one everywhere."""
+    task = make_task(TaskConfig(name="arithmetic"), PromptLibrary())
+    first = ["4", "4", "4", "5"]       # turn 1: 4 wins, 5 loses
+    revised = ["5", "5", "5", "4"]     # turn 2: 5 wins, 4 loses
+    samples = [{"prompt_id": "p", "sample_id": f"p/{t}/{j}", "turn": t, "completion": f"turn {t} says {a}", "answer": a, "model_ref": "m",
+                "parent_id": f"p/1/{j}" if t == 2 else None, "revise_instruction": "Check again." if t == 2 else None}
+               for t, answers in ((1, first), (2, revised)) for j, a in enumerate(answers)]
+    res = make_scorer("majority_vote", task).score({}, samples)
+    for col, values in res.columns.items():
+        for s, v in zip(samples, values):
+            s[col] = v
+    assert [s["vote_share"] for s in samples] == [0.75, 0.75, 0.75, 0.25] * 2
+    rows, counts = VotePairs({"tau": 0.5}).build(samples, {"p": {"messages": [{"role": "user", "content": "q"}]}})
+    assert counts["prompts_in"] == 2 and len(rows) == 2
+    for r in rows:
+        chosen, rejected = r["chosen"][0]["content"], r["rejected"][0]["content"]
+        assert chosen[:6] == rejected[:6], (chosen, rejected)  # both sides from one turn
+    revision = next(r for r in rows if r["chosen"][0]["content"].startswith("turn 2"))
+    # the revision pair's prompt is the conversation it answered: problem, first attempt, instruction
+    assert [m["role"] for m in revision["prompt"]] == ["user", "assistant", "user"] and revision["prompt"][-1]["content"] == "Check again."

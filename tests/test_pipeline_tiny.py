@@ -169,23 +169,23 @@ def test_training_leaves_no_model_behind(pipeline):
     from transformers import PreTrainedModel
 
     from selfimprove.pipeline.loop import prepare
+    from selfimprove.pipeline.plan import Iteration
     from selfimprove.pipeline.stages.data import prompts_stage
-    from selfimprove.pipeline.stages.generate import generate_stage
-    from selfimprove.pipeline.stages.score import score_stage
-    from selfimprove.pipeline.stages.select import select_stage
-    from selfimprove.pipeline.stages.train import train_stage
 
     cfg = load_pipeline(pipeline, ["iterations=1"])
-    ctx, rows = prepare(cfg)
-    train_sd, _ = prompts_stage(ctx, rows)
-    samples = generate_stage(ctx, 1, cfg.generate, train_sd, ctx.models.base_model())
-    scored = score_stage(ctx, 1, cfg.score, train_sd, samples, ctx.models.base_model())
-    chosen = select_stage(ctx, 1, cfg.select, cfg.seed + 1, cfg.train.accumulate_data, train_sd, scored, [])
+    prep = prepare(cfg)
+    ctx, plan = prep.ctx, prep.plan
+    train_sd, _ = prompts_stage(ctx, prep.rows)
+    base = ctx.models.base_model()
+    it = Iteration(1, cfg.seed + 1, {"prompts": train_sd}, base, base)
+    generate, score, select, train = plan.stages
+    for stage in (generate, score, select):
+        it.tables[stage.output] = stage.run(ctx, it)
     assert ctx.models.holds_generator  # the policy is loaded for generation
     ctx.models.release_generator()
     gc.collect()
     before = {id(o) for o in gc.get_objects() if isinstance(o, PreTrainedModel)}  # other tests' models, if any are alive
-    train_stage(ctx, 1, cfg.train, chosen, ctx.models.base_model())
+    train.run(ctx, it)
     gc.collect()
     assert not ctx.models.holds_generator
     assert [type(o).__name__ for o in gc.get_objects() if isinstance(o, PreTrainedModel) and id(o) not in before] == []
@@ -201,11 +201,8 @@ def test_a_scorer_model_does_not_outlive_its_iteration(pipeline, tmp_path, tiny_
     from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel
 
     from selfimprove.pipeline.loop import prepare
+    from selfimprove.pipeline.plan import Iteration
     from selfimprove.pipeline.stages.data import prompts_stage
-    from selfimprove.pipeline.stages.generate import generate_stage
-    from selfimprove.pipeline.stages.score import score_stage
-    from selfimprove.pipeline.stages.select import select_stage
-    from selfimprove.pipeline.stages.train import train_stage
 
     rm = tmp_path / "rm"
     rm_cfg = AutoConfig.from_pretrained(tiny_model_path)
@@ -214,8 +211,9 @@ def test_a_scorer_model_does_not_outlive_its_iteration(pipeline, tmp_path, tiny_
     AutoModelForSequenceClassification.from_config(rm_cfg).save_pretrained(rm)
     AutoTokenizer.from_pretrained(tiny_model_path).save_pretrained(rm)
     cfg = load_pipeline(pipeline, ["iterations=2", f"score=[{{name: gold}}, {{name: reward_model, options: {{model: '{rm}', batch_size: 8}}}}]"])
-    ctx, rows = prepare(cfg)
-    train_sd, _ = prompts_stage(ctx, rows)
+    prep = prepare(cfg)
+    ctx = prep.ctx
+    train_sd, _ = prompts_stage(ctx, prep.rows)
     gc.collect()
     before = {id(o) for o in gc.get_objects() if isinstance(o, PreTrainedModel)}  # other tests' models, if any are alive
 
@@ -223,14 +221,16 @@ def test_a_scorer_model_does_not_outlive_its_iteration(pipeline, tmp_path, tiny_
         gc.collect()
         return sorted(type(o).__name__ for o in gc.get_objects() if isinstance(o, PreTrainedModel) and id(o) not in before)
 
-    current, selects = ctx.models.base_model(), []
+    current, history = ctx.models.base_model(), {}
     for k in (1, 2):
-        samples = generate_stage(ctx, k, cfg.generate, train_sd, current)
-        scored = score_stage(ctx, k, cfg.score, train_sd, samples, current)
-        assert "LlamaForSequenceClassification" in alive()  # the reward model scored this iteration's samples
-        chosen = select_stage(ctx, k, cfg.select, cfg.seed + k, cfg.train.accumulate_data, train_sd, scored, selects)
-        selects.append(chosen)
-        train_stage(ctx, k, cfg.train, chosen, current)
+        it = Iteration(k, cfg.seed + k, {"prompts": train_sd}, current, current, history)
+        for stage in prep.plan.stages:
+            out = stage.run(ctx, it)
+            if stage.output is not None:
+                it.tables[stage.output] = out
+                history.setdefault(stage.output, []).append(out)
+            if stage.name == "score":
+                assert "LlamaForSequenceClassification" in alive()  # the reward model scored this iteration's samples
         assert alive() == [], k  # neither the policy nor the reward model survives the train stage
         current = ctx.models.iteration_model(k)
     ctx.close()

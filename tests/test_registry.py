@@ -7,7 +7,7 @@ import textwrap
 import pytest
 
 from selfimprove.config import ConfigError, PluginBackendConfig, TaskConfig, TransformersBackendConfig, VLLMBackendConfig, load_pipeline, parse_backend
-from selfimprove.pipeline.loop import iteration_plan, prepare
+from selfimprove.pipeline.loop import prepare
 from selfimprove.prompts import PromptLibrary
 from selfimprove.registry import BACKENDS, SCORERS, TASKS, TRAINERS, Registry
 from selfimprove.scoring import make_scorer
@@ -45,7 +45,7 @@ def plugin_module(tmp_path, monkeypatch):
         class Length(Scorer):
             """`short`: the completion has at most max_chars characters."""
             name = "length"
-            output_columns = ("short",)
+            writes = ("short",)
             Options = LengthOptions
 
             def score(self, prompts, samples, progress=None):
@@ -144,14 +144,14 @@ def test_backend_is_a_tagged_union(tmp_path, plugin_module):
 
 def test_training_method_is_a_tagged_union(tmp_path, plugin_module, no_model_loads):
     cfg = load_pipeline(write(tmp_path, BASE))
-    assert cfg.train.method == "sft" and iteration_plan(cfg) == ["generate", "score", "select", "train"]
+    assert cfg.train.method == "sft" and prepare(cfg).plan.names == ["generate", "score", "select", "train"]
     with pytest.raises(ConfigError, match=r"train\.method: unknown training method 'dpoo'"):
         load_pipeline(write(tmp_path, BASE), ["train.method=dpoo"])
     with pytest.raises(ConfigError, match=r"train\.options: unknown key for method 'sft'"):
         load_pipeline(write(tmp_path, BASE), ["train.options={a: 1}"])
     assert TRAINERS.get("sft").stages == ("generate", "score", "select", "train")
     cfg = load_pipeline(write(tmp_path, BASE), ["stages=[generate,score,eval]"])
-    assert iteration_plan(cfg) == ["generate", "score"]
+    assert prepare(cfg).plan.names == ["generate", "score"]
 
 
 def test_judge_backend_and_plugin_backend_options_are_checked_up_front(tmp_path, plugin_module, no_model_loads):

@@ -55,7 +55,7 @@ def test_reward_function_receives_every_sample_of_a_group(task):
 
     class Recorder(Scorer):
         name = "recorder"
-        output_columns = ("n_in_group",)
+        writes = ("n_in_group",)
 
         def score(self, prompts, samples, progress=None):
             seen.append([s["sample_id"] for s in samples])
@@ -138,3 +138,20 @@ def test_models_helper_refuses_iteration_refs_outside_a_run():
 
     with pytest.raises(ConfigError, match="outside a run, give its folder"):
         Models().iteration_model(2)
+
+
+def test_reward_functions_pickle(task):
+    """TRL's asynchronous GRPO sends reward functions to another process: they must pickle (an object, not a
+    closure), and the copy scores as the original. A model scorer travels unbound and says how to bind it."""
+    import pickle
+
+    reward = as_reward_func(make_scorer("majority_vote", task), "is_majority")
+    copy = pickle.loads(pickle.dumps(reward))
+    assert copy.__name__ == "majority_vote:is_majority"
+    answers = {"p1": ["3", "3", "4"], "p2": ["1", "2", "2"]}
+    assert trl_call(copy, answers) == trl_call(reward, answers) == [1.0, 1.0, 0.0, 0.0, 1.0, 1.0]
+    judge = make_scorer("p_true", task).use(ScriptedLogprobs(), fingerprint="scripted")
+    sent = pickle.loads(pickle.dumps(as_reward_func(judge, "p_true")))
+    assert sent.scorer.models is None and judge.models is not None  # the original keeps its binding
+    with pytest.raises(RuntimeError, match="was not bound to a model"):
+        trl_call(sent, {"p1": ["3"]})

@@ -1,7 +1,8 @@
 """Selection filters and the SFT row builder."""
 
+from selfimprove.builders import sft_rows
 from selfimprove.config import SelectConfig
-from selfimprove.selection import select_samples, sft_rows
+from selfimprove.selection import select_samples
 
 
 def _rows():

@@ -67,6 +67,6 @@ def test_tracker_errors_and_flatten(monkeypatch):
     with pytest.raises(ConfigError, match="unknown tracker 'comet'"):
         check_trackers(["comet"])
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)  # as where mlflow is not installed
-    with pytest.raises(ConfigError, match=r"train.report_to: mlflow is not installed; `pip install mlflow`"):
+    with pytest.raises(ConfigError, match=r"train.report_to: mlflow needs the mlflow package, which is not installed: pip install mlflow"):
         check_trackers(["mlflow"], "train.report_to")
     assert flatten({"a": {"b": 1, "c": float("nan")}, "d_ci": [0.1, 0.2], "e": [1, 2, 3]}) == {"a/b": 1.0, "d_ci/low": 0.1, "d_ci/high": 0.2}

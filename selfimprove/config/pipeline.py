@@ -12,6 +12,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from ..errors import ConfigError
+from ..registry import ROW_BUILDERS, SCORERS
 from .backend import BackendConfig, TransformersBackendConfig
 from .base import Strict, load_config, plain_name
 from .ray import RayConfig
@@ -75,13 +76,12 @@ class GenerateConfig(SamplingConfig):
 
 
 class ScorerConfig(Strict):
-    name: str = Field(description="Registered scorer (gold, majority_vote, pointwise_judge, pairwise_judge, meta_judge, p_true, self_loglik, "
-                                  "reward_model) or 'package.module:Class'.")
+    name: str = Field(description=f"Registered scorer ({', '.join(SCORERS.names())}) or 'package.module:Class'.")
     options: dict[str, Any] = Field(default_factory=dict)
 
 
 class BuilderConfig(Strict):
-    name: str = Field("sft", description="Registered row builder (sft) or 'package.module:Class'.")
+    name: str = Field("sft", description=f"Registered row builder ({', '.join(ROW_BUILDERS.names())}) or 'package.module:Class'.")
     options: dict[str, Any] = Field(default_factory=dict, description="Validated by the builder's `Options` model.")
 
 
@@ -101,6 +101,8 @@ class SelectConfig(Strict):
     dedup: bool = Field(True, description="Drop repeated (prompt, completion) pairs (whitespace-normalised).")
     max_per_prompt: int | None = Field(4, gt=0, description="Cap kept samples per prompt.")
     balance: bool = Field(False, description="Keep the same number per prompt (the smallest kept count, at least 1).")
+    accumulate: bool = Field(False, description="The train set is this iteration's rows after every earlier iteration's (with "
+                                                "train.init: base, the base model retrains on all of them).")
     builder: BuilderConfig = Field(default_factory=BuilderConfig, description="Turns the kept samples into training rows (sft: prompt + completion).")
 
 
@@ -179,6 +181,13 @@ class PipelineConfig(Strict):
             self.train.device = getattr(self.backend, "device", "auto")
         if "report_to" not in self.train.model_fields_set:
             self.train.report_to = list(self.report_to)
+        return self
+
+    @model_validator(mode="after")
+    def _accumulate(self) -> "PipelineConfig":
+        """`train.accumulate_data` is `select.accumulate` (the select stage builds the train set and reads its own section)."""
+        if self.train.accumulate_data:
+            self.select.accumulate = True
         return self
 
     @model_validator(mode="after")

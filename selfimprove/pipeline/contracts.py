@@ -1,7 +1,8 @@
-"""Column contracts, checked before any model loads: every scorer, filter, row builder and trainer declares the
-columns it reads and writes, and the chain generate -> score -> select -> train must supply each read column
-from an earlier step. A missing column is named with the step that reads it and the registered scorers that
-would produce it, instead of a stage that silently keeps nothing or fails late."""
+"""Column contracts, checked before any model loads: every scorer, row builder and trainer declares the columns it
+reads, reads when present, and writes (`columns()`, one `Columns` vocabulary), every filter the columns it reads, and
+the chain generate -> score -> select -> train must supply each read column from an earlier step. A missing column
+is named with the step that reads it and the registered scorers that would produce it, instead of a stage that
+silently keeps nothing or fails late."""
 
 from __future__ import annotations
 
@@ -13,13 +14,8 @@ PROMPT_COLUMNS = ("prompt_id", "messages", "reference", "task", "question", "met
 
 
 def producers(column: str) -> list[str]:
-    """Registered scorers whose output includes `column` (imports the scorer modules; none of them loads torch)."""
-    out = []
-    for name in SCORERS.names():
-        cls = SCORERS.get(name)
-        if column in getattr(cls, "output_columns", ()) or (column == "outcome" and name == "gold"):
-            out.append(name)
-    return out
+    """Registered scorers that may write `column` (their class's `writes`; imports the scorer modules, none loads torch)."""
+    return [name for name in SCORERS.names() if column in getattr(SCORERS.get(name), "writes", ())]
 
 
 def _missing(reader: str, needed, available: set[str], hint: str) -> None:
@@ -38,7 +34,7 @@ def check_chain(scorers, stages: list[str], filters: dict[str, tuple[str, ...]] 
     """Raise ConfigError at the first step that reads a column nothing before it writes; return the columns
     available after each step (for docs and tests)."""
     if trainer is not None and "train" in stages and "select" not in type(trainer).stages:
-        missing = [c for c in trainer.reads if c not in PROMPT_COLUMNS]
+        missing = [c for c in trainer.columns().reads if c not in PROMPT_COLUMNS]
         if missing:
             raise ConfigError(f"train.method {trainer.name} trains on the prompt table (it has no select stage) but reads {missing}; "
                               f"prompt rows have {list(PROMPT_COLUMNS)}")
@@ -47,19 +43,21 @@ def check_chain(scorers, stages: list[str], filters: dict[str, tuple[str, ...]] 
     if "score" not in stages:
         return after
     for i, sc in enumerate(scorers):
-        _missing(f"score[{i}] ({sc.name})", sc.reads(), available, "add the scorer that writes it before this one in `score:`")
-        available |= set(sc.writes())
+        cols = sc.columns()
+        _missing(f"score[{i}] ({sc.name})", cols.reads, available, "add the scorer that writes it before this one in `score:`")
+        available |= set(cols.writes)
     after["score"] = sorted(available)
     if "select" not in stages:
         return after
     for key, cols in (filters or {}).items():
         _missing(f"select.{key}", cols, available, f"add a scorer that writes it to `score:`, or turn select.{key} off")
     if builder is not None:
-        _missing(f"select.builder ({builder.name})", builder.columns_read(), available, "add the scorer that writes it to `score:`")
-        rows = set(builder.writes)
+        cols = builder.columns()
+        _missing(f"select.builder ({builder.name})", cols.reads, available, "add the scorer that writes it to `score:`")
+        rows = set(cols.writes)
         after["select"] = sorted(rows)
         if trainer is not None and "train" in stages:
-            missing = [c for c in trainer.reads if c not in rows]
+            missing = [c for c in trainer.columns().reads if c not in rows]
             if missing:
                 raise ConfigError(f"train.method {trainer.name} reads {missing}, which select.builder {builder.name} does not write "
                                   f"(it writes {sorted(rows)}); choose a builder made for this method")

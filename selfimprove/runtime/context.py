@@ -14,6 +14,7 @@ from typing import Iterator
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from ..optional import require
 from ..prompts import PromptLibrary
 from ..store import RunStore
 from ..tasks import Task
@@ -71,6 +72,8 @@ class RunContext:
         self.warnings: list[str] = []
         self.trackers = None  # runtime.tracking.Trackers, when the job reports to any
         self.ray = implicit_ray(backend, ray)  # config.ray.RayConfig: shard work runs on a pool of Ray actors
+        if self.ray is not None:  # before any model loads: the pool starts at the first shard work
+            require("ray", "ray" if ray is not None else "backend.data_parallel_size")
         self.models = HeldModels(self.store, model, backend, task, self.console.status)
 
     def spec(self) -> ContextSpec:

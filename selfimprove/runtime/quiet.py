@@ -5,6 +5,10 @@ from __future__ import annotations
 import os
 import sys
 
+# libraries whose UserWarnings/FutureWarnings are about their own internals, not about the user's run
+NOISY = (r"transformers(\.|$)", r"trl(\.|$)", r"peft(\.|$)", r"datasets(\.|$)", r"accelerate(\.|$)", r"torch(\.|$)",
+         r"huggingface_hub(\.|$)", r"deepspeed(\.|$)", r"ray(\.|$)", r"vllm(\.|$)")
+
 
 def quiet_libraries(imported_only: bool = False) -> None:
     """Library progress bars and chatter off (our own bars and logs say what happens); `imported_only` touches
@@ -14,8 +18,9 @@ def quiet_libraries(imported_only: bool = False) -> None:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     import warnings
 
-    warnings.filterwarnings("ignore", category=UserWarning)
-    warnings.filterwarnings("ignore", category=FutureWarning)
+    for module in NOISY:  # their own warnings only: a warning from user code or another library still shows
+        warnings.filterwarnings("ignore", category=UserWarning, module=module)
+        warnings.filterwarnings("ignore", category=FutureWarning, module=module)
     if imported_only and not {"datasets", "transformers"} & set(sys.modules):
         return
     try:

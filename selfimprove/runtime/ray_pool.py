@@ -15,16 +15,16 @@ from typing import Callable
 
 from ..config.ray import RayConfig
 from ..errors import ConfigError, SelfImproveError, StageError
+from ..optional import require
 from .shard_worker import ContextSpec, ShardWorker
 
 log = logging.getLogger("selfimprove.ray")
 
 
 def import_ray():
-    try:
-        import ray
-    except ImportError as e:
-        raise ConfigError("ray: this job runs on Ray but the ray package is not installed: pip install 'selfimprove[ray]'") from e
+    require("ray", "ray")
+    import ray
+
     return ray
 
 

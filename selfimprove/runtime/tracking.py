@@ -9,13 +9,13 @@ tracker run of their own (TensorBoard: under that stage's folder)."""
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import numbers
 import os
 from pathlib import Path
 
 from ..errors import ConfigError
+from ..optional import require
 
 TRACKERS = {"tensorboard": ("tensorboard", "tensorboard"), "wandb": ("wandb", "wandb"), "mlflow": ("mlflow", "mlflow")}
 
@@ -25,9 +25,7 @@ def check_trackers(names: list[str], where: str = "report_to") -> None:
     for name in names:
         if name not in TRACKERS:
             raise ConfigError(f"{where}: unknown tracker {name!r}; known: {list(TRACKERS)}")
-        module, package = TRACKERS[name]
-        if importlib.util.find_spec(module) is None:
-            raise ConfigError(f"{where}: {name} is not installed; `pip install {package}` or remove it from {where}")
+        require(name, where)
 
 
 def flatten(values: dict, prefix: str = "") -> dict[str, float]:

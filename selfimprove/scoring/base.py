@@ -2,7 +2,7 @@
 
 A scorer maps a batch of samples (rows with `prompt_id`, `completion`, `answer`) plus their prompt
 rows to per-sample values. It never raises on one bad sample: it returns an error string for it.
-Each scorer declares the sample columns it reads and writes (`reads()`, `writes()`), so a pipeline's
+Each scorer declares the sample columns it reads and writes (`columns()`: the one contract of every plug-in), so a pipeline's
 chain of scorers, filters, row builder and trainer is checked before any model loads, and its options
 as a pydantic model (`Options`), validated when it is built.
 """
@@ -15,6 +15,7 @@ from typing import Any, Callable, ClassVar
 
 from pydantic import BaseModel
 
+from ..columns import DeclaresColumns
 from ..errors import ConfigError
 from ..options import NoOptions, validate_options
 from ..registry import SCORERS
@@ -36,13 +37,14 @@ class ScoreResult:
     errors: list[str | None] = field(default_factory=list)
 
 
-class Scorer(ABC):
-    """Subclasses set `name`, `output_columns` (and `input_columns` beyond the basic ones), `Options` when they
-    take options, and implement `score`. Construct with `Scorer(task, options_dict_or_model)`."""
+class Scorer(DeclaresColumns, ABC):
+    """Subclasses set `name`, `writes` (and `reads` beyond the basic ones, `optional_reads`; or override `columns()`
+    when the contract depends on options or the task), `Options` when they take options, and implement `score`.
+    Construct with `Scorer(task, options_dict_or_model)`."""
 
     name: ClassVar[str]
-    output_columns: ClassVar[tuple[str, ...]]
-    input_columns: ClassVar[tuple[str, ...]] = ("prompt_id", "completion", "answer")
+    writes: ClassVar[tuple[str, ...]]
+    reads: ClassVar[tuple[str, ...]] = ("prompt_id", "completion", "answer")
     Options: ClassVar[type[BaseModel]] = NoOptions
     needs_model: ClassVar[bool] = False
     groupwise: ClassVar[bool] = False  # a sample's value depends on the other samples of its prompt (votes, pairwise comparisons)
@@ -58,14 +60,6 @@ class Scorer(ABC):
                               f"{' and '.join(self.task_kinds)} tasks. {self.unsupported_hint}".strip())
         self.task = task
         self.options = validate_options(self.Options, options, where)
-
-    def reads(self) -> tuple[str, ...]:
-        """Sample columns this scorer needs (written by the generate stage, `answer` extraction or an earlier scorer)."""
-        return self.input_columns
-
-    def writes(self) -> tuple[str, ...]:
-        """Columns this scorer adds (may depend on the task, e.g. `outcome` for code)."""
-        return self.output_columns
 
     def close(self) -> None:  # noqa: B027 - a hook with nothing to do by default
         """Free a model this scorer loaded itself (a reward model); the job's release calls it after each use."""
@@ -89,12 +83,3 @@ def make_scorers(configs, task: Task, where: str = "score") -> list[Scorer]:
         name, options = (c["name"], c.get("options")) if isinstance(c, dict) else (c.name, c.options)
         out.append(make_scorer(name, task, options, f"{where}[{i}]"))
     return out
-
-
-def group_by_prompt(samples: list[dict]) -> dict[str, list[int]]:
-    """Sample indices per prompt; a revision turn (`turn` 2) is a group of its own, so votes never mix turns."""
-    groups: dict[str, list[int]] = {}
-    for i, s in enumerate(samples):
-        turn = s.get("turn") or 1
-        groups.setdefault(s["prompt_id"] if turn == 1 else f"{s['prompt_id']}#turn{turn}", []).append(i)
-    return groups

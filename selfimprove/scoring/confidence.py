@@ -34,7 +34,7 @@ class PTrue(ModelScorer):
     """Column `p_true`. Option `show`: `answer` (the extracted answer, default) or `completion` (the whole reply)."""
 
     name = "p_true"
-    output_columns = ("p_true",)
+    writes = ("p_true",)
     Options = PTrueOptions
 
     def __init__(self, task, options=None, where=None):
@@ -64,7 +64,7 @@ class SelfLogLikelihood(ModelScorer):
     """Columns `loglik_sum`, `loglik_mean` (per token), `loglik_tokens`: log p(completion | prompt) under the judge model."""
 
     name = "self_loglik"
-    output_columns = ("loglik_sum", "loglik_mean", "loglik_tokens")
+    writes = ("loglik_sum", "loglik_mean", "loglik_tokens")
 
     def score(self, prompts, samples, progress=None):
         res = self.score_texts_cached([prompts[s["prompt_id"]]["messages"] for s in samples], [response_of(s) for s in samples])

@@ -15,8 +15,10 @@ from typing import Literal
 
 from pydantic import Field
 
+from ..columns import Columns
+from ..groups import indices_by_prompt
 from ..options import Options
-from .base import Scorer, ScoreResult, group_by_prompt
+from .base import Scorer, ScoreResult
 
 
 class MajorityOptions(Options):
@@ -63,12 +65,13 @@ class MajorityVote(Scorer):
     # programs are not answers to compare: `check` would read one program as the other's tests
     task_kinds = ("answer",)
     unsupported_hint = "For code, reward the tests' verdict (`gold`: the task's tests in the sandbox) or a judge."
-    output_columns = ("cluster", "vote_count", "vote_share", "is_majority", "top_share", "runner_up_share", "vote_margin", "majority_answer", "abstain")
+    writes = ("cluster", "vote_count", "vote_share", "is_majority", "top_share", "runner_up_share", "vote_margin", "majority_answer", "abstain")
 
     Options = MajorityOptions
 
-    def reads(self) -> tuple[str, ...]:
-        return self.input_columns + (() if self.options.count_unfinished else ("finish_reason",))
+    def columns(self) -> Columns:
+        """Reads `finish_reason` too when unfinished samples do not vote."""
+        return Columns(self.reads + (() if self.options.count_unfinished else ("finish_reason",)), (), self.writes)
 
     def _answer(self, sample: dict):
         if not self.options.count_unfinished and sample.get("finish_reason") == "length":
@@ -81,8 +84,8 @@ class MajorityVote(Scorer):
     def score(self, prompts, samples, progress=None):
         n = len(samples)
         abstain_below = self.options.abstain_below
-        cols: dict[str, list] = {c: [None] * n for c in self.output_columns}
-        for _pid, idx in group_by_prompt(samples).items():
+        cols: dict[str, list] = {c: [None] * n for c in self.writes}
+        for _pid, idx in indices_by_prompt(samples).items():
             ids = cluster_answers([self._answer(samples[i]) for i in idx], self._same)
             sizes: dict[int, int] = {}
             for c in ids:

@@ -47,7 +47,7 @@ class DSWeight(ModelScorer):
     name = "ds_weight"
     task_kinds = ("answer",)  # its valid replies are gold answers; a code task's reference holds tests, not a solution
     unsupported_hint = "Code tasks have tests, not reference solutions, to build its valid set from."
-    output_columns = ("ds_weight", "ds_deviation", "ds_loss")
+    writes = ("ds_weight", "ds_deviation", "ds_loss")
     Options = DSWeightOptions
     whole_table = True
 
@@ -100,7 +100,7 @@ class DSWeight(ModelScorer):
         nll = lambda r: -r["logprob_sum"] / r["num_tokens"] if r["num_tokens"] else None  # noqa: E731
         valid_losses = [v for v in (nll(r) for r in valid) if v is not None]
         lv = sum(valid_losses) / len(valid_losses)
-        cols: dict[str, list] = {c: [] for c in self.output_columns}
+        cols: dict[str, list] = {c: [] for c in self.writes}
         errors: list[str | None] = []
         held = {r["prompt_id"] for r in rows} if o.exclude_valid else set()
         for s, r in zip(samples, res):

@@ -127,6 +127,14 @@ class ModelScorer(Scorer):
         else:
             self.model = model_ref(self.judge_ref)
 
+    def without_models(self) -> "ModelScorer":
+        """A copy that holds no model access (unbound), e.g. to send to another process, where it is bound again."""
+        import copy
+
+        other = copy.copy(self)
+        other.models, other.model = None, None
+        return other
+
     def use(self, generator: Generator, fingerprint: str = "direct", cache_path=None) -> "ModelScorer":
         """Judge with `generator` (any backend instance); `fingerprint` keys the request cache."""
         self.models = _Fixed(generator, cache_path)

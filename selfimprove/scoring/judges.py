@@ -17,7 +17,8 @@ from pydantic import Field, model_validator
 
 from ..errors import ConfigError
 from ..generation import SamplingParams
-from .base import ScoreResult, group_by_prompt
+from ..groups import indices_by_prompt
+from .base import ScoreResult
 from .judge_base import JudgeOptions, ModelScorer, response_of
 from .parsers import parse_pairwise, parse_score
 
@@ -72,7 +73,7 @@ class PointwiseJudge(ModelScorer):
     (per judgment, None = parse failure), `judge_raw` (texts), `judge_parse_failures` (count)."""
 
     name = "pointwise_judge"
-    output_columns = ("judge_score", "judge_var", "judge_scores", "judge_raw", "judge_parse_failures")
+    writes = ("judge_score", "judge_var", "judge_scores", "judge_raw", "judge_parse_failures")
     Options = PointwiseOptions
 
     def __init__(self, task, options=None, where=None):
@@ -100,7 +101,7 @@ class PointwiseJudge(ModelScorer):
         if self.mode == "logprobs":
             return self.score_by_logprobs(msgs, progress)
         outs = self.generate_cached(msgs, self.params, progress)
-        cols = {c: [] for c in self.output_columns}
+        cols = {c: [] for c in self.writes}
         for i, comps in enumerate(outs):
             raws = [c["text"] for c in comps]
             parsed = [parse_score(t, self.low, self.high) for t in raws]
@@ -118,7 +119,7 @@ class PointwiseJudge(ModelScorer):
     def score_by_logprobs(self, msgs: list[list[dict]], progress=None) -> ScoreResult:
         digits = [str(k) for k in range(int(self.low), int(self.high) + 1)]
         lps = self.next_token_cached(msgs, digits, prefix="Score: ")
-        cols: dict[str, list] = {c: [] for c in self.output_columns}
+        cols: dict[str, list] = {c: [] for c in self.writes}
         errors: list[str | None] = []
         for d in lps:
             value, probs = expected_score(d)
@@ -205,7 +206,7 @@ class PairwiseJudge(ModelScorer):
 
     name = "pairwise_judge"
     groupwise = True
-    output_columns = ("pair_win_rate", "pair_games", "pair_flips", "pair_parse_failures", "pair_raw")
+    writes = ("pair_win_rate", "pair_games", "pair_flips", "pair_parse_failures", "pair_raw")
     Options = PairwiseOptions
 
     def __init__(self, task, options=None, where=None):
@@ -217,7 +218,7 @@ class PairwiseJudge(ModelScorer):
 
     def score(self, prompts, samples, progress=None):
         games: list[tuple[int, int]] = []
-        for _pid, idx in group_by_prompt(samples).items():
+        for _pid, idx in indices_by_prompt(samples).items():
             if len(idx) >= 2:
                 games.extend((idx[j], idx[(j + 1) % len(idx)]) for j in range(len(idx) if len(idx) > 2 else 1))
         items = [(prompts[samples[a]["prompt_id"]]["question"], response_of(samples[a]), response_of(samples[b])) for a, b in games]

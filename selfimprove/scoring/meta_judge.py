@@ -13,7 +13,8 @@ from itertools import combinations
 from typing import Literal
 
 from ..errors import ConfigError
-from .base import ScoreResult, group_by_prompt
+from ..groups import indices_by_prompt
+from .base import ScoreResult
 from .elo import bradley_terry, elo
 from .judge_base import ModelScorer, response_of
 from .judges import SamplingOptions
@@ -32,8 +33,8 @@ class MetaJudge(ModelScorer):
 
     name = "meta_judge"
     groupwise = True
-    output_columns = ("meta_elo", "meta_chosen", "meta_rejected", "meta_battles", "meta_parse_failures")
-    input_columns = ("prompt_id", "completion", "judge_raw", "judge_scores", "judge_var")
+    writes = ("meta_elo", "meta_chosen", "meta_rejected", "meta_battles", "meta_parse_failures")
+    reads = ("prompt_id", "completion", "judge_raw", "judge_scores", "judge_var")
     Options = MetaJudgeOptions
 
     def __init__(self, task, options=None, where=None):
@@ -45,7 +46,7 @@ class MetaJudge(ModelScorer):
 
     def chosen_samples(self, samples: list[dict]) -> list[int]:
         out = []
-        for _pid, idx in group_by_prompt(samples).items():
+        for _pid, idx in indices_by_prompt(samples).items():
             cands = [i for i in idx if len([v for v in (samples[i].get("judge_scores") or []) if v is not None]) >= 2]
             if not cands:
                 continue
@@ -59,7 +60,7 @@ class MetaJudge(ModelScorer):
         if samples and "judge_raw" not in samples[0]:
             raise ConfigError("meta_judge needs pointwise_judge before it in `score` (with n >= 2 judgments)")
         n = len(samples)
-        cols: dict[str, list] = {c: [None] * n for c in self.output_columns}
+        cols: dict[str, list] = {c: [None] * n for c in self.writes}
         chosen = self.chosen_samples(samples)
         jobs = []  # (sample index, first judgment, second judgment, messages)
         for i in chosen:

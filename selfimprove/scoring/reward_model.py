@@ -21,7 +21,7 @@ class RewardModel(Scorer):
     `batch_size`, `device`, `max_length`."""
 
     name = "reward_model"
-    output_columns = ("reward",)
+    writes = ("reward",)
 
     Options = RewardModelOptions
 

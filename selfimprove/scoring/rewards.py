@@ -94,21 +94,24 @@ def gather_batch(payload: dict) -> tuple[dict, slice]:
     return merged, slice(start, start + len(payload["prompts"]))
 
 
-def as_reward_func(scorer: Scorer, column: str | None = None, *, name: str | None = None,
-                   value: Callable[[Any], float | None] = reward_value, eos_token_id: int | set[int] | None = None,
-                   on_result: Callable[..., None] | None = None) -> Callable[..., list[float | None]]:
-    """A TRL reward function from `scorer`: the value of its `column` (default: its first) per completion.
+class RewardFunction:
+    """A scorer as a TRL reward function (see `as_reward_func`). An object, not a closure, so it pickles: TRL's
+    asynchronous GRPO sends reward functions to another process. A model-based scorer's model access does not travel
+    with it (generators hold models): bind the scorer again there (`scorer.bind(...)` / `scorer.use(...)`)."""
 
-    Model-based scorers must be bound first (`scorer.bind(...)` or `scorer.use(generator)`). A sample the scorer
-    could not score (an error, no answer) gets None (TRL: NaN); a completion every reward function leaves None gets
-    no advantage, but where other reward functions score it TRL sums with `nansum`, so None counts as 0 there.
-    `eos_token_id` (one id or a set) lets a completion that does not end in one read as `finish_reason: length`. `on_result(prompt_rows, samples,
-    result, log_metric)` sees every scored batch (the whole gathered batch, on rank 0 only), for monitors."""
-    column = column or scorer.writes()[0]
-    if column not in scorer.writes():
-        raise ValueError(f"scorer {scorer.name} writes {list(scorer.writes())}, not {column!r}")
+    def __init__(self, scorer: Scorer, column: str, name: str, value: Callable[[Any], float | None],
+                 eos_token_id: int | set[int] | None, on_result: Callable[..., None] | None):
+        self.scorer, self.column, self.value, self.eos_token_id, self.on_result = scorer, column, value, eos_token_id, on_result
+        self.__name__ = self.__qualname__ = name  # TRL names the reward's logged columns after it
+        self.__doc__ = f"Reward = column {column!r} of scorer {scorer.name!r} (selfimprove)."
 
-    def reward(prompts, completions, completion_ids=None, **columns) -> list[float | None]:
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["scorer"] = self.scorer.without_models() if hasattr(self.scorer, "without_models") else self.scorer
+        return state
+
+    def __call__(self, prompts, completions, completion_ids=None, **columns) -> list[float | None]:
+        scorer = self.scorer
         log_metric = columns.pop("log_metric", None)
         columns = {k: v for k, v in columns.items() if k not in ("trainer_state", "log_extra", "environments")}
         part = slice(None)
@@ -119,13 +122,26 @@ def as_reward_func(scorer: Scorer, column: str | None = None, *, name: str | Non
                                          "columns": {k: list(v) for k, v in columns.items()}})
             prompts, completions, columns = merged["prompts"], merged["completions"], merged["columns"]
             completion_ids = merged["ids"] if completion_ids is not None else None
-        prompt_rows, samples = trl_batch(scorer.task, prompts, completions, columns, completion_ids, eos_token_id)
+        prompt_rows, samples = trl_batch(scorer.task, prompts, completions, columns, completion_ids, self.eos_token_id)
         result = scorer.score(prompt_rows, samples)
-        if on_result is not None and rank == 0:
-            on_result(prompt_rows, samples, result, log_metric)
-        return [value(v) for v in result.columns[column][part]]
+        if self.on_result is not None and rank == 0:
+            self.on_result(prompt_rows, samples, result, log_metric)
+        return [self.value(v) for v in result.columns[self.column][part]]
 
-    reward.__name__ = name or f"{scorer.name}:{column}"
-    reward.__qualname__ = reward.__name__
-    reward.__doc__ = f"Reward = column {column!r} of scorer {scorer.name!r} (selfimprove)."
-    return reward
+
+def as_reward_func(scorer: Scorer, column: str | None = None, *, name: str | None = None,
+                   value: Callable[[Any], float | None] = reward_value, eos_token_id: int | set[int] | None = None,
+                   on_result: Callable[..., None] | None = None) -> RewardFunction:
+    """A TRL reward function from `scorer`: the value of its `column` (default: its first) per completion.
+
+    Model-based scorers must be bound first (`scorer.bind(...)` or `scorer.use(generator)`). A sample the scorer
+    could not score (an error, no answer) gets None (TRL: NaN); a completion every reward function leaves None gets
+    no advantage, but where other reward functions score it TRL sums with `nansum`, so None counts as 0 there.
+    `eos_token_id` (one id or a set) lets a completion that does not end in one read as `finish_reason: length`.
+    `on_result(prompt_rows, samples, result, log_metric)` sees every scored batch (the whole gathered batch, on rank 0
+    only), for monitors. The result pickles (`RewardFunction`)."""
+    writes = scorer.columns().writes
+    column = column or writes[0]
+    if column not in writes:
+        raise ValueError(f"scorer {scorer.name} writes {list(writes)}, not {column!r}")
+    return RewardFunction(scorer, column, name or f"{scorer.name}:{column}", value, eos_token_id, on_result)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..columns import Columns
 from .base import Scorer, ScoreResult
 
 
@@ -9,10 +10,10 @@ class GoldVerifier(Scorer):
     """Adds `correct` (bool; `outcome` too for code tasks). Prompts without a reference get `correct = None` and an error."""
 
     name = "gold"
-    output_columns = ("correct",)
+    writes = ("correct", "outcome")  # what it may write: `outcome` only for code tasks
 
-    def writes(self) -> tuple[str, ...]:
-        return ("correct", "outcome") if self.task.outcome_column else ("correct",)
+    def columns(self) -> Columns:
+        return Columns(self.reads, (), ("correct", "outcome") if self.task.outcome_column else ("correct",))
 
     def score(self, prompts, samples, progress=None):
         refs, answers, idx, errors = [], [], [], [None] * len(samples)

@@ -1,7 +1,5 @@
-"""Selection: filters over scored samples and the builders of training rows (`registry.ROW_BUILDERS`)."""
+"""Selection: the filters that choose which scored samples the row builder sees (thresholds, caps, quantiles)."""
 
-from .base import RowBuilder, make_row_builder
 from .filters import filter_columns, select_samples
-from .sft import SFTRows, sft_rows
 
-__all__ = ["RowBuilder", "SFTRows", "filter_columns", "make_row_builder", "select_samples", "sft_rows"]
+__all__ = ["filter_columns", "select_samples"]

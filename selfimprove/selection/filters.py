@@ -11,6 +11,7 @@ import random
 import re
 
 from ..config import SelectConfig
+from ..groups import by_prompt
 
 
 def _norm(text: str) -> str:
@@ -57,9 +58,7 @@ def dedup(rows: list[dict]) -> list[dict]:
 
 def cap_per_prompt(rows: list[dict], cap: int, rng: random.Random) -> list[dict]:
     """At most `cap` rows per prompt, chosen at random (seeded) so no position bias creeps in."""
-    groups: dict[str, list[dict]] = {}
-    for r in rows:
-        groups.setdefault(r["prompt_id"], []).append(r)
+    groups = by_prompt(rows, turns=False)
     out = []
     for pid in groups:
         g = groups[pid]
@@ -69,9 +68,7 @@ def cap_per_prompt(rows: list[dict], cap: int, rng: random.Random) -> list[dict]
 
 def balance(rows: list[dict], rng: random.Random) -> list[dict]:
     """The same count for every kept prompt (the smallest), so easy prompts do not dominate."""
-    groups: dict[str, list[dict]] = {}
-    for r in rows:
-        groups.setdefault(r["prompt_id"], []).append(r)
+    groups = by_prompt(rows, turns=False)
     if not groups:
         return []
     k = min(len(g) for g in groups.values())

@@ -138,6 +138,13 @@ class CodeTask(DatasetTask):
         return Program(body, ref["tests"], ref.get("entry", ""), prelude=ref.get("prompt", ""),
                        candidates=(ep,) if ep else (), type_strict=self.options.type_strict)
 
+    def __getstate__(self) -> dict:
+        """Without the sandbox's processes (a pickled task, e.g. inside a reward function sent to another process,
+        starts a sandbox of its own there)."""
+        state = dict(self.__dict__)
+        state.pop("_sandbox", None)
+        return state
+
     def sandbox(self) -> Sandbox:
         if self._sandbox is None:
             o = self.options

@@ -1,1 +1,2 @@
-"""Training methods (`registry.TRAINERS`): SFT now; each subclasses `base.Trainer` and shares `common`."""
+"""Training methods (`registry.TRAINERS`: sft, dpo, grpo, and plug-ins); each subclasses `base.Trainer` and shares
+`common`."""

@@ -11,14 +11,16 @@ from typing import Callable, ClassVar
 
 from pydantic import BaseModel
 
+from ..columns import DeclaresColumns
 from ..options import NoOptions, validate_options
 from ..registry import TRAINERS
 
 ProgressFn = Callable[[int, int | None], None]
 
 
-class Trainer(ABC):
-    """Construct with the `train:` section (a `TrainBase` subclass); `train(...)` returns stats for the manifest."""
+class Trainer(DeclaresColumns, ABC):
+    """Construct with the `train:` section (a `TrainBase` subclass); `train(...)` returns stats for the manifest.
+    `reads` (and `optional_reads`): the row columns it trains on (`columns()`; it writes a model, no columns)."""
 
     name: ClassVar[str]
     reads: ClassVar[tuple[str, ...]]

@@ -98,14 +98,14 @@ class GRPOTrainer(Trainer):
         for i, r in enumerate(self.cfg.rewards):
             where = f"train.rewards[{i}]"
             sc = make_scorer(r.scorer, task, r.options, where)
-            missing = [c for c in sc.reads() if c not in REWARD_COLUMNS]
+            missing = [c for c in sc.columns().reads if c not in REWARD_COLUMNS]
             if missing:
                 raise ConfigError(f"{where}: scorer {sc.name} reads {missing}, which GRPO's completions do not have "
                                   f"(they have {list(REWARD_COLUMNS)})")
-            if r.column is not None and r.column not in sc.writes():
-                raise ConfigError(f"{where}.column: scorer {sc.name} writes {list(sc.writes())}, not {r.column!r}")
+            if r.column is not None and r.column not in sc.columns().writes:
+                raise ConfigError(f"{where}.column: scorer {sc.name} writes {list(sc.columns().writes)}, not {r.column!r}")
             out.append(sc)
-        if self.cfg.stop_below_label_accuracy is not None and not any("majority_answer" in sc.writes() for sc in out):
+        if self.cfg.stop_below_label_accuracy is not None and not any("majority_answer" in sc.columns().writes for sc in out):
             raise ConfigError("train.stop_below_label_accuracy audits a majority-vote reward's pseudo-labels, but no train.rewards "
                               "entry is a majority vote")
         return out
@@ -132,7 +132,7 @@ class GRPOTrainer(Trainer):
         model, tok = load_model_and_tokenizer(model_path, torch.float32 if on_cpu else dtype)
         funcs = []
         for r, sc in zip(cfg.rewards, scorers):
-            audit = label_audit(self.task) if "majority_answer" in sc.writes() else None
+            audit = label_audit(self.task) if "majority_answer" in sc.columns().writes else None
             funcs.append(as_reward_func(sc, r.column, eos_token_id=eos_ids(model, tok), on_result=audit))
         ds = datasets.Dataset.from_list([{"prompt": list(r["messages"]), "prompt_id": str(r["prompt_id"]),
                                           "reference": str(r.get("reference") or "")} for r in rows])

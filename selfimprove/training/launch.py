@@ -21,6 +21,7 @@ from collections import deque
 from pathlib import Path
 
 from ..errors import StageError
+from ..optional import require
 
 log = logging.getLogger("selfimprove.training")
 PROGRESS = "SELFIMPROVE_PROGRESS"
@@ -77,10 +78,7 @@ def child_env() -> dict:
 def launch_training(cfg, model_path, rows: list[dict], out_dir: Path, *, task_cfg: dict | None = None, prompts_dir: str | None = None,
                     progress=None) -> dict:
     """Train in a child process under accelerate + DeepSpeed; returns the child's stats (as `Trainer.train`)."""
-    import importlib.util
-
-    if importlib.util.find_spec("deepspeed") is None:
-        raise StageError("train.distributed needs DeepSpeed: `pip install deepspeed` (or `pip install 'selfimprove[deepspeed]'`)")
+    require("deepspeed", "train.distributed")
     dist = cfg.distributed
     out_dir = Path(out_dir).resolve()  # the child runs in launch/: every path it reads is absolute
     model_path = Path(model_path).resolve() if Path(model_path).exists() else model_path  # else a hub id

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ...config import ScorerConfig
+from ...groups import by_prompt
 from ...judging.diagnostics import judge_report
 from ...models import ModelRef, reachable
 from ...runtime.context import RunContext
@@ -48,10 +49,10 @@ class ScoreWork:
         return rows
 
 
-def score_stage(ctx: RunContext, iteration: int, cfg: list[ScorerConfig], prompts_sd: StageDir, samples_sd: StageDir, policy: ModelRef,
-                shard_size: int = 32) -> StageDir:
-    """`policy` wrote the samples: the judge of scorers whose `judge` option is `policy`. `shard_size` prompts per shard
-    (one shard when a scorer needs the whole table, like ds_weight)."""
+def score_stage(ctx: RunContext, iteration: int, cfg: list[ScorerConfig], prompts_sd: StageDir, samples_sd: StageDir, policy: ModelRef) -> StageDir:
+    """`policy` wrote the samples: the judge of scorers whose `judge` option is `policy`. Shards have the prompts of the
+    samples table's shards (one shard when a scorer needs the whole table, like ds_weight)."""
+    shard_size = int((samples_sd.config.get("generate") or {}).get("shard_size", 32))
     task = ctx.task
     scorers = make_scorers(cfg, task)
     judges = bind_scorers(scorers, ctx.models, policy)
@@ -61,10 +62,8 @@ def score_stage(ctx: RunContext, iteration: int, cfg: list[ScorerConfig], prompt
 
     def work(sd: StageDir):
         samples = samples_sd.rows() if samples_sd.table_path.exists() else samples_sd.read_shards()
-        by_prompt: dict[str, list[dict]] = {}
-        for s in samples:
-            by_prompt.setdefault(s["prompt_id"], []).append(s)
-        groups = [{"prompt": p, "samples": by_prompt[p["prompt_id"]]} for p in prompts_sd.rows() if p["prompt_id"] in by_prompt]
+        per_prompt = by_prompt(samples, turns=False)  # a prompt's turns stay in one shard (scorers group them apart)
+        groups = [{"prompt": p, "samples": per_prompt[p["prompt_id"]]} for p in prompts_sd.rows() if p["prompt_id"] in per_prompt]
         size = len(groups) if any(s.whole_table for s in scorers) else shard_size
         scored = run_shards(ctx, sd, groups, max(size, 1), ScoreWork(tuple(cfg), policy), f"iter {iteration} score")
         order = {s["sample_id"]: i for i, s in enumerate(samples)}

@@ -3,22 +3,25 @@
 
 from __future__ import annotations
 
+from ...builders import RowBuilder, make_row_builder
 from ...config import SelectConfig
 from ...runtime.context import RunContext
 from ...runtime.runner import run_stage
-from ...selection import make_row_builder, select_samples
+from ...selection import select_samples
 from ...store import StageDir
 
 
-def select_stage(ctx: RunContext, iteration: int, cfg: SelectConfig, seed: int, accumulate: bool, prompts_sd: StageDir,
-                 scored_sd: StageDir, earlier: list[StageDir]) -> StageDir:
+def select_stage(ctx: RunContext, iteration: int, cfg: SelectConfig, seed: int, prompts_sd: StageDir, scored_sd: StageDir,
+                 earlier: list[StageDir], builder: RowBuilder | None = None) -> StageDir:
     """Reads `prompts` and `scored`; writes the train set. `earlier` holds previous iterations' select stages, whose
-    rows come first when `accumulate` (train.accumulate_data) is on. `seed` drives the per-prompt caps."""
-    builder = make_row_builder(cfg.builder.name, cfg.builder.options)
+    rows come first with `select.accumulate`. `seed` drives the per-prompt caps; `builder`: the one the plan built
+    (default: made from `select.builder`)."""
+    builder = builder or make_row_builder(cfg.builder.name, cfg.builder.options)
+    accumulate = cfg.accumulate
     inputs = {"prompts": prompts_sd.fingerprint, "scored": scored_sd.fingerprint}
     if accumulate:
         inputs.update({f"select_{i}": e.fingerprint for i, e in enumerate(earlier)})
-    config = {"select": cfg.model_dump(), "accumulate": accumulate, "seed": seed}
+    config = {"select": cfg.model_dump(), "seed": seed}
     sd = ctx.store.stage(iteration, "select", config, inputs)
 
     def work(sd: StageDir):

@@ -9,7 +9,7 @@ from ...models import ModelRef
 from ...runtime.context import RunContext
 from ...runtime.runner import run_stage
 from ...store import StageDir, tree_digest
-from ...training.base import make_trainer
+from ...training.base import Trainer, make_trainer
 
 
 def run_reference(models, iteration: int, ref: str) -> ModelRef | None:
@@ -27,16 +27,18 @@ def run_reference(models, iteration: int, ref: str) -> ModelRef | None:
     return None
 
 
-def train_stage(ctx: RunContext, iteration: int, cfg: TrainBase, select_sd: StageDir, start: ModelRef) -> StageDir:
+def train_stage(ctx: RunContext, iteration: int, cfg: TrainBase, select_sd: StageDir, start: ModelRef, trainer: Trainer | None = None) -> StageDir:
     """Reads the train set (or, for a method without a select stage, the train prompts); writes the iteration's
-    model (`iter_<k>`)."""
+    model (`iter_<k>`). `trainer`: the one the plan built (default: made from `train:`)."""
     inputs = {"data": select_sd.fingerprint, "model": start.fingerprint}
     config = {"train": cfg.model_dump(exclude={"report_to"})}
     reference = run_reference(ctx.models, iteration, getattr(cfg, "reference", "start"))
     if reference is not None:  # a model of this run: its folder for the trainer, its fingerprint for the stage
         inputs["reference"] = reference.fingerprint
         cfg = cfg.model_copy(update={"reference": str(reference.path)})
-    trainer = make_trainer(cfg).attach(ctx.task, ctx.models, start)
+    trainer = trainer if trainer is not None else make_trainer(cfg)
+    trainer.cfg = cfg  # with this iteration's reference resolved
+    trainer.attach(ctx.task, ctx.models, start)
     sd = ctx.store.stage(iteration, "train", config, inputs)
 
     def work(sd: StageDir):

@@ -12,12 +12,24 @@ def _gold(sample: dict) -> bool | None:
     return v if isinstance(v, bool) else None
 
 
-def pair_row(pid: str, prompt: dict, chosen: dict, rejected: dict, weight: float, margin: float, **extra) -> dict:
-    """One pair: chat-list prompt and assistant turns, the pair's weight and margin, the sample ids, and where the gold
-    scorer ran, whether each side was right (`label_correct` = the chosen side's; audit only)."""
+def pair_prompt(prompts: dict[str, dict], sample: dict, by_id: dict[str, dict]) -> list[dict]:
+    """The conversation a sample answers: its prompt's messages, and for a revision (turn 2, `generate.revise`) the
+    first attempt (`by_id`: samples by sample_id) and the instruction after them, as the revision was sampled."""
+    messages = list(prompts[sample["prompt_id"]]["messages"])
+    if (sample.get("turn") or 1) > 1 and sample.get("parent_id"):
+        first = by_id.get(sample["parent_id"])
+        if first is not None:
+            messages += [{"role": "assistant", "content": first["completion"]}, {"role": "user", "content": sample.get("revise_instruction") or ""}]
+    return messages
+
+
+def pair_row(prompt: list[dict], chosen: dict, rejected: dict, weight: float, margin: float, **extra) -> dict:
+    """One pair of two samples of one prompt (and turn): the chat-list `prompt` they answer and the assistant turns,
+    the pair's weight and margin, the sample ids, and where the gold scorer ran, whether each side was right
+    (`label_correct` = the chosen side's; audit only)."""
     return {
-        "prompt_id": pid,
-        "prompt": list(prompt["messages"]),
+        "prompt_id": chosen["prompt_id"],
+        "prompt": list(prompt),
         "chosen": [{"role": "assistant", "content": chosen["completion"]}],
         "rejected": [{"role": "assistant", "content": rejected["completion"]}],
         "weight": float(weight),

@@ -1,6 +1,6 @@
-"""Row builders turn kept samples into training rows (SFT rows now; preference pairs next). Each declares the
-sample columns it reads and the row columns it writes, so the loop checks them against the scorers before
-it and the trainer after it before any model loads."""
+"""Row builders turn kept samples into training rows (SFT rows, preference pairs, correction trajectories). Each
+declares the sample columns it reads and the row columns it writes (`columns()`), so the loop checks them against
+the scorers before it and the trainer after it before any model loads."""
 
 from __future__ import annotations
 
@@ -9,12 +9,14 @@ from typing import ClassVar
 
 from pydantic import BaseModel
 
+from ..columns import DeclaresColumns
 from ..options import NoOptions, validate_options
 from ..registry import ROW_BUILDERS
 
 
-class RowBuilder(ABC):
-    """Subclasses set `name`, `reads`, `writes` (and `Options`), and implement `build`."""
+class RowBuilder(DeclaresColumns, ABC):
+    """Subclasses set `name`, `reads` (sample columns), `optional_reads`, `writes` (row columns) (or override `columns()`
+    when they depend on options), `Options`, and implement `build`."""
 
     name: ClassVar[str]
     reads: ClassVar[tuple[str, ...]]
@@ -24,10 +26,6 @@ class RowBuilder(ABC):
     def __init__(self, options: dict | BaseModel | None = None, where: str = "select.builder.options"):
         self.options = validate_options(self.Options, options, where)
 
-    def columns_read(self) -> tuple[str, ...]:
-        """Sample columns needed (may depend on options)."""
-        return self.reads
-
     @property
     def weighted(self) -> bool:
         """Whether the rows carry weights other than 1 (the trainer must support them)."""
@@ -36,14 +34,6 @@ class RowBuilder(ABC):
     @abstractmethod
     def build(self, samples: list[dict], prompts: dict[str, dict]) -> tuple[list[dict], dict]:
         """Training rows from kept samples (`prompts`: prompt_id -> prompt row), and counts for the manifest."""
-
-
-def by_prompt(samples: list[dict]) -> dict[str, list[dict]]:
-    """Samples per prompt id, in order (what every pair builder starts from)."""
-    groups: dict[str, list[dict]] = {}
-    for s in samples:
-        groups.setdefault(s["prompt_id"], []).append(s)
-    return groups
 
 
 def make_row_builder(name: str, options: dict | None = None, where: str = "select.builder") -> RowBuilder:

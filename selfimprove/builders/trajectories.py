@@ -15,6 +15,7 @@ from typing import Literal
 
 from pydantic import Field
 
+from ..columns import Columns
 from ..options import Options
 from .base import RowBuilder
 
@@ -40,8 +41,8 @@ class CorrectionTrajectories(RowBuilder):
     writes = ("prompt_id", "prompt", "completion", "weight", "sample_id", "parent_id", "trajectory", "model_ref")
     Options = TrajectoryOptions
 
-    def columns_read(self) -> tuple[str, ...]:
-        return self.reads + (self.options.signal,)
+    def columns(self) -> Columns:
+        return Columns(self.reads + (self.options.signal,), self.optional_reads, self.writes)
 
     def build(self, samples: list[dict], prompts: dict[str, dict]) -> tuple[list[dict], dict]:
         o = self.options

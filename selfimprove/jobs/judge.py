@@ -15,6 +15,8 @@ from pathlib import Path
 from ..config import JudgeJobConfig, ScorerConfig
 from ..errors import ConfigError
 from ..generation import check_backend
+from ..judging.diagnostics import diagnostics, summarize, summary_markdown
+from ..judging.rows import add_correctness, merge, prompt_and_samples, read_rows
 from ..models import ModelRef, reachable
 from ..prompts import PromptLibrary
 from ..runtime.context import RunContext
@@ -24,8 +26,6 @@ from ..scoring.apply import score_samples
 from ..scoring.judge_base import bind_scorers
 from ..store import StageDir, atomic_write_bytes, atomic_write_json, stable_hash
 from ..tasks import make_task
-from .diagnostics import diagnostics, summarize, summary_markdown
-from .rows import add_correctness, merge, prompt_and_samples, read_rows
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,7 @@ class JudgeWork:
         prompts, samples = prompt_and_samples(shard)
         first = index * self.shard_size
         scored = score_samples(scorers, ctx.task, prompts, samples, f"{self.name} rows {first}-{first + len(shard)}", ctx.progress)
-        out = merge(shard, scored, [c for s in scorers for c in s.writes()])
+        out = merge(shard, scored, [c for s in scorers for c in s.columns().writes])
         add_correctness(ctx.task, out)
         advance(len(shard))
         return out

@@ -15,14 +15,16 @@ from typing import Literal
 
 from pydantic import Field
 
+from ..columns import Columns
+from ..groups import by_prompt
 from ..options import Options
-from .base import RowBuilder, by_prompt
-from .pair_rows import PAIR_COLUMNS, audit_counts, pair_row
+from .base import RowBuilder
+from .pair_rows import PAIR_COLUMNS, audit_counts, pair_prompt, pair_row
 
 
 class JudgePairOptions(Options):
     score_column: str = Field("judge_score", description="The sample column holding the judge's score (pointwise_judge's "
-                                                         "`judge_score`, p_true's `p_true`, reward_model's `rm_score`, ...).")
+                                                         "`judge_score`, p_true's `p_true`, reward_model's `reward`, ...).")
     rho: float = Field(0.0, ge=0, lt=0.5, description="Length control band width (Meta-Rewarding): 0 = best vs worst.")
     min_gap: float = Field(0.0, ge=0, description="Keep a prompt only if S_max - S_min is larger than this.")
     weight: Literal["constant", "score_gap"] = Field("constant", description="1, or the pair's score gap.")
@@ -38,11 +40,12 @@ def _score(s: dict, column: str) -> float | None:
 class JudgePairs(RowBuilder):
     name = "judge_pairs"
     reads = ("prompt_id", "sample_id", "completion", "model_ref")
+    optional_reads = ("judge_var",)  # breaks ties between equal scores when a judge wrote it
     writes = PAIR_COLUMNS + ("chosen_score", "rejected_score")
     Options = JudgePairOptions
 
-    def columns_read(self) -> tuple[str, ...]:
-        return self.reads + (self.options.score_column,)
+    def columns(self) -> Columns:
+        return Columns(self.reads + (self.options.score_column,), self.optional_reads, self.writes)
 
     @property
     def weighted(self) -> bool:
@@ -53,7 +56,8 @@ class JudgePairs(RowBuilder):
         groups = by_prompt(samples)
         counts = {"prompts_in": len(groups), "prompts_with_pairs": 0, "unscored": 0, "all_tie": 0, "gap_too_small": 0}
         rows = []
-        for pid, group in groups.items():
+        by_id = {s["sample_id"]: s for s in samples}
+        for group in groups.values():
             scored = [(s, sc) for s in group if (sc := _score(s, o.score_column)) is not None]
             if len(scored) < 2:
                 counts["unscored"] += 1
@@ -75,7 +79,7 @@ class JudgePairs(RowBuilder):
                 rejected, r_score = min(bottom, key=lambda t: _score(t[0], "judge_var") or 0.0)
             margin = c_score - r_score
             counts["prompts_with_pairs"] += 1
-            rows.append(pair_row(pid, prompts[pid], chosen, rejected, margin if o.weight == "score_gap" else 1.0, margin,
+            rows.append(pair_row(pair_prompt(prompts, chosen, by_id), chosen, rejected, margin if o.weight == "score_gap" else 1.0, margin,
                                  chosen_score=c_score, rejected_score=r_score))
         counts["pairs"] = len(rows)
         counts.update(audit_counts(rows))

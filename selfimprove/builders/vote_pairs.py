@@ -16,9 +16,10 @@ from typing import Literal
 
 from pydantic import Field
 
+from ..groups import by_prompt
 from ..options import Options
-from .base import RowBuilder, by_prompt
-from .pair_rows import PAIR_COLUMNS, audit_counts, pair_row
+from .base import RowBuilder
+from .pair_rows import PAIR_COLUMNS, audit_counts, pair_prompt, pair_row
 
 
 class VotePairOptions(Options):
@@ -44,7 +45,8 @@ class VotePairs(RowBuilder):
         groups = by_prompt(samples)
         counts = {"prompts_in": len(groups), "prompts_with_pairs": 0, "all_agree": 0, "below_tau": 0, "tie": 0, "no_answer": 0}
         rows = []
-        for pid, group in groups.items():
+        by_id = {s["sample_id"]: s for s in samples}
+        for group in groups.values():
             answered = [s for s in group if s.get("cluster") is not None]
             if not answered:
                 counts["no_answer"] += 1
@@ -72,7 +74,7 @@ class VotePairs(RowBuilder):
             n = min(o.pairs_per_prompt, max(len(chosen), len(pool)))  # the shorter side repeats
             for c, r in ((chosen[i % len(chosen)], pool[i % len(pool)]) for i in range(n)):
                 margin = top_share - (float(r["vote_share"]) if r.get("cluster") is not None else 0.0)
-                rows.append(pair_row(pid, prompts[pid], c, r, margin if o.weight == "vote_margin" else 1.0, margin,
+                rows.append(pair_row(pair_prompt(prompts, c, by_id), c, r, margin if o.weight == "vote_margin" else 1.0, margin,
                                      chosen_votes=int(c["vote_count"]), rejected_votes=int(r.get("vote_count") or 0)))
         counts["pairs"] = len(rows)
         counts.update(audit_counts(rows))

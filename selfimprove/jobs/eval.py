@@ -12,6 +12,9 @@ from rich.console import Console
 
 from ..config import EvalSuiteConfig
 from ..errors import ConfigError
+from ..evaluation.metrics import compute_metrics, format_metric
+from ..evaluation.predictions import read_predictions
+from ..evaluation.run import eval_scorers, evaluate
 from ..generation import check_backend
 from ..prompts import PromptLibrary
 from ..runtime.context import RunContext
@@ -19,9 +22,6 @@ from ..runtime.runner import run_stage
 from ..scoring.apply import score_samples
 from ..store import StageDir, atomic_write_bytes, atomic_write_json, stable_hash, write_table
 from ..tasks import make_task
-from .metrics import compute_metrics, format_metric
-from .predictions import read_predictions
-from .run import eval_scorers, evaluate
 
 HEADLINE_ORDER = ("accuracy", "pass@1", "acc@t1", "acc@t2", "delta", "delta_i2c", "delta_c2i")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
+from ..columns import Columns
 from ..options import Options
 from .base import RowBuilder
 
@@ -22,8 +23,8 @@ class SFTRows(RowBuilder):
     writes = ("prompt_id", "sample_id", "prompt", "completion", "messages", "weight", "model_ref")
     Options = SFTRowOptions
 
-    def columns_read(self) -> tuple[str, ...]:
-        return self.reads + ((self.options.weight_column,) if self.options.weight_column else ())
+    def columns(self) -> Columns:
+        return Columns(self.reads + ((self.options.weight_column,) if self.options.weight_column else ()), self.optional_reads, self.writes)
 
     @property
     def weighted(self) -> bool:

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 from pydantic import Field
 
+from ..groups import by_prompt
 from ..options import Options
-from .base import RowBuilder, by_prompt
-from .pair_rows import PAIR_COLUMNS, audit_counts, pair_row
+from .base import RowBuilder
+from .pair_rows import PAIR_COLUMNS, audit_counts, pair_prompt, pair_row
 
 
 class CorrectnessPairOptions(Options):
@@ -25,7 +26,8 @@ class CorrectnessPairs(RowBuilder):
         groups = by_prompt(samples)
         counts = {"prompts_in": len(groups), "prompts_with_pairs": 0, "all_correct": 0, "none_correct": 0, "unverified": 0}
         rows = []
-        for pid, group in groups.items():
+        by_id = {s["sample_id"]: s for s in samples}
+        for group in groups.values():
             right = [s for s in group if s.get("correct") is True]
             wrong = [s for s in group if s.get("correct") is False]
             if not right and not wrong:
@@ -37,7 +39,7 @@ class CorrectnessPairs(RowBuilder):
             else:
                 counts["prompts_with_pairs"] += 1
                 n = min(self.options.pairs_per_prompt, max(len(right), len(wrong)))
-                rows += [pair_row(pid, prompts[pid], right[i % len(right)], wrong[i % len(wrong)], 1.0, 1.0) for i in range(n)]
+                rows += [pair_row(pair_prompt(prompts, group[0], by_id), right[i % len(right)], wrong[i % len(wrong)], 1.0, 1.0) for i in range(n)]
         counts["pairs"] = len(rows)
         counts.update(audit_counts(rows))
         return rows, counts

@@ -1,0 +1,98 @@
+"""An iteration as data: the stages of the training method, each a record of its name, the config section it reads,
+the tables it reads and the one it writes, and how to run it. `build_plan` makes the records once, in `prepare()`,
+from the plug-ins already built there (the trainer, the scorers, the row builder); the loop is a `for` over them.
+
+Tables: `prompts` (the train prompts), `eval_prompts`, `samples` (generate), `scored` (score), `train_set` (select).
+A stage reads its own section only: the score stage shards as its `samples` table was sharded, the select stage's
+accumulation is `select.accumulate`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+from ..config import PipelineConfig
+from ..models import ModelRef
+from ..runtime.context import RunContext
+from ..store import StageDir
+from .stages.evaluate import eval_stage
+from .stages.generate import generate_stage
+from .stages.score import score_stage
+from .stages.select import select_stage
+from .stages.train import train_stage
+
+
+@dataclass
+class Iteration:
+    """What an iteration's stages share: its number and seed, its tables, the model it generates with (`model`, the
+    last iteration's), the model it trains (`start`), and every earlier iteration's tables (`history`)."""
+
+    k: int
+    seed: int
+    tables: dict[str, StageDir]
+    model: ModelRef
+    start: ModelRef
+    history: dict[str, list[StageDir]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One stage: `run(ctx, it)` reads `inputs` from `it.tables` and returns the table `output` names (or None)."""
+
+    name: str
+    section: str
+    inputs: tuple[str, ...]
+    output: str | None
+    run: Callable[[RunContext, Iteration], StageDir | None]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The stages of one iteration, in order; `eval` (also run on the base model, as iteration 0) or None; the
+    plug-ins `prepare()` built, kept so that nothing is built twice."""
+
+    stages: tuple[Stage, ...]
+    eval: Stage | None
+    trainer: object
+    scorers: tuple
+    builder: object
+
+    @property
+    def names(self) -> list[str]:
+        return [s.name for s in self.stages]
+
+
+def build_plan(cfg: PipelineConfig, trainer, scorers, builder) -> Plan:
+    """The stage records of `cfg`'s training method, cut where `stages:` stops (checked by `check_stages`)."""
+
+    def generate(ctx: RunContext, it: Iteration) -> StageDir:
+        return generate_stage(ctx, it.k, cfg.generate, it.tables["prompts"], it.model)
+
+    def score(ctx: RunContext, it: Iteration) -> StageDir:
+        return score_stage(ctx, it.k, cfg.score, it.tables["prompts"], it.tables["samples"], it.model)
+
+    def select(ctx: RunContext, it: Iteration) -> StageDir:
+        return select_stage(ctx, it.k, cfg.select, it.seed, it.tables["prompts"], it.tables["scored"], it.history.get("train_set", []),
+                            builder)
+
+    def train(ctx: RunContext, it: Iteration) -> StageDir:
+        # the train set, or the prompts for a method that generates inside training (it has no select stage)
+        return train_stage(ctx, it.k, cfg.train, it.tables.get("train_set", it.tables["prompts"]), it.start, trainer)
+
+    def evaluate(ctx: RunContext, it: Iteration) -> StageDir:
+        return eval_stage(ctx, it.k, cfg.eval, it.tables["eval_prompts"], it.model)
+
+    known = {
+        "generate": Stage("generate", "generate", ("prompts",), "samples", generate),
+        "score": Stage("score", "score", ("prompts", "samples"), "scored", score),
+        "select": Stage("select", "select", ("prompts", "scored"), "train_set", select),
+        "train": Stage("train", "train", ("train_set",) if "select" in type(trainer).stages else ("prompts",), None, train),
+    }
+    stages = []
+    for name in type(trainer).stages:
+        if name not in cfg.stages:
+            break
+        stages.append(known[name])
+    ev = Stage("eval", "eval", ("eval_prompts",), None, evaluate) if "eval" in cfg.stages else None
+    return Plan(tuple(stages), ev, trainer, tuple(scorers), builder)
