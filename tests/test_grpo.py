@@ -144,16 +144,19 @@ def test_bad_reward_configs_fail_before_any_model_loads(task):
 
 
 def test_report_training_signal_survives_missing_monitors():
-    """TRL logs None for a window whose rewards were all NaN; the report's training-signal row still renders."""
+    """TRL logs None for a window whose rewards were all NaN; the trainer's declared monitors skip it and the report's
+    training-signal row renders them."""
     from selfimprove.evaluation.report import signal_rows
 
     steps = [{"step": 1, "reward": None, "frac_reward_zero_std": None}, {"step": 2, "reward": 0.5, "frac_reward_zero_std": 0.25,
                                                                           "pseudo_label_accuracy": 0.4}]
-    summary = {"iterations": [{"iteration": 1, "stages": {"train": {"train": {"steps": 2, "train_loss": 0.1, "per_step": steps,
-                                                                               "stopped_early": {"step": 2}}}}}]}
+    stats = {"steps": 2, "train_loss": 0.1, "per_step": steps, "stopped_early": {"step": 2}}
+    monitors = GRPOTrainer(GRPOTrainConfig(rewards=[{"scorer": "gold"}], batch_size=8)).monitor_report(stats)
+    assert monitors == ["reward 0.500 -> 0.500", "zero-spread groups 0.250", "pseudo-label accuracy per step 0.400 -> 0.400",
+                        "stopped early at step 2"]
+    summary = {"iterations": [{"iteration": 1, "stages": {"train": {"train": stats, "monitors": monitors}}}]}
     (row,) = signal_rows(summary)
-    assert "reward 0.500 -> 0.500" in row[-1] and "zero-spread groups 0.25" in row[-1] and "stopped early at step 2" in row[-1]
-    assert row[5] == "0.400"
+    assert row[-1] == "; ".join(monitors)
 
 
 def test_judge_and_code_test_rewards(tiny_model_path, tmp_path, task):

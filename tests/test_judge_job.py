@@ -76,7 +76,7 @@ def test_pointwise_logprob_mode_scores_every_row_and_self_preference(tmp_path, t
     assert s["scores"]["judge_score"]["n"] == 6 and 0 <= s["scores"]["judge_score"]["mean"] <= 5
     sp = s["diagnostics"]["self_preference"]
     assert sp["measure"] == "score_gap" and sp["self_preference"] == pytest.approx(0.0, abs=1e-6)  # same model both times
-    assert set(s["diagnostics"]["drift"]["groups"]) == {"0", "1"}
+    assert set(s["diagnostics"]["drift"]["judge_score"]["groups"]) == {"0", "1"}
     assert "kappa" in s["diagnostics"]["agreement_with_gold"]["judge_score"]
 
 

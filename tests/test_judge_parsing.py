@@ -109,6 +109,13 @@ def test_auroc_and_kappa():
 
 
 def test_diagnostics_arithmetic():
+    from selfimprove.config import TaskConfig
+    from selfimprove.prompts import PromptLibrary
+    from selfimprove.scoring import make_scorer
+    from selfimprove.tasks import make_task
+
+    task = make_task(TaskConfig(name="arithmetic"), PromptLibrary())
+    pairwise, pointwise_judge = [make_scorer("pairwise_judge", task)], [make_scorer("pointwise_judge", task)]
     table = [
         {"response": "short", "response_b": "a much longer answer", "verdict": "B", "flipped": False, "pair_games": 1,
          "pair_parse_failures": 0, "source": "me", "source_b": "other"},
@@ -118,16 +125,16 @@ def test_diagnostics_arithmetic():
          "source": "other", "source_b": "me"},
     ]
     assert position_bias(table) == {"flip_rate": 0.5, "pairs": 2}
-    assert length_bias(table)["longer_response_wins"] == 1.0
+    assert length_bias(table, pairwise)["longer_response_wins"] == 1.0
     assert own_advantage(table, "me") == 0.5  # lost the first game, won the second
-    assert parse_failure_rate(table) == {"pairwise_judge": 2 / 6}
+    assert parse_failure_rate(table, pairwise) == {"pairwise_judge": 2 / 6}
     pointwise = [{"response": "a", "judge_score": 4.0, "group": 1, "source": "me", "judge_raw": ["Score: 4"], "judge_parse_failures": 0},
                  {"response": "bb", "judge_score": 2.0, "group": 1, "source": "other", "judge_raw": ["Score: 2", "??"], "judge_parse_failures": 1},
                  {"response": "ccc", "judge_score": 5.0, "group": 2, "source": "me", "judge_raw": ["Score: 5"], "judge_parse_failures": 0}]
     assert own_advantage(pointwise, "me") == pytest.approx(4.5 - 2.0)
-    d = drift(pointwise)
+    d = drift(pointwise, pointwise_judge)["judge_score"]
     assert d["mean_shift"] == pytest.approx(5.0 - 3.0) and d["total_variation"] == pytest.approx(1.0)
     assert total_variation({"1": 1}, {"1": 2}) == 0.0
-    s = summarize(pointwise)
+    s = summarize(pointwise, pointwise_judge)
     assert s["parse_failure_rate"]["pointwise_judge"] == pytest.approx(1 / 4)
     assert s["scores"]["judge_score"]["histogram"] == {"2": 1, "4": 1, "5": 1}

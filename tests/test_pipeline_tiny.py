@@ -115,7 +115,9 @@ def test_self_judging_scorers_in_the_loop(pipeline, tmp_path):
     assert judge["scores"]["judge_score"]["n"] == len(rows) and "flip_rate" in judge["position_bias"]
     assert "p_true" in judge["agreement_with_gold"]
     html = (tmp_path / "runs" / "tiny" / "report.html").read_text()
-    assert "<h2>Judges</h2>" in html and "P(True) AUROC" in html
+    assert "<h2>Judges</h2>" in html and "agreement with gold" in html
+    for col in ("judge_score", "pair_win_rate", "p_true", "loglik_mean"):  # every declared score column reaches the report
+        assert col in judge["scores"] and f"{col} " in html, col
 
 
 def test_restart_from_base_on_accumulated_data(pipeline, tmp_path):

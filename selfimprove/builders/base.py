@@ -22,6 +22,15 @@ class RowBuilder(DeclaresColumns, ABC):
     reads: ClassVar[tuple[str, ...]]
     writes: ClassVar[tuple[str, ...]]
     Options: ClassVar[type[BaseModel]] = NoOptions
+    # count keys of `build`'s counts: why a prompt (or sample) gave no row, and what is audited against gold (never a
+    # selection criterion); the select stage reports them as `yield`, and the run report shows them as they are
+    skip_reasons: ClassVar[dict[str, str]] = {}
+    audit: ClassVar[dict[str, str]] = {}
+
+    def yield_report(self, counts: dict) -> dict:
+        """This build's yield as the run report shows it: `skipped` (reason -> count, the non-zero ones), `audit`."""
+        return {"skipped": {k: counts[k] for k in self.skip_reasons if counts.get(k)},
+                "audit": {k: counts[k] for k in self.audit if counts.get(k) is not None}}
 
     def __init__(self, options: dict | BaseModel | None = None, where: str = "select.builder.options"):
         self.options = validate_options(self.Options, options, where)

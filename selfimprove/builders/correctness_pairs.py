@@ -9,7 +9,7 @@ from pydantic import Field
 from ..groups import by_prompt
 from ..options import Options
 from .base import RowBuilder
-from .pair_rows import PAIR_COLUMNS, audit_counts, pair_prompt, pair_row
+from .pair_rows import AUDIT, PAIR_COLUMNS, audit_counts, pair_prompt, pair_row
 
 
 class CorrectnessPairOptions(Options):
@@ -20,6 +20,9 @@ class CorrectnessPairs(RowBuilder):
     name = "correctness_pairs"
     reads = ("prompt_id", "sample_id", "completion", "model_ref", "correct")
     writes = PAIR_COLUMNS
+    skip_reasons = {"all_correct": "every sample is right: nothing to reject", "none_correct": "no sample is right: nothing to choose",
+                    "unverified": "the prompt has no gold answer"}
+    audit = AUDIT
     Options = CorrectnessPairOptions
 
     def build(self, samples: list[dict], prompts: dict[str, dict]) -> tuple[list[dict], dict]:

@@ -19,7 +19,7 @@ from ..columns import Columns
 from ..groups import by_prompt
 from ..options import Options
 from .base import RowBuilder
-from .pair_rows import PAIR_COLUMNS, audit_counts, pair_prompt, pair_row
+from .pair_rows import AUDIT, PAIR_COLUMNS, audit_counts, pair_prompt, pair_row
 
 
 class JudgePairOptions(Options):
@@ -42,6 +42,9 @@ class JudgePairs(RowBuilder):
     reads = ("prompt_id", "sample_id", "completion", "model_ref")
     optional_reads = ("judge_var",)  # breaks ties between equal scores when a judge wrote it
     writes = PAIR_COLUMNS + ("chosen_score", "rejected_score")
+    skip_reasons = {"unscored": "fewer than two samples have a score", "all_tie": "every score ties",
+                    "gap_too_small": "the best and worst scores are within min_gap"}
+    audit = AUDIT
     Options = JudgePairOptions
 
     def columns(self) -> Columns:

@@ -43,6 +43,11 @@ def pair_row(prompt: list[dict], chosen: dict, rejected: dict, weight: float, ma
     }
 
 
+AUDIT = {"pseudo_label_accuracy": "share of pairs whose chosen side is right (gold)",
+         "pair_order_accuracy": "of the pairs whose sides differ in correctness, the share that prefers the right one",
+         "pairs_split_by_gold": "pairs whose sides differ in correctness"}
+
+
 def audit_counts(rows: list[dict]) -> dict:
     """`pseudo_label_accuracy`: share of pairs whose chosen side is right; `pair_order_accuracy`: of the pairs whose
     sides differ in correctness, the share that prefers the right one (both only where gold was scored)."""

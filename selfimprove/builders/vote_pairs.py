@@ -19,7 +19,7 @@ from pydantic import Field
 from ..groups import by_prompt
 from ..options import Options
 from .base import RowBuilder
-from .pair_rows import PAIR_COLUMNS, audit_counts, pair_prompt, pair_row
+from .pair_rows import AUDIT, PAIR_COLUMNS, audit_counts, pair_prompt, pair_row
 
 
 class VotePairOptions(Options):
@@ -34,6 +34,9 @@ class VotePairs(RowBuilder):
     name = "vote_pairs"
     reads = ("prompt_id", "sample_id", "completion", "model_ref", "cluster", "vote_count", "vote_share")
     writes = PAIR_COLUMNS + ("chosen_votes", "rejected_votes")
+    skip_reasons = {"all_agree": "every answered sample agrees: nothing to reject", "below_tau": "the top answer's vote share is below tau",
+                    "tie": "two answers share the top: no majority", "no_answer": "no sample has an answer"}
+    audit = AUDIT
     Options = VotePairOptions
 
     @property

@@ -33,7 +33,7 @@ def _stage_entry(m: dict, skipped: bool | None) -> dict:
     entry = {"seconds": m.get("seconds"), "counts": m.get("counts", {})}
     if skipped is not None:
         entry["skipped_this_run"] = skipped
-    for key in ("train", "judge", "heldout"):
+    for key in ("train", "monitors", "yield", "builder", "judge", "heldout"):
         if key in m:
             entry[key] = m[key]
     return entry
@@ -160,72 +160,60 @@ def stage_rows(summary: dict) -> list[list[str]]:
 
 
 def judge_rows(summary: dict) -> list[list[str]]:
-    """Per iteration: mean judge score (drift = change since the first judged iteration), parse failures,
-    position-bias flip rate, length bias, agreement with the gold verifier."""
-    rows, first = [], None
+    """Per iteration, for every score column the scorers declared (their summaries in the score stage's manifest):
+    its mean and its drift since the first judged iteration, parse failures per scorer, the pairwise flip rate,
+    each column's rank correlation with length, and its agreement with the gold verifier (kappa where it has a pass
+    threshold, AUROC)."""
+    fmt = lambda v, p=3: "" if v is None else f"{v:.{p}f}"  # noqa: E731
+    rows, first = [], {}
     for it in summary["iterations"]:
         j = (it["stages"].get("score") or {}).get("judge")
         if not j:
             continue
-        js = (j.get("scores") or {}).get("judge_score") or {}
-        mean = js.get("mean")
-        if mean is not None and first is None:
-            first = mean
-        agree = (j.get("agreement_with_gold") or {}).get("judge_score") or {}
-        pt = (j.get("agreement_with_gold") or {}).get("p_true") or {}
-        fmt = lambda v, p=3: "" if v is None else f"{v:.{p}f}"  # noqa: E731
-        rows.append([str(it["iteration"]), fmt(mean), fmt(None if mean is None or first is None else mean - first),
+        means = []
+        for col, d in (j.get("scores") or {}).items():
+            mean = d.get("mean")
+            first.setdefault(col, mean)
+            drift = "" if mean is None or first[col] is None or first[col] == mean else f" ({mean - first[col]:+.3f})"
+            means.append(f"{col} {fmt(mean)}{drift}")
+        length = [f"{k.replace('_vs_length_spearman', '')} {fmt(v)}" for k, v in (j.get("length_bias") or {}).items()
+                  if k.endswith("_vs_length_spearman")]
+        agree = [f"{col} " + ", ".join(x for x in (f"kappa {fmt(d['kappa'])}" if "kappa" in d else "", f"AUROC {fmt(d.get('auroc'))}") if x)
+                 for col, d in (j.get("agreement_with_gold") or {}).items() if isinstance(d, dict)]
+        rows.append([str(it["iteration"]), "; ".join(means),
                      ", ".join(f"{k} {100 * v:.1f}%" for k, v in (j.get("parse_failure_rate") or {}).items()),
-                     fmt((j.get("position_bias") or {}).get("flip_rate")), fmt((j.get("length_bias") or {}).get("judge_score_vs_length_spearman")),
-                     fmt(agree.get("kappa")), fmt(agree.get("auroc")), fmt(pt.get("auroc"))])
+                     fmt((j.get("position_bias") or {}).get("flip_rate")), "; ".join(length), "; ".join(agree)])
     return rows
-
-
-YIELD_KEYS = ("all_agree", "below_tau", "tie", "no_answer", "unscored", "all_tie", "gap_too_small", "all_correct", "none_correct", "unverified")
 
 
 def signal_rows(summary: dict) -> list[list[str]]:
-    """Per iteration, what training learned from: the row builder's yield (prompts in, with pairs, why the others gave
-    none), the gold audit of label-free signals (pseudo-label accuracy: is the chosen / majority answer right?; pair
-    order accuracy), and the training monitors (DPO reward accuracy and margin, GRPO reward and zero-spread groups)."""
+    """Per iteration, what training learned from: the row builder's yield (prompts in, with rows, and why the others
+    gave none: the reasons the builder declares), its gold audit of label-free signals (the keys the builder
+    declares), and the training monitors the trainer declares."""
     fmt = lambda v: "" if v is None else (f"{v:.3f}" if isinstance(v, float) else str(v))  # noqa: E731
     rows = []
     for it in summary["iterations"]:
-        sel = (it["stages"].get("select") or {}).get("counts") or {}
-        train = (it["stages"].get("train") or {}).get("train") or {}
-        steps = train.get("per_step") or []
+        select = it["stages"].get("select") or {}
+        sel = select.get("counts") or {}
+        train_stage = it["stages"].get("train") or {}
+        train = train_stage.get("train") or {}
         if not sel and not train:
             continue
-        why = ", ".join(f"{k} {sel[k]}" for k in YIELD_KEYS if sel.get(k))
-        plabel = sel.get("pseudo_label_accuracy")
-        monitors = []
-        for key in ("rewards/accuracies", "rewards/margins", "nll/chosen"):
-            if key in train:
-                monitors.append(f"{key} {train[key]:.3f}")
-        if steps:
-            acc = [s["pseudo_label_accuracy"] for s in steps if isinstance(s.get("pseudo_label_accuracy"), (int, float))]
-            plabel = plabel if plabel is not None else (sum(acc) / len(acc) if acc else None)
-            rewards = [s["reward"] for s in steps if isinstance(s.get("reward"), (int, float))]  # TRL logs None for an all-NaN window
-            spread = [s["frac_reward_zero_std"] for s in steps if isinstance(s.get("frac_reward_zero_std"), (int, float))]
-            if rewards:
-                monitors.append(f"reward {rewards[0]:.3f} -> {rewards[-1]:.3f}")
-            if spread:
-                monitors.append(f"zero-spread groups {sum(spread) / len(spread):.2f}")
-            if acc:
-                monitors.append(f"pseudo-label accuracy per step {acc[0]:.2f} -> {acc[-1]:.2f}")
-            if train.get("stopped_early"):
-                monitors.append(f"stopped early at step {train['stopped_early'].get('step')}")
+        yld = select.get("yield") or {}
+        why = ", ".join(f"{k} {v}" for k, v in (yld.get("skipped") or {}).items())
+        audit = ", ".join(f"{k} {fmt(v)}" for k, v in (yld.get("audit") or {}).items())
         rows.append([str(it["iteration"]), fmt(sel.get("prompts_in")), fmt(sel.get("prompts_with_pairs")), fmt(sel.get("rows_this_iteration", sel.get("rows"))),
-                     why, fmt(plabel), fmt(sel.get("pair_order_accuracy")), fmt(train.get("steps")), fmt(train.get("train_loss")), "; ".join(monitors)])
+                     why, audit, fmt(train.get("steps")), fmt(train.get("train_loss")), "; ".join(train_stage.get("monitors") or [])])
     return rows
 
 
-SIGNAL_HEADERS = ["iteration", "prompts in", "prompts with pairs", "rows", "no pair because", "pseudo-label accuracy (gold audit)",
-                  "pair order accuracy", "train steps", "train loss", "monitors"]
+SIGNAL_HEADERS = ["iteration", "prompts in", "prompts with pairs", "rows", "no row because", "gold audit", "train steps", "train loss",
+                  "monitors"]
 
 
-JUDGE_HEADERS = ["iteration", "mean judge score", "drift vs first", "parse failures", "pairwise flip rate", "score~length (Spearman)",
-                 "kappa vs gold", "judge AUROC", "P(True) AUROC"]
+JUDGE_HEADERS = ["iteration", "mean score (drift vs first)", "parse failures", "pairwise flip rate", "score~length (Spearman)",
+                 "agreement with gold"]
+
 
 
 def _counts(c: dict, prefix: str = "") -> str:

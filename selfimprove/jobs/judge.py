@@ -71,7 +71,7 @@ def run_job(cfg: JudgeJobConfig, console, *, output: Path | None = None, diagnos
         table = run_shards(ctx, sd, rows, cfg.shard_size, JudgeWork(tuple(cfg.scorers), policy, cfg.name, cfg.shard_size), cfg.name,
                            unit="rows", verb="judged")
         counts = {"rows": len(table), "requests": ctx.models.request_cache.misses, "cached": ctx.models.request_cache.hits}
-        return table, counts, {"summary": summarize(table)}
+        return table, counts, {"summary": summarize(table, scorers)}
 
     try:
         run_stage(ctx, None, sd, work)
@@ -79,7 +79,7 @@ def run_job(cfg: JudgeJobConfig, console, *, output: Path | None = None, diagnos
         summary = dict(sd.manifest()["summary"])
         if diagnose:
             ctx.models.release()  # the Ray workers' models leave the GPU before diagnostics load judges here
-            summary["diagnostics"] = diagnostics(ctx, cfg, task, table, policy)
+            summary["diagnostics"] = diagnostics(ctx, cfg, task, table, policy, scorers)
     finally:
         ctx.close()
     summary.update(job=cfg.name, judge_model=cfg.model, rows=len(table))

@@ -8,54 +8,57 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..config import PASS_THRESHOLD, ScorerConfig
+from ..config import ScorerConfig
 from ..scoring import make_scorers
 from ..scoring.apply import score_samples
+from ..scoring.base import SummaryColumn
 from ..scoring.judge_base import bind_scorers
 from ..stats import auroc, bootstrap_ci, cohen_kappa, spearman
 from .rows import merge, prompt_and_samples
 
-SCORES = ("judge_score", "p_true", "reward", "loglik_mean", "pair_win_rate")
+
+def summary_columns(scorers, pass_threshold: float | None = None) -> dict[str, SummaryColumn]:
+    """Every score column the scorers declare (`Scorer.summary_columns`), in their order."""
+    out: dict[str, SummaryColumn] = {}
+    for sc in scorers:
+        out.update(sc.summary_columns(pass_threshold))
+    return out
 
 
 def _vals(table: list[dict], col: str) -> list[float]:
     return [float(r[col]) for r in table if r.get(col) is not None]
 
 
-def histogram(col: str, values: list[float]) -> dict[str, int]:
+def histogram(spec: SummaryColumn, values: list[float]) -> dict[str, int]:
     if not values:
         return {}
-    if col == "judge_score":
+    if spec.discrete:
         keys = [str(int(round(v))) for v in values]
         return {k: keys.count(k) for k in sorted(set(keys), key=float)}
-    lo, hi = (0.0, 1.0) if col in ("p_true", "pair_win_rate") else (min(values), max(values) + 1e-9)
+    lo, hi = spec.range if spec.range is not None else (min(values), max(values) + 1e-9)
     counts, edges = np.histogram(values, bins=10, range=(lo, hi))
     return {f"{edges[i]:.3g}..{edges[i + 1]:.3g}": int(c) for i, c in enumerate(counts)}
 
 
-def parse_failure_rate(table: list[dict]) -> dict[str, float]:
+def parse_failure_rate(table: list[dict], scorers) -> dict[str, float]:
+    """Per model scorer that asked for judgments: unparsable / asked (`Scorer.parse_failures`)."""
     out = {}
-    judged = [len(r.get("judge_raw") or []) for r in table]
-    if sum(judged):
-        out["pointwise_judge"] = sum(int(r.get("judge_parse_failures") or 0) for r in table) / sum(judged)
-    games = [2 * int(r.get("pair_games") or 0) for r in table]
-    if sum(games):
-        out["pairwise_judge"] = sum(int(r.get("pair_parse_failures") or 0) for r in table) / sum(games)
-    battles = [int(r.get("meta_battles") or 0) for r in table]
-    if sum(battles):
-        out["meta_judge"] = sum(int(r.get("meta_parse_failures") or 0) for r in table) / sum(battles)
+    for sc in scorers:
+        counts = type(sc).parse_failures(table)
+        if counts and counts[1]:
+            out[sc.name] = counts[0] / counts[1]
     return out
 
 
-def summarize(table: list[dict]) -> dict:
-    """Per score column: n, mean, 95% CI, histogram; parse-failure rates; pairwise verdict counts."""
-    out: dict = {"scores": {}, "parse_failure_rate": parse_failure_rate(table)}
-    for col in SCORES:
+def summarize(table: list[dict], scorers) -> dict:
+    """Per declared score column: n, mean, 95% CI, histogram; parse-failure rates; pairwise verdict counts."""
+    out: dict = {"scores": {}, "parse_failure_rate": parse_failure_rate(table, scorers)}
+    for col, spec in summary_columns(scorers).items():
         vals = _vals(table, col)
         if vals:
             lo, hi = bootstrap_ci(np.array(vals), 1000, 0)
             out["scores"][col] = {"n": len(vals), "missing": len(table) - len(vals), "mean": float(np.mean(vals)), "mean_ci": [lo, hi],
-                                  "histogram": histogram(col, vals)}
+                                  "histogram": histogram(spec, vals)}
     if any("verdict" in r for r in table):
         verdicts = [r.get("verdict") for r in table]
         out["verdicts"] = {str(k): verdicts.count(k) for k in ("A", "B", "tie", None)}
@@ -69,11 +72,11 @@ def position_bias(table: list[dict]) -> dict | None:
     return {"flip_rate": sum(bool(r["flipped"]) for r in both) / len(both), "pairs": len(both)}
 
 
-def length_bias(table: list[dict]) -> dict:
+def length_bias(table: list[dict], scorers) -> dict:
     out = {}
-    for col in ("judge_score", "p_true", "reward"):
+    for col, spec in summary_columns(scorers).items():
         pts = [(len(r.get("response") or ""), float(r[col])) for r in table if r.get(col) is not None]
-        if len(pts) >= 3:
+        if spec.length_bias and len(pts) >= 3:
             out[f"{col}_vs_length_spearman"] = spearman([p[0] for p in pts], [p[1] for p in pts])
     decided = [r for r in table if r.get("verdict") in ("A", "B") and len(r["response"]) != len(r.get("response_b") or "")]
     if decided:
@@ -82,39 +85,45 @@ def length_bias(table: list[dict]) -> dict:
     return out
 
 
-def agreement(table: list[dict], threshold: float) -> dict:
+def agreement(table: list[dict], scorers, pass_threshold: float | None = None) -> dict:
+    """Per declared score column, against the gold verifier's `correct`: AUROC, and where the column has a pass
+    threshold, accuracy and Cohen's kappa of "score >= threshold"."""
     rows = [r for r in table if r.get("correct") is not None]
     out: dict = {}
     if not rows:
         return out
     out["gold_rows"] = len(rows)
     out["gold_correct_rate"] = sum(bool(r["correct"]) for r in rows) / len(rows)
-    for col, t in (("judge_score", threshold), ("p_true", 0.5), ("reward", None), ("loglik_mean", None)):
+    for col, spec in summary_columns(scorers, pass_threshold).items():
         pts = [(float(r[col]), bool(r["correct"])) for r in rows if r.get(col) is not None]
         if not pts:
             continue
         d = {"n": len(pts), "auroc": auroc([p[0] for p in pts], [p[1] for p in pts])}
-        if t is not None:
-            pred = [p[0] >= t for p in pts]
+        if spec.threshold is not None:
+            pred = [p[0] >= spec.threshold for p in pts]
             gold = [p[1] for p in pts]
-            d.update(threshold=t, accuracy=sum(a == b for a, b in zip(pred, gold)) / len(pts), kappa=cohen_kappa(pred, gold))
+            d.update(threshold=spec.threshold, accuracy=sum(a == b for a, b in zip(pred, gold)) / len(pts), kappa=cohen_kappa(pred, gold))
         out[col] = d
     return out
 
 
-def drift(table: list[dict]) -> dict | None:
+def drift(table: list[dict], scorers) -> dict | None:
+    """Per declared score column, its distribution per group (iteration) and the shift from the first group to the last."""
     groups = sorted({r["group"] for r in table if r.get("group") is not None}, key=str)
     if len(groups) < 2:
         return None
-    per = {}
-    for g in groups:
-        vals = [float(r["judge_score"]) for r in table if r.get("group") == g and r.get("judge_score") is not None]
-        if vals:
-            per[str(g)] = {"n": len(vals), "mean": float(np.mean(vals)), "histogram": histogram("judge_score", vals)}
-    if len(per) < 2:
-        return None
-    first, last = per[str(groups[0])], per[str(groups[-1])]
-    return {"groups": per, "mean_shift": last["mean"] - first["mean"], "total_variation": total_variation(first["histogram"], last["histogram"])}
+    out = {}
+    for col, spec in summary_columns(scorers).items():
+        per = {}
+        for g in groups:
+            vals = [float(r[col]) for r in table if r.get("group") == g and r.get(col) is not None]
+            if vals:
+                per[str(g)] = {"n": len(vals), "mean": float(np.mean(vals)), "histogram": histogram(spec, vals)}
+        if len(per) >= 2:
+            first, last = per[str(groups[0])], per[str(groups[-1])]
+            out[col] = {"groups": per, "mean_shift": last["mean"] - first["mean"],
+                        "total_variation": total_variation(first["histogram"], last["histogram"])}
+    return out or None
 
 
 def total_variation(h1: dict[str, int], h2: dict[str, int]) -> float:
@@ -122,14 +131,15 @@ def total_variation(h1: dict[str, int], h2: dict[str, int]) -> float:
     return 0.5 * sum(abs(h1.get(k, 0) / n1 - h2.get(k, 0) / n2) for k in set(h1) | set(h2))
 
 
-def diagnostics(ctx, cfg, task, table: list[dict], policy) -> dict:
-    """Every diagnostic the data allows; self-preference re-judges the rows with `diagnose.other_judge`."""
-    out: dict = {"parse_failure_rate": parse_failure_rate(table), "length_bias": length_bias(table),
-                 "agreement_with_gold": agreement(table, cfg.diagnose.pass_threshold)}
+def diagnostics(ctx, cfg, task, table: list[dict], policy, scorers) -> dict:
+    """Every diagnostic the data allows, over the score columns `scorers` declare; self-preference re-judges the rows
+    with `diagnose.other_judge`."""
+    out: dict = {"parse_failure_rate": parse_failure_rate(table, scorers), "length_bias": length_bias(table, scorers),
+                 "agreement_with_gold": agreement(table, scorers, cfg.diagnose.pass_threshold)}
     pb = position_bias(table)
     if pb:
         out["position_bias"] = pb
-    d = drift(table)
+    d = drift(table, scorers)
     if d:
         out["drift"] = d
     if cfg.diagnose.other_judge:
@@ -156,7 +166,7 @@ def self_preference(ctx, cfg, task, table: list[dict], policy) -> dict:
         return {"error": "diagnose.policy_source: name the `source` value of the judge's own responses"}
     configs = [ScorerConfig(name=s.name, options={**s.options, "judge": cfg.diagnose.other_judge,
                                                    **({"backend": cfg.diagnose.other_backend.model_dump()} if cfg.diagnose.other_backend else {})})
-               for s in cfg.scorers if s.name in ("pointwise_judge", "pairwise_judge")]
+               for s in cfg.scorers if s.name in ("pointwise_judge", "pairwise_judge")]  # own_advantage reads their columns
     scorers = make_scorers(configs, task, "diagnose")
     bind_scorers(scorers, ctx.models, policy)
     prompts, samples = prompt_and_samples(table)
@@ -190,15 +200,15 @@ def summary_markdown(summary: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def judge_report(rows: list[dict]) -> dict:
-    """Judge numbers for the loop's run report (score stage): score means/histograms, parse failures, position
-    and length bias, agreement with the gold verifier (where `correct` exists)."""
-    if not rows or not any(c in rows[0] for c in SCORES):
+def judge_report(rows: list[dict], scorers) -> dict:
+    """Judge numbers for the loop's run report (score stage), over the score columns `scorers` declare: means and
+    histograms, parse failures, position and length bias, agreement with the gold verifier (where `correct` exists)."""
+    if not rows or not any(c in rows[0] for c in summary_columns(scorers)):
         return {}
     table = [dict(r, response=r.get("completion")) for r in rows]
-    out = summarize(table)
-    out["length_bias"] = length_bias(table)
-    out["agreement_with_gold"] = agreement(table, PASS_THRESHOLD)
+    out = summarize(table, scorers)
+    out["length_bias"] = length_bias(table, scorers)
+    out["agreement_with_gold"] = agreement(table, scorers)
     flips = [r for r in rows if r.get("pair_games")]
     if flips:
         out["position_bias"] = {"flip_rate": sum(r["pair_flips"] for r in flips) / max(1, sum(r["pair_games"] for r in flips))}

@@ -29,6 +29,19 @@ SAMPLE_COLUMNS = ("prompt_id", "sample_id", "turn", "completion", "num_tokens", 
                   "sampling", "iteration", "answer")
 
 
+@dataclass(frozen=True)
+class SummaryColumn:
+    """A score a scorer writes that summaries, the run report and `judge --diagnose` describe: its histogram's range
+    (None: the values' own), whether scores are whole numbers (a histogram bar per value), the threshold at or above
+    which a score counts as passing (agreement with gold: accuracy and Cohen's kappa; None: AUROC only), and whether
+    its rank correlation with the response's length is reported (length bias)."""
+
+    range: tuple[float, float] | None = None
+    discrete: bool = False
+    threshold: float | None = None
+    length_bias: bool = True
+
+
 @dataclass
 class ScoreResult:
     """Per-sample columns (same order as the samples) and per-sample error (None when fine)."""
@@ -49,6 +62,7 @@ class Scorer(DeclaresColumns, ABC):
     needs_model: ClassVar[bool] = False
     groupwise: ClassVar[bool] = False  # a sample's value depends on the other samples of its prompt (votes, pairwise comparisons)
     whole_table: ClassVar[bool] = False  # needs every prompt at once (picks a valid set among them): the score stage gives it one shard
+    summary: ClassVar[dict[str, SummaryColumn]] = {}  # its score columns, as summaries and diagnostics describe them
     task_kinds: ClassVar[tuple[str, ...]] = ("answer", "code")  # `Task.kind`s it can score; others are refused when it is built
     unsupported_hint: ClassVar[str] = ""  # what to use instead, for the refusal's message
 
@@ -60,6 +74,15 @@ class Scorer(DeclaresColumns, ABC):
                               f"{' and '.join(self.task_kinds)} tasks. {self.unsupported_hint}".strip())
         self.task = task
         self.options = validate_options(self.Options, options, where)
+
+    def summary_columns(self, pass_threshold: float | None = None) -> dict[str, SummaryColumn]:
+        """Its score columns as summaries describe them (`pass_threshold`: a judge job's own, where one was set)."""
+        return dict(self.summary)
+
+    @classmethod
+    def parse_failures(cls, rows: list[dict]) -> tuple[int, int] | None:
+        """(unparsable answers, answers) of a model scorer over scored rows, for the parse-failure rate; None if not asked."""
+        return None
 
     def close(self) -> None:  # noqa: B027 - a hook with nothing to do by default
         """Free a model this scorer loaded itself (a reward model); the job's release calls it after each use."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from typing import Literal
 
-from .base import ScoreResult
+from .base import ScoreResult, SummaryColumn
 from .judge_base import JudgeOptions, ModelScorer, response_of
 
 
@@ -35,6 +35,7 @@ class PTrue(ModelScorer):
 
     name = "p_true"
     writes = ("p_true",)
+    summary = {"p_true": SummaryColumn(range=(0.0, 1.0), threshold=0.5)}
     Options = PTrueOptions
 
     def __init__(self, task, options=None, where=None):
@@ -65,6 +66,7 @@ class SelfLogLikelihood(ModelScorer):
 
     name = "self_loglik"
     writes = ("loglik_sum", "loglik_mean", "loglik_tokens")
+    summary = {"loglik_mean": SummaryColumn(length_bias=False)}
 
     def score(self, prompts, samples, progress=None):
         res = self.score_texts_cached([prompts[s["prompt_id"]]["messages"] for s in samples], [response_of(s) for s in samples])

@@ -15,10 +15,11 @@ from typing import Literal
 import numpy as np
 from pydantic import Field, model_validator
 
+from ..config.judge import PASS_THRESHOLD
 from ..errors import ConfigError
 from ..generation import SamplingParams
 from ..groups import indices_by_prompt
-from .base import ScoreResult
+from .base import ScoreResult, SummaryColumn
 from .judge_base import JudgeOptions, ModelScorer, response_of
 from .parsers import parse_pairwise, parse_score
 
@@ -74,7 +75,16 @@ class PointwiseJudge(ModelScorer):
 
     name = "pointwise_judge"
     writes = ("judge_score", "judge_var", "judge_scores", "judge_raw", "judge_parse_failures")
+    summary = {"judge_score": SummaryColumn(discrete=True, threshold=PASS_THRESHOLD)}
     Options = PointwiseOptions
+
+    def summary_columns(self, pass_threshold=None):
+        return {"judge_score": SummaryColumn(discrete=True, threshold=PASS_THRESHOLD if pass_threshold is None else pass_threshold)}
+
+    @classmethod
+    def parse_failures(cls, rows):
+        judged = sum(len(r.get("judge_raw") or []) for r in rows)
+        return (sum(int(r.get("judge_parse_failures") or 0) for r in rows), judged) if judged else None
 
     def __init__(self, task, options=None, where=None):
         super().__init__(task, options, where)
@@ -207,7 +217,13 @@ class PairwiseJudge(ModelScorer):
     name = "pairwise_judge"
     groupwise = True
     writes = ("pair_win_rate", "pair_games", "pair_flips", "pair_parse_failures", "pair_raw")
+    summary = {"pair_win_rate": SummaryColumn(range=(0.0, 1.0))}
     Options = PairwiseOptions
+
+    @classmethod
+    def parse_failures(cls, rows):
+        judged = sum(2 * int(r.get("pair_games") or 0) for r in rows)  # each game is judged in both orders
+        return (sum(int(r.get("pair_parse_failures") or 0) for r in rows), judged) if judged else None
 
     def __init__(self, task, options=None, where=None):
         super().__init__(task, options, where)

@@ -37,6 +37,11 @@ class MetaJudge(ModelScorer):
     reads = ("prompt_id", "completion", "judge_raw", "judge_scores", "judge_var")
     Options = MetaJudgeOptions
 
+    @classmethod
+    def parse_failures(cls, rows):
+        battles = sum(int(r.get("meta_battles") or 0) for r in rows)
+        return (sum(int(r.get("meta_parse_failures") or 0) for r in rows), battles) if battles else None
+
     def __init__(self, task, options=None, where=None):
         super().__init__(task, options, where)
         self.template = self.options.template

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from ..options import Options
-from .base import Scorer, ScoreResult
+from .base import Scorer, ScoreResult, SummaryColumn
 
 
 class RewardModelOptions(Options):
@@ -22,6 +22,7 @@ class RewardModel(Scorer):
 
     name = "reward_model"
     writes = ("reward",)
+    summary = {"reward": SummaryColumn()}
 
     Options = RewardModelOptions
 

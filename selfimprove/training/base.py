@@ -6,8 +6,9 @@ runs, so the loop builds its stage list from the configured method."""
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, ClassVar
+from typing import Callable, ClassVar, Literal
 
 from pydantic import BaseModel
 
@@ -18,6 +19,26 @@ from ..registry import TRAINERS
 ProgressFn = Callable[[int, int | None], None]
 
 
+@dataclass(frozen=True)
+class Monitor:
+    """A training statistic the run report shows: `key` in the train stats (`final`), or in each logged step
+    (`per_step`): `trend` (first -> last) or `mean`. `label`: how the report names it (default: the key)."""
+
+    key: str
+    kind: Literal["final", "trend", "mean"] = "final"
+    label: str | None = None
+
+    def describe(self, stats: dict) -> str | None:
+        name = self.label or self.key
+        if self.kind == "final":
+            v = stats.get(self.key)
+            return f"{name} {v:.3f}" if isinstance(v, (int, float)) else None
+        values = [s[self.key] for s in stats.get("per_step") or [] if isinstance(s.get(self.key), (int, float))]
+        if not values:
+            return None
+        return f"{name} {values[0]:.3f} -> {values[-1]:.3f}" if self.kind == "trend" else f"{name} {sum(values) / len(values):.3f}"
+
+
 class Trainer(DeclaresColumns, ABC):
     """Construct with the `train:` section (a `TrainBase` subclass); `train(...)` returns stats for the manifest.
     `reads` (and `optional_reads`): the row columns it trains on (`columns()`; it writes a model, no columns)."""
@@ -26,6 +47,7 @@ class Trainer(DeclaresColumns, ABC):
     reads: ClassVar[tuple[str, ...]]
     supports_weights: ClassVar[bool] = False
     stages: ClassVar[tuple[str, ...]] = ("generate", "score", "select", "train")
+    monitors: ClassVar[tuple[Monitor, ...]] = ()  # what the run report shows of a training run (besides steps and loss)
     Options: ClassVar[type[BaseModel]] = NoOptions
 
     def __init__(self, cfg, where: str = "train"):
@@ -38,6 +60,10 @@ class Trainer(DeclaresColumns, ABC):
     def check(self, task) -> None:
         """Validate what depends on the task (e.g. reward scorers) before any model loads; raise ConfigError."""
         return None
+
+    def monitor_report(self, stats: dict) -> list[str]:
+        """The declared monitors of one training run, as the run report shows them."""
+        return [d for m in self.monitors if (d := m.describe(stats)) is not None]
 
     def attach(self, task, models=None, policy=None) -> "Trainer":
         """The run's task, model access (`generator()`, `request_cache`) and the iteration's starting model, for

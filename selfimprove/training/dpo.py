@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import ConfigError
-from .base import Trainer
+from .base import Monitor, Trainer
 from .common import check_weights, fit_and_save, load_model_and_tokenizer, peft_config, progress_callback, require_rows, total_steps, training_setup, trl_args
 from .weights import WEIGHT, keep_weight_column
 
@@ -108,6 +108,7 @@ class DPOTrainer(Trainer):
     name = "dpo"
     reads = ("prompt", "chosen", "rejected")
     supports_weights = True
+    monitors = (Monitor("rewards/accuracies"), Monitor("rewards/margins"), Monitor("nll/chosen"))
 
     def __init__(self, cfg, where: str = "train"):
         super().__init__(cfg, where)

@@ -19,7 +19,7 @@ import math
 from pathlib import Path
 
 from ..errors import ConfigError
-from .base import Trainer
+from .base import Monitor, Trainer
 from .common import fit_and_save, load_model_and_tokenizer, peft_config, progress_callback, require_rows, total_steps, training_setup, trl_args
 
 # columns a reward batch has: TRL's completions, the prompt rows' ids (see scoring.rewards.trl_batch)
@@ -86,6 +86,14 @@ class GRPOTrainer(Trainer):
     name = "grpo"
     reads = ("prompt_id", "messages")
     stages = ("train",)
+    monitors = (Monitor("reward", "trend"), Monitor("frac_reward_zero_std", "mean", "zero-spread groups"),
+                Monitor("pseudo_label_accuracy", "trend", "pseudo-label accuracy per step"))
+
+    def monitor_report(self, stats: dict) -> list[str]:
+        out = super().monitor_report(stats)
+        if stats.get("stopped_early"):
+            out.append(f"stopped early at step {stats['stopped_early'].get('step')}")
+        return out
 
     def check(self, task) -> None:
         """Reward scorers exist, their options are valid, and they read only what a reward batch has."""

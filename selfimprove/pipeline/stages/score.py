@@ -68,7 +68,7 @@ def score_stage(ctx: RunContext, iteration: int, cfg: list[ScorerConfig], prompt
         scored = run_shards(ctx, sd, groups, max(size, 1), ScoreWork(tuple(cfg), policy), f"iter {iteration} score")
         order = {s["sample_id"]: i for i, s in enumerate(samples)}
         rows = sorted(scored, key=lambda r: order[r["sample_id"]])  # the samples table's order
-        extra = {"judge": judge_report(rows)}
+        extra = {"judge": judge_report(rows, scorers)}
         if task.outcome_column:
             extra["sandbox"] = task.sandbox().isolation()  # the isolation layers that applied
         return rows, score_counts(rows), {k: v for k, v in extra.items() if v}

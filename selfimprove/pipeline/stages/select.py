@@ -34,6 +34,6 @@ def select_stage(ctx: RunContext, iteration: int, cfg: SelectConfig, seed: int, 
             for e in earlier:
                 rows = e.rows() + rows
         counts["rows"] = len(rows)
-        return rows, counts, {}
+        return rows, counts, {"yield": builder.yield_report(built), "builder": builder.name}
 
     return run_stage(ctx, iteration, sd, work)

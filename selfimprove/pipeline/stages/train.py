@@ -70,7 +70,7 @@ def train_stage(ctx: RunContext, iteration: int, cfg: TrainBase, select_sd: Stag
             output_fingerprint=tree_digest(sd.path / "model"),
             counts=counts,
             seconds=stats["train_seconds"],
-            extra={"train": stats, "start_model": start.ref, "model_ref": f"iter_{iteration}"},
+            extra={"train": stats, "monitors": trainer.monitor_report(stats), "start_model": start.ref, "model_ref": f"iter_{iteration}"},
         )
         return None, counts, {}
 
