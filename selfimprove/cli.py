@@ -18,12 +18,14 @@ console = Console(stderr=True, width=None if sys.stderr.isatty() else 140)
 
 
 def _fail(message: str, code: int) -> None:
-    console.print(f"[bold red]error:[/bold red] {message}")
+    from rich.markup import escape
+
+    console.print(f"[bold red]error:[/bold red] {escape(message)}")  # a message's own brackets (`selfimprove[vllm]`) stay text
     raise typer.Exit(code)
 
 
 def print_summary(summary: dict) -> None:
-    from .evaluation.report import metrics_rows, stage_rows
+    from .evaluation.report import SIGNAL_HEADERS, metrics_rows, signal_rows, stage_rows
 
     headers, rows = metrics_rows(summary)
     t = Table(title=f"{summary['name']}: held-out metrics (%, ± half 95% CI)")
@@ -32,6 +34,14 @@ def print_summary(summary: dict) -> None:
     for r in rows:
         t.add_row(*r)
     console.print(t)
+    signal = signal_rows(summary)
+    if signal:  # what each iteration trained on and what its monitors saw: a reward can rise while accuracy falls
+        g = Table(title="training signal")
+        for h in SIGNAL_HEADERS:
+            g.add_column(h, overflow="fold")
+        for r in signal:
+            g.add_row(*r)
+        console.print(g)
     s = Table(title="stages")
     for h in ("iteration", "stage", "seconds", "counts"):
         s.add_column(h, overflow="fold")
@@ -60,8 +70,11 @@ def run(
         from .pipeline.loop import prepare, run_pipeline
 
         if dry_run:
-            ctx, (train_rows, eval_rows) = prepare(cfg, console)
-            console.print(f"config OK: {len(train_rows)} train prompts, {len(eval_rows)} eval prompts, run folder {ctx.store.root}")
+            prepared = prepare(cfg, console)
+            train_rows, eval_rows = prepared.rows
+            console.print(f"config OK: {len(train_rows)} train prompts, {len(eval_rows)} eval prompts, run folder {prepared.ctx.store.root}")
+            base = ", after the base model's eval" if prepared.plan.eval is not None else ""
+            console.print(f"each of {cfg.iterations} iteration(s){base}: {prepared.plan.describe()}", highlight=False, markup=False)
             return
         summary = run_pipeline(cfg, console)
     except SelfImproveError as e:

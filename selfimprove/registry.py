@@ -26,7 +26,9 @@ def load_object(target: str, where: str):
     except ModuleNotFoundError as e:
         if e.name is None or not (module_name == e.name or module_name.startswith(e.name + ".")):
             raise  # the module exists but a dependency of it is missing: show where
-        raise ConfigError(f"{where}: cannot import {module_name!r} for {target!r}: {e}") from None
+        raise ConfigError(f"{where}: cannot import {module_name!r} for {target!r}: {e}. Python imports it from the folders on its "
+                          f"path: run with the folder that holds it on PYTHONPATH (PYTHONPATH=. selfimprove ...) or pip install the "
+                          f"package it is part of") from None
     for part in attr.split("."):
         try:
             obj = getattr(obj, part)

@@ -139,7 +139,7 @@ def test_bad_reward_configs_fail_before_any_model_loads(task):
         GRPOTrainer(GRPOTrainConfig(rewards=[{"scorer": "gold", "column": "vote_share"}], batch_size=8)).check(task)
     with pytest.raises(ConfigError, match="stop_below_label_accuracy audits a majority-vote reward"):
         GRPOTrainer(GRPOTrainConfig(rewards=[{"scorer": "gold"}], batch_size=8, stop_below_label_accuracy=0.3)).check(task)
-    with pytest.raises(ConfigError, match=r"train.rewards\[0\].name"):
+    with pytest.raises(ConfigError, match=r"train.rewards\[0\].scorer"):
         GRPOTrainer(GRPOTrainConfig(rewards=[{"scorer": "nope"}], batch_size=8)).check(task)
 
 
@@ -186,3 +186,12 @@ def test_judge_and_code_test_rewards(tiny_model_path, tmp_path, task):
     got = reward(prompts=[row["messages"]] * 2, completions=[[{"role": "assistant", "content": f"```python\n{c}\n```"}] for c in replies],
                  prompt_id=[row["prompt_id"]] * 2, reference=[row["reference"]] * 2)
     assert got == [1.0, 0.0]
+
+
+def test_each_reward_has_its_own_trend_in_the_report():
+    """With several rewards, the summed reward can rise while the one that matters falls: each has its own trend."""
+    steps = [{"step": 1, "reward": 0.3, "rewards/gold:correct/mean": 0.25, "rewards/fmt:ok/mean": 0.25},
+             {"step": 2, "reward": 0.4, "rewards/gold:correct/mean": 0.125, "rewards/fmt:ok/mean": 1.0}]
+    trainer = GRPOTrainer(GRPOTrainConfig(rewards=[{"scorer": "gold"}, {"scorer": "majority_vote"}], batch_size=8))
+    monitors = trainer.monitor_report({"per_step": steps})
+    assert monitors == ["reward 0.300 -> 0.400", "fmt:ok 0.250 -> 1.000", "gold:correct 0.250 -> 0.125"]

@@ -31,3 +31,25 @@ def test_installed_packages_pass():
         if optional.installed("vllm"):
             pytest.skip("vllm is installed here")
         optional.require("ray_llm", "backend.name")
+
+
+def test_the_command_line_prints_the_install_line_as_written(monkeypatch, no_model_loads):
+    """The CLI prints an error's text literally: rich markup would eat `[vllm]` out of `selfimprove[vllm]`."""
+    from typer.testing import CliRunner
+
+    from selfimprove.cli import app
+
+    monkeypatch.setattr(optional, "installed", lambda module: False)
+    res = CliRunner().invoke(app, ["run", "pipelines/quickstart.yaml", "--dry-run", "--set", "backend={name: vllm}"])
+    assert res.exit_code == 2
+    assert "pip install 'selfimprove[vllm]'" in " ".join(res.output.split())
+
+
+def test_a_dry_run_prints_the_plan(no_model_loads):
+    from typer.testing import CliRunner
+
+    from selfimprove.cli import app
+
+    res = CliRunner().invoke(app, ["run", "pipelines/scpo.yaml", "--dry-run"])
+    assert res.exit_code == 0, res.output
+    assert "generate -> score [majority_vote, gold] -> select [vote_pairs] -> train [dpo] -> eval" in " ".join(res.output.split())

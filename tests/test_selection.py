@@ -20,6 +20,31 @@ def test_correct_dedup_cap():
     assert counts["after_dedup"] == 4  # "x" and "x " are the same after whitespace normalisation
     assert counts["kept"] == 3 and counts["prompts_kept"] == 2
     assert sum(r["prompt_id"] == "a" for r in kept) == 2
+    # why a prompt gives no row: "c" had no right sample; no other filter emptied a prompt
+    assert {k: v for k, v in counts.items() if k.startswith("prompts_emptied_by_")} == {"prompts_emptied_by_correct": 1}
+
+
+def test_the_select_stage_says_why_prompts_gave_no_row(tmp_path):
+    """The select stage's yield counts prompts scored and with rows, and names the filter that emptied the others; the
+    run report's training-signal row shows them."""
+    from selfimprove.config import load_pipeline
+    from selfimprove.evaluation.report import signal_rows
+    from selfimprove.pipeline.loop import prepare
+    from selfimprove.pipeline.stages.select import select_stage
+
+    cfg = load_pipeline("pipelines/quickstart.yaml", [f"run_dir={tmp_path}"])  # select: correct_only, dedup, max_per_prompt 2
+    ctx = prepare(cfg).ctx
+    prompts = ctx.store.stage(1, "prompts", {}, {})
+    prompts.finish_table([{"prompt_id": p, "messages": [{"role": "user", "content": p}]} for p in "abc"], counts={}, seconds=0)
+    scored = ctx.store.stage(1, "score", {}, {})
+    scored.finish_table(_rows(), counts={}, seconds=0)
+    sd = select_stage(ctx, 1, cfg.select, 0, prompts, scored, [])
+    m = sd.manifest()
+    assert m["counts"]["prompts_in"] == 3 and m["counts"]["prompts_with_rows"] == 2
+    assert m["yield"]["skipped"] == {"filter correct": 1}
+    summary = {"iterations": [{"iteration": 1, "stages": {"select": m}}]}
+    (row,) = signal_rows(summary)
+    assert row[1:5] == ["3", "2", "3", "filter correct 1"]
 
 
 def test_balance_and_finished():

@@ -202,12 +202,13 @@ def signal_rows(summary: dict) -> list[list[str]]:
         yld = select.get("yield") or {}
         why = ", ".join(f"{k} {v}" for k, v in (yld.get("skipped") or {}).items())
         audit = ", ".join(f"{k} {fmt(v)}" for k, v in (yld.get("audit") or {}).items())
-        rows.append([str(it["iteration"]), fmt(sel.get("prompts_in")), fmt(sel.get("prompts_with_pairs")), fmt(sel.get("rows_this_iteration", sel.get("rows"))),
+        with_rows = sel.get("prompts_with_rows", sel.get("prompts_with_pairs"))  # runs made before the stage counted it
+        rows.append([str(it["iteration"]), fmt(sel.get("prompts_in")), fmt(with_rows), fmt(sel.get("rows_this_iteration", sel.get("rows"))),
                      why, audit, fmt(train.get("steps")), fmt(train.get("train_loss")), "; ".join(train_stage.get("monitors") or [])])
     return rows
 
 
-SIGNAL_HEADERS = ["iteration", "prompts in", "prompts with pairs", "rows", "no row because", "gold audit", "train steps", "train loss",
+SIGNAL_HEADERS = ["iteration", "prompts in", "prompts with rows", "rows", "no row because", "gold audit", "train steps", "train loss",
                   "monitors"]
 
 

@@ -62,6 +62,16 @@ class Plan:
     def names(self) -> list[str]:
         return [s.name for s in self.stages]
 
+    def describe(self) -> str:
+        """One line a dry run prints: each stage with the plug-ins it runs, e.g. `generate -> score [gold, majority_vote]
+        -> select [sft] -> train [sft] -> eval`."""
+        used = {"score": [s.name for s in self.scorers], "select": [self.builder.name] if self.builder is not None else [],
+                "train": [getattr(self.trainer, "name", type(self.trainer).__name__)]}
+        parts = [f"{s.name} [{', '.join(used[s.name])}]" if used.get(s.name) else s.name for s in self.stages]
+        if self.eval is not None:
+            parts.append("eval")
+        return " -> ".join(parts)
+
 
 def build_plan(cfg: PipelineConfig, trainer, scorers, builder) -> Plan:
     """The stage records of `cfg`'s training method, cut where `stages:` stops (checked by `check_stages`)."""

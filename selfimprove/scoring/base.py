@@ -94,9 +94,10 @@ class Scorer(DeclaresColumns, ABC):
         `progress(k)`, when given, is called as samples finish (long scorers: sandbox runs, judges)."""
 
 
-def make_scorer(name: str, task: Task, options: dict | None = None, where: str = "score") -> Scorer:
-    """The scorer registered as `name` (or at `"package.module:Class"`), its options validated."""
-    return SCORERS.get(name, f"{where}.name")(task, options, where=f"{where}.options")
+def make_scorer(name: str, task: Task, options: dict | None = None, where: str = "score", name_key: str = "name") -> Scorer:
+    """The scorer registered as `name` (or at `"package.module:Class"`), its options validated; errors name the YAML
+    path `where` (`<where>.<name_key>` for the name: `score[1].name`, `train.rewards[0].scorer`)."""
+    return SCORERS.get(name, f"{where}.{name_key}")(task, options, where=f"{where}.options")
 
 
 def make_scorers(configs, task: Task, where: str = "score") -> list[Scorer]:

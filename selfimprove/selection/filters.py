@@ -92,7 +92,8 @@ def filter_columns(cfg: SelectConfig) -> dict[str, tuple[str, ...]]:
 
 
 def select_samples(rows: list[dict], cfg: SelectConfig, seed: int) -> tuple[list[dict], dict[str, int]]:
-    """Apply the configured filters in a fixed order; return kept rows and counts after each step."""
+    """Apply the configured filters in a fixed order; return kept rows and counts: samples after each step, and per
+    step the prompts whose last sample it dropped (`prompts_emptied_by_<step>`: why those prompts give no row)."""
     rng = random.Random(seed)
     counts = {"input": len(rows)}
     steps = []
@@ -112,9 +113,14 @@ def select_samples(rows: list[dict], cfg: SelectConfig, seed: int) -> tuple[list
         steps.append(("max_per_prompt", lambda rs: cap_per_prompt(rs, cfg.max_per_prompt, rng)))
     if cfg.balance:
         steps.append(("balance", lambda rs: balance(rs, rng)))
+    prompts = {r["prompt_id"] for r in rows}
     for name, fn in steps:
         rows = fn(rows)
         counts[f"after_{name}"] = len(rows)
+        left = {r["prompt_id"] for r in rows}
+        if len(left) < len(prompts):
+            counts[f"prompts_emptied_by_{name}"] = len(prompts - left)  # their last sample fell at this filter
+        prompts = left
     counts["kept"] = len(rows)
-    counts["prompts_kept"] = len({r["prompt_id"] for r in rows})
+    counts["prompts_kept"] = len(prompts)
     return rows, counts

@@ -90,7 +90,13 @@ class GRPOTrainer(Trainer):
                 Monitor("pseudo_label_accuracy", "trend", "pseudo-label accuracy per step"))
 
     def monitor_report(self, stats: dict) -> list[str]:
+        """The declared monitors, then, with several rewards, each reward's own trend (`gold:correct 0.250 -> 0.500`):
+        a summed reward can rise while the part that matters falls."""
         out = super().monitor_report(stats)
+        steps = stats.get("per_step") or []
+        keys = sorted({k for s in steps for k in s if k.startswith("rewards/") and k.endswith("/mean")})
+        if len(keys) > 1:
+            out += [d for k in keys if (d := Monitor(k, "trend", k[len("rewards/"):-len("/mean")]).describe(stats))]
         if stats.get("stopped_early"):
             out.append(f"stopped early at step {stats['stopped_early'].get('step')}")
         return out
@@ -105,7 +111,7 @@ class GRPOTrainer(Trainer):
         out = []
         for i, r in enumerate(self.cfg.rewards):
             where = f"train.rewards[{i}]"
-            sc = make_scorer(r.scorer, task, r.options, where)
+            sc = make_scorer(r.scorer, task, r.options, where, name_key="scorer")
             missing = [c for c in sc.columns().reads if c not in REWARD_COLUMNS]
             if missing:
                 raise ConfigError(f"{where}: scorer {sc.name} reads {missing}, which GRPO's completions do not have "

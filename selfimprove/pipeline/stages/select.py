@@ -26,14 +26,22 @@ def select_stage(ctx: RunContext, iteration: int, cfg: SelectConfig, seed: int, 
 
     def work(sd: StageDir):
         prompts = {p["prompt_id"]: p for p in prompts_sd.rows()}
-        kept, counts = select_samples(scored_sd.rows(), cfg, seed)
+        scored = scored_sd.rows()
+        kept, counts = select_samples(scored, cfg, seed)
         rows, built = builder.build(kept, prompts)
         counts.update({k: v for k, v in built.items() if k != "rows"})
         counts["rows_this_iteration"] = len(rows)
+        # the stage's own yield: prompts scored, prompts with a row; why the others have none (a filter emptied them,
+        # or the builder's declared reasons)
+        counts["prompts_in"] = len({s["prompt_id"] for s in scored})
+        counts["prompts_with_rows"] = len({r["prompt_id"] for r in rows if "prompt_id" in r})
+        report = builder.yield_report(built)
+        emptied = {k[len("prompts_emptied_by_"):]: v for k, v in counts.items() if k.startswith("prompts_emptied_by_")}
+        report["skipped"] = {**{f"filter {k}": v for k, v in emptied.items()}, **report["skipped"]}
         if accumulate:
             for e in earlier:
                 rows = e.rows() + rows
         counts["rows"] = len(rows)
-        return rows, counts, {"yield": builder.yield_report(built), "builder": builder.name}
+        return rows, counts, {"yield": report, "builder": builder.name}
 
     return run_stage(ctx, iteration, sd, work)
