@@ -23,7 +23,7 @@ from pathlib import Path
 LAYERS: list[set[str]] = [
     {"core"},
     {"config"},
-    {"tasks", "generation", "selection", "builders"},
+    {"tasks", "generation", "selection", "builders", "control"},
     {"scoring"},
     {"training"},
     {"runtime"},

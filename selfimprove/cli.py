@@ -24,30 +24,30 @@ def _fail(message: str, code: int) -> None:
     raise typer.Exit(code)
 
 
-def print_summary(summary: dict) -> None:
-    from .evaluation.report import SIGNAL_HEADERS, metrics_rows, signal_rows, stage_rows
-
-    headers, rows = metrics_rows(summary)
-    t = Table(title=f"{summary['name']}: held-out metrics (%, ± half 95% CI)")
+def _table(title: str, headers, rows: list, fold: bool = True, always: bool = False) -> None:
+    """Print one rich table (nothing when it has no rows, unless `always`)."""
+    if not rows and not always:
+        return
+    t = Table(title=title)
     for h in headers:
-        t.add_column(h)
+        t.add_column(h, overflow="fold" if fold else "ellipsis")
     for r in rows:
         t.add_row(*r)
     console.print(t)
-    signal = signal_rows(summary)
-    if signal:  # what each iteration trained on and what its monitors saw: a reward can rise while accuracy falls
-        g = Table(title="training signal")
-        for h in SIGNAL_HEADERS:
-            g.add_column(h, overflow="fold")
-        for r in signal:
-            g.add_row(*r)
-        console.print(g)
-    s = Table(title="stages")
-    for h in ("iteration", "stage", "seconds", "counts"):
-        s.add_column(h, overflow="fold")
-    for r in stage_rows(summary):
-        s.add_row(*r)
-    console.print(s)
+
+
+def print_summary(summary: dict) -> None:
+    from .evaluation.report import CONTROL_HEADERS, SIGNAL_HEADERS, control_line, control_rows, metrics_rows, signal_rows, stage_rows
+
+    headers, rows = metrics_rows(summary)
+    _table(f"{summary['name']}: held-out metrics (%, ± half 95% CI)", headers, rows, fold=False)
+    # what each iteration trained on and what its monitors saw: a reward can rise while accuracy falls
+    _table("training signal", SIGNAL_HEADERS, signal_rows(summary))
+    _table("stages", ("iteration", "stage", "seconds", "counts"), stage_rows(summary), always=True)
+    _table("control (dev split; the test set never chooses)", CONTROL_HEADERS, control_rows(summary))
+    line = control_line(summary)
+    if line:
+        console.print(line, highlight=False, markup=False)
 
 
 @app.command()
@@ -72,7 +72,8 @@ def run(
         if dry_run:
             prepared = prepare(cfg, console)
             train_rows, eval_rows = prepared.rows
-            console.print(f"config OK: {len(train_rows)} train prompts, {len(eval_rows)} eval prompts, run folder {prepared.ctx.store.root}")
+            dev = f", {len(prepared.rows.dev)} dev prompts" if prepared.rows.dev else ""
+            console.print(f"config OK: {len(train_rows)} train prompts, {len(eval_rows)} eval prompts{dev}, run folder {prepared.ctx.store.root}")
             base = ", after the base model's eval" if prepared.plan.eval is not None else ""
             console.print(f"each of {cfg.iterations} iteration(s){base}: {prepared.plan.describe()}", highlight=False, markup=False)
             return

@@ -50,3 +50,15 @@ def bootstrap_ci(values: np.ndarray, resamples: int = 1000, seed: int = 0, level
     return float(lo), float(hi)
 
 
+
+
+def paired_diff_ci(after: np.ndarray, before: np.ndarray, resamples: int = 1000, seed: int = 0,
+                   level: float = 0.95) -> tuple[float, float, float]:
+    """Mean of `after - before` over the same problems (paired per-problem values) and its percentile bootstrap
+    interval: (difference, low, high). A high below zero means `after` is worse beyond the interval."""
+    a, b = np.asarray(after, dtype=float), np.asarray(before, dtype=float)
+    if a.shape != b.shape:
+        raise ValueError(f"paired values need the same problems: {a.shape} vs {b.shape}")
+    diff = a - b
+    lo, hi = bootstrap_ci(diff, resamples, seed, level)
+    return float(diff.mean()) if len(diff) else float("nan"), lo, hi

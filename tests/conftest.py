@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -61,3 +62,31 @@ def no_model_loads(monkeypatch):
 
     monkeypatch.setattr(models, "resolve_builtin", boom)
     monkeypatch.setattr(models, "resolve_model", boom)
+
+
+@pytest.fixture
+def tiny_pipeline(tmp_path, tiny_model_path):
+    """A factory for the two-iteration tiny-model pipeline file (see `tiny_pipeline_yaml`)."""
+    return lambda **kw: tiny_pipeline_yaml(tmp_path, tiny_model_path, **kw)
+
+
+def tiny_pipeline_yaml(tmp_path: Path, model: Path, *, eval_n: int = 2, data_extra: str = "", extra: str = "") -> Path:
+    """The two-iteration 1-digit arithmetic pipeline the tiny-model loop tests run; `data_extra` adds lines under
+    `data:`, `extra` top-level sections."""
+    p = tmp_path / "tiny.yaml"
+    p.write_text(textwrap.dedent(f"""\
+        name: tiny
+        run_dir: {tmp_path / 'runs'}
+        model: {model}
+        iterations: 2
+        task: {{name: arithmetic, options: {{digits: 1}}}}
+        data:
+          train: {{size: 6, seed: 1}}
+          eval: {{size: 5, seed: 2}}
+        backend: {{batch_size: 16}}
+        generate: {{n: 3, temperature: 1.0, max_tokens: 12, shard_size: 4}}
+        select: {{correct_only: false, require_finished: false, max_per_prompt: 2}}
+        train: {{epochs: 1, batch_size: 4, lora: {{r: 4, alpha: 8}}}}
+        eval: {{greedy: true, n: {eval_n}, max_tokens: 8, bootstrap: 50}}
+    """).replace("data:\n", "data:\n" + textwrap.indent(textwrap.dedent(data_extra), "  "), 1) + textwrap.dedent(extra))
+    return p

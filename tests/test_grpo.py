@@ -13,7 +13,8 @@ from selfimprove.scoring import make_scorer
 from selfimprove.scoring.base import Scorer, ScoreResult
 from selfimprove.scoring.rewards import as_reward_func
 from selfimprove.tasks import make_task
-from selfimprove.training.grpo import GRPOTrainer, early_stop_callback, label_audit
+from selfimprove.training.control import TrainingControl, control_callback
+from selfimprove.training.grpo import GRPOTrainer, group_audit
 
 CALLS: list[list[str]] = []
 
@@ -63,15 +64,19 @@ def test_grpo_on_the_tiny_model_sees_whole_groups_and_records_monitors(tiny_mode
     assert all(s["reward"] == pytest.approx(2.0) for s in steps)
 
 
-def test_label_audit_and_early_stop(task):
+def test_label_audit_health_and_early_stop(task):
     logged = {}
-    reward = as_reward_func(make_scorer("majority_vote", task, {"ties": "none"}), "is_majority", on_result=label_audit(task))
+    reward = as_reward_func(make_scorer("majority_vote", task, {"ties": "none"}), "is_majority", on_result=group_audit(task, True))
     prompts = [[{"role": "user", "content": q}] for q in ("a", "a", "a", "b", "b", "b", "c", "c", "c")]
     completions = [[{"role": "assistant", "content": f"The answer is {x}."}] for x in ("4", "4", "5", "7", "8", "8", "1", "2", "3")]
     got = reward(prompts=prompts, completions=completions, prompt_id=["a"] * 3 + ["b"] * 3 + ["c"] * 3,
                  reference=["4", "4", "4", "7", "7", "7", "1", "1", "1"], log_metric=lambda k, v: logged.setdefault(k, v))
     assert got == [1.0, 1.0, 0.0, 0.0, 1.0, 1.0, 0.0, 0.0, 0.0]
+    health = {k: logged.pop(k) for k in ("answer_entropy", "distinct_answers", "all_agree", "vote_margin")}
     assert logged == {"majority_abstain": 1 / 3, "pseudo_label_accuracy": 0.5}  # a right, b wrong (8 vs 7), c a 3-way tie: no majority
+    # groups a (4,4,5), b (7,8,8), c (1,2,3): 2, 2, 3 distinct answers; entropies 0.918, 0.918, 1.585 bits; none all agree
+    assert health["distinct_answers"] == pytest.approx(7 / 3) and health["all_agree"] == 0.0
+    assert health["answer_entropy"] == pytest.approx((2 * 0.9183 + 1.585) / 3, abs=1e-3) and health["vote_margin"] == pytest.approx(2 / 9)
 
     class Control:
         should_training_stop = False
@@ -79,11 +84,14 @@ def test_label_audit_and_early_stop(task):
     class State:
         global_step = 3
 
-    stopped, control = {}, Control()
-    cb = early_stop_callback(0.4, 2, stopped)
+    stats, control = {}, Control()
+    rules = GRPOTrainer(GRPOTrainConfig(rewards=[{"scorer": "majority_vote", "column": "is_majority"}], batch_size=8,
+                                        stop_below_label_accuracy=0.4)).step_rules()
+    cb = control_callback(TrainingControl(task, rules=rules), None, stats)
     for acc in (0.3, 0.5, 0.3, math.nan, 0.2):
         cb.on_log(None, State(), control, logs={"pseudo_label_accuracy": acc})
-    assert control.should_training_stop and stopped == {"step": 3, "pseudo_label_accuracy": 0.2}
+    assert control.should_training_stop and stats["stopped_early"]["step"] == 3 and stats["stopped_early"]["value"] == 0.2
+    assert stats["stopped_early"]["reason"] == "train.pseudo_label_accuracy below 0.4 in 2 checks in a row (at step 3: 0.2)"
 
 
 def _rank(rank, world, port, out):
@@ -150,10 +158,10 @@ def test_report_training_signal_survives_missing_monitors():
 
     steps = [{"step": 1, "reward": None, "frac_reward_zero_std": None}, {"step": 2, "reward": 0.5, "frac_reward_zero_std": 0.25,
                                                                           "pseudo_label_accuracy": 0.4}]
-    stats = {"steps": 2, "train_loss": 0.1, "per_step": steps, "stopped_early": {"step": 2}}
+    stats = {"steps": 2, "train_loss": 0.1, "per_step": steps, "stopped_early": {"step": 2, "reason": "a rule (at step 2: 0.1)"}}
     monitors = GRPOTrainer(GRPOTrainConfig(rewards=[{"scorer": "gold"}], batch_size=8)).monitor_report(stats)
     assert monitors == ["reward 0.500 -> 0.500", "zero-spread groups 0.250", "pseudo-label accuracy per step 0.400 -> 0.400",
-                        "stopped early at step 2"]
+                        "stopped: a rule (at step 2: 0.1)"]
     summary = {"iterations": [{"iteration": 1, "stages": {"train": {"train": stats, "monitors": monitors}}}]}
     (row,) = signal_rows(summary)
     assert row[-1] == "; ".join(monitors)

@@ -2,7 +2,6 @@
 merging, eval, report), manifest skipping on rerun, and reruns limited to what a config change touches."""
 
 import json
-import textwrap
 
 import pytest
 from typer.testing import CliRunner
@@ -16,24 +15,8 @@ from selfimprove.store import load_dataset_table, read_table
 
 
 @pytest.fixture
-def pipeline(tmp_path, tiny_model_path):
-    p = tmp_path / "tiny.yaml"
-    p.write_text(textwrap.dedent(f"""
-        name: tiny
-        run_dir: {tmp_path / 'runs'}
-        model: {tiny_model_path}
-        iterations: 2
-        task: {{name: arithmetic, options: {{digits: 1}}}}
-        data:
-          train: {{size: 6, seed: 1}}
-          eval: {{size: 5, seed: 2}}
-        backend: {{batch_size: 16}}
-        generate: {{n: 3, temperature: 1.0, max_tokens: 12, shard_size: 4}}
-        select: {{correct_only: false, require_finished: false, max_per_prompt: 2}}
-        train: {{epochs: 1, batch_size: 4, lora: {{r: 4, alpha: 8}}}}
-        eval: {{greedy: true, n: 2, max_tokens: 8, bootstrap: 50}}
-    """))
-    return p
+def pipeline(tiny_pipeline):
+    return tiny_pipeline()
 
 
 def test_full_loop_then_rerun_does_nothing(pipeline, tmp_path):

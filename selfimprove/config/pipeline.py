@@ -15,6 +15,7 @@ from ..errors import ConfigError
 from ..registry import ROW_BUILDERS, SCORERS
 from .backend import BackendConfig, TransformersBackendConfig
 from .base import Strict, load_config, plain_name
+from .control import ControlConfig
 from .ray import RayConfig
 from .sampling import SamplingParams
 from .train import SFTTrainConfig, TrainConfig
@@ -34,7 +35,9 @@ class SplitConfig(Strict):
 
 class DataConfig(Strict):
     train: SplitConfig = Field(description="Prompts the loop samples and trains on.")
-    eval: SplitConfig = Field(description="Held-out prompts for evaluation; never trained on.")
+    eval: SplitConfig = Field(description="Held-out prompts for evaluation; never trained on, never used to choose.")
+    dev: SplitConfig | None = Field(None, description="A small labelled split, disjoint from train and eval, evaluated after every "
+                                                      "iteration to choose the model and roll back (see control:).")
 
 
 class TaskConfig(Strict):
@@ -119,6 +122,9 @@ class EvalConfig(Strict):
     bootstrap: int = Field(1000, gt=0, description="Bootstrap resamples for the 95% intervals.")
     revise_template: str | None = Field(None, description="Two-turn self-correction: template of the turn-2 instruction (e.g. self_correct); needs greedy.")
     revise_max_tokens: int | None = Field(None, gt=0, description="max_tokens of the revision turn (default: max_tokens).")
+    gold_slice: int | None = Field(None, ge=2, description="Also estimate accuracy as if only the first N problems (by id) had gold "
+                                                           "answers: gold only, pseudo-labels only (the greedy answer agrees with the "
+                                                           "sampled majority) and PPI++ combining both (needs greedy and n >= 2).")
 
     def mode_params(self) -> dict[str, SamplingParams]:
         """The first-turn modes this config asks for: `greedy` and/or `sampled`, as sampling parameters."""
@@ -140,6 +146,8 @@ class EvalConfig(Strict):
             raise ValueError("eval needs greedy: true or n > 0")
         if self.revise_template and not self.greedy:
             raise ValueError("revise_template needs greedy: true (the revision turn revises the greedy attempt)")
+        if self.gold_slice and not (self.greedy and self.n >= 2):
+            raise ValueError("gold_slice compares the greedy answer with the majority of n samples: needs greedy: true and n >= 2")
         return self
 
 
@@ -163,6 +171,8 @@ class PipelineConfig(Strict):
     select: SelectConfig = Field(default_factory=SelectConfig)
     train: TrainConfig = Field(default_factory=SFTTrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
+    control: ControlConfig = Field(default_factory=ControlConfig, description="Choosing the model on data.dev, rollback, stop "
+                                                                              "rules, in-training evaluation, health monitors.")
     prompts_dir: str | None = Field(None, description="Extra folder searched for prompt templates before the bundled ones.")
     ray: RayConfig | None = Field(None, description="Run generate, score and eval shards on a pool of Ray actors (see config.ray).")
     report_to: list[Literal["tensorboard", "wandb", "mlflow"]] = Field(
@@ -181,6 +191,27 @@ class PipelineConfig(Strict):
             self.train.device = getattr(self.backend, "device", "auto")
         if "report_to" not in self.train.model_fields_set:
             self.train.report_to = list(self.report_to)
+        return self
+
+    @model_validator(mode="after")
+    def _control(self) -> "PipelineConfig":
+        """Defaults filled from `data.dev`; everything that chooses on dev needs it."""
+        c = self.control.resolved(self.data.dev is not None)
+        if self.data.dev is None:
+            needs = [k for k, bad in (("select_on: dev", c.select_on == "dev"), ("keep: best", c.keep == "best"), ("rollback", c.rollback),
+                                      ("eval_every_steps", c.eval_every_steps is not None))
+                     if bad] + [r.metric for r in c.stop_if if r.source == "dev"]
+            if needs:
+                raise ValueError(f"control: {', '.join(needs)} need(s) a labelled dev split: add data.dev (e.g. {{size: 64, seed: 3}} "
+                                 "for a generated task)")
+        if c.select_on == "none" and (c.keep == "best" or c.rollback):
+            raise ValueError("control: keep: best and rollback choose on dev; with select_on: none use keep: last, rollback: false")
+        if c.select_on == "dev" and "eval" not in self.stages:
+            raise ValueError("control.select_on: dev evaluates the dev split in the eval stage: keep eval in stages (or select_on: none)")
+        if self.train.distributed is not None and c.step_rules() + ([1] if c.eval_every_steps else []):
+            raise ValueError("control: in-training evaluation and per-step stop rules run in this process; under train.distributed "
+                             "use per-iteration rules (dev.*, probe.*) instead")
+        self.control = c
         return self
 
     @model_validator(mode="after")

@@ -88,19 +88,24 @@ def compute_metrics(
     prompts: dict[str, dict] | None = None,
     resamples: int = 1000,
     seed: int = 0,
+    per_problem_out: dict | None = None,
 ) -> dict:
     """Metrics from scored rows (`prompt_id`, `correct`, and for samples `cluster`).
 
     `accuracy` from greedy rows; `pass@k` (unbiased, every k in 1,2,4..n) and `maj@k` from the
     sampled rows (maj@k only where rows carry `cluster`); Acc@t1/Acc@t2/Δ from greedy + revision rows;
     per-subject and per-level accuracy where prompts carry them (MATH-500). Each metric `m` has
-    `m_ci` = [low, high], a 95% bootstrap over problems.
+    `m_ci` = [low, high], a 95% bootstrap over problems. `per_problem_out`, when given, receives each metric's
+    per-problem values by prompt id (paired comparisons between models on the same problems).
     """
     out: dict = {}
     per_problem: dict[str, np.ndarray] = {}
+    ids: dict[str, list[str]] = {}
     if greedy:
-        acc = np.array([bool(r.get("correct")) for r in sorted(greedy, key=lambda r: r["prompt_id"])], dtype=float)
+        ordered = sorted(greedy, key=lambda r: r["prompt_id"])
+        acc = np.array([bool(r.get("correct")) for r in ordered], dtype=float)
         per_problem["accuracy"] = acc
+        ids["accuracy"] = [r["prompt_id"] for r in ordered]
         out["num_problems"] = len(acc)
     if samples:
         groups = by_prompt(samples, turns=False)
@@ -113,6 +118,7 @@ def compute_metrics(
                 c = sum(bool(r.get("correct")) for r in g)
                 vals.append(pass_at_k(n, c, k))
             per_problem[f"pass@{k}"] = np.array(vals)
+            ids[f"pass@{k}"] = pids
         for k in ks_for(n):
             if k == 1 or "cluster" not in samples[0]:
                 continue
@@ -121,10 +127,14 @@ def compute_metrics(
                 g = sorted(groups[pid], key=lambda r: r["sample_id"])
                 vals.append(majority_correct([r.get("cluster") for r in g], [r.get("correct") for r in g], k))
             per_problem[f"maj@{k}"] = np.array(vals, dtype=float)
+            ids[f"maj@{k}"] = pids
         out["samples_per_problem"] = n
         out.setdefault("num_problems", len(pids))
     if greedy and revision:
-        per_problem.update(self_correction(greedy, revision))
+        turns = self_correction(greedy, revision)
+        per_problem.update(turns)
+        second = {r["prompt_id"] for r in revision}
+        ids.update({k: sorted(p for p in {r["prompt_id"] for r in greedy} if p in second) for k in turns})
     if prompts:
         base = greedy or samples or []
         for key in ("subject", "level"):
@@ -134,6 +144,8 @@ def compute_metrics(
     for name, vals in per_problem.items():
         out[name] = float(vals.mean())
         out[f"{name}_ci"] = list(bootstrap_ci(vals, resamples, seed))
+        if per_problem_out is not None:
+            per_problem_out[name] = dict(zip(ids[name], (float(v) for v in vals)))
     return out
 
 
@@ -144,3 +156,25 @@ def format_metric(value: float, ci: list[float] | None) -> str:
     if value < 0 or ci[0] < 0:
         return f"{100 * value:+.1f} ± {100 * (ci[1] - ci[0]) / 2:.1f}"
     return f"{100 * value:.1f} ± {100 * (ci[1] - ci[0]) / 2:.1f}"
+
+
+def gold_slice_estimates(greedy: list[dict], sampled: list[dict], gold_slice: int, same) -> dict | None:
+    """Accuracy as a user with gold answers for only `gold_slice` problems would estimate it (`ppi.three_estimates`):
+    a problem's pseudo-label is 1 when its greedy answer agrees with the majority answer of its samples (`same`:
+    equivalence of answer pairs); the labelled slice is the first `gold_slice` problems by id (their `correct` is
+    read), the rest count as unlabelled. `all_gold` is the estimate from every problem's gold answer, for comparison."""
+    from ..ppi import classical_mean, three_estimates
+
+    majority = {r["prompt_id"]: r.get("majority_answer") for r in sampled}
+    rows = sorted((r for r in greedy if r["prompt_id"] in majority), key=lambda r: r["prompt_id"])
+    if len(rows) < gold_slice + 2:
+        return None
+    pairs = [(r.get("answer"), majority[r["prompt_id"]]) for r in rows]
+    checkable = [i for i, (a, m) in enumerate(pairs) if a is not None and m is not None]
+    verdicts = dict(zip(checkable, same([pairs[i] for i in checkable]))) if checkable else {}
+    yhat = np.array([float(bool(verdicts.get(i, False))) for i in range(len(rows))])
+    y = np.array([float(bool(r.get("correct"))) for r in rows])
+    out = three_estimates(y[:gold_slice], yhat[:gold_slice], yhat[gold_slice:])
+    out["all_gold"] = {**classical_mean(y).to_dict(), "method": "gold answers for every problem"}
+    out["pseudo_label_accuracy"] = float(np.mean(yhat == y))
+    return out

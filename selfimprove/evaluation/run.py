@@ -10,7 +10,7 @@ from ..scoring import make_scorers
 from ..scoring.apply import score_samples
 from ..store import StageDir
 from ..tasks import Task
-from .metrics import compute_metrics
+from .metrics import compute_metrics, gold_slice_estimates
 
 
 def eval_scorers(task: Task):
@@ -30,8 +30,10 @@ def revision_prompts(prompts: PromptLibrary, e: EvalConfig, prompt_rows: list[di
     ]
 
 
-def evaluate(ctx: RunContext, sd: StageDir, prompt_rows: list[dict], model: ModelRef, e: EvalConfig, label: str, iteration: int = 0) -> tuple[list[dict], dict]:
-    """Generate (resumable shards under `sd`), score, and compute metrics; returns (rows, metrics)."""
+def evaluate(ctx: RunContext, sd: StageDir, prompt_rows: list[dict], model: ModelRef, e: EvalConfig, label: str, iteration: int = 0,
+             per_problem_out: dict | None = None) -> tuple[list[dict], dict]:
+    """Generate (resumable shards under `sd`), score, and compute metrics; returns (rows, metrics). `per_problem_out`
+    receives each metric's per-problem values (see `compute_metrics`)."""
     prompts = {p["prompt_id"]: p for p in prompt_rows}
     scorers = eval_scorers(ctx.task)
     scored: dict[str, list[dict]] = {}
@@ -47,7 +49,13 @@ def evaluate(ctx: RunContext, sd: StageDir, prompt_rows: list[dict], model: Mode
     if e.revise_template:
         run_mode("revision", revision_prompts(ctx.prompts, e, prompt_rows, scored["greedy"]), e.revision_params(), 2)
     metrics = compute_metrics(scored.get("greedy"), scored.get("sampled"), revision=scored.get("revision"), prompts=prompts,
-                              resamples=e.bootstrap, seed=e.seed)
+                              resamples=e.bootstrap, seed=e.seed, per_problem_out=per_problem_out)
+    if e.gold_slice and scored.get("greedy") and scored.get("sampled"):
+        task = ctx.task
+        est = gold_slice_estimates(scored["greedy"], scored["sampled"], e.gold_slice,
+                                   lambda pairs: [ok for ok, _ in task.check([a for a, _ in pairs], [b for _, b in pairs])])
+        if est is not None:
+            metrics["accuracy_estimates"] = est
     metrics["model_ref"] = model.ref
     return [r for mode in scored for r in scored[mode]], metrics
 

@@ -78,6 +78,21 @@ class TransformersGenerator(Generator):
         self.prune_finished = backend.prune_finished if backend.prune_finished is not None else self.device.type == "cpu"
         self.info = GeneratorInfo("transformers", str(model_path), {"dtype": str(self.model.dtype), "device": str(self.device),
                                                                     "prune_finished": self.prune_finished})
+        self._set_eos()
+
+    @classmethod
+    def wrap(cls, model, tokenizer, batch_size: int = 64) -> "TransformersGenerator":
+        """A generator over a model already in memory (a model being trained: its dev accuracy between steps), decoding
+        as the backend does; `tokenizer` must pad on the left. Closing it leaves the model alone."""
+        gen = cls.__new__(cls)
+        gen.model, gen.tok, gen.device, gen.batch_size = model, tokenizer, model.device, batch_size
+        gen.prune_finished = gen.device.type == "cpu"
+        gen.info = GeneratorInfo("transformers", "in-memory", {"device": str(gen.device)})
+        gen._set_eos()
+        gen.close = lambda: None
+        return gen
+
+    def _set_eos(self) -> None:
         eos = self.model.generation_config.eos_token_id
         self.eos_ids = set(eos if isinstance(eos, list) else [eos]) | {self.tok.eos_token_id}
         self.eos_ids.add(self.tok.pad_token_id)  # rows that finished early are padded

@@ -131,6 +131,13 @@ def summary_markdown(cfg: EvalSuiteConfig, metrics: dict) -> str:
             lines += [f"| {v} | {d['n']} | {100 * d['accuracy']:.1f} |" for v, d in metrics[key].items()]
     if metrics.get("outcomes"):
         lines += ["", "| outcome | samples |", "|---|---|"] + [f"| {k} | {v} |" for k, v in metrics["outcomes"].items()]
+    if metrics.get("accuracy_estimates"):
+        lines += ["", "accuracy with gold answers for a slice only (95% intervals):", "", "| estimate | labelled | unlabelled | % | interval |",
+                  "|---|---|---|---|---|"]
+        for d in metrics["accuracy_estimates"].values():
+            if isinstance(d, dict):
+                lines.append(f"| {d['method']} | {d['n_labelled']} | {d['n_unlabelled']} | {100 * d['value']:.1f} | "
+                             f"[{100 * d['ci'][0]:.1f}, {100 * d['ci'][1]:.1f}] |")
     if metrics.get("sandbox"):
         lines += ["", "sandbox: " + sandbox_layers(metrics["sandbox"])]
     return "\n".join(lines) + "\n"

@@ -59,6 +59,8 @@ def summarize(table: list[dict], scorers) -> dict:
             lo, hi = bootstrap_ci(np.array(vals), 1000, 0)
             out["scores"][col] = {"n": len(vals), "missing": len(table) - len(vals), "mean": float(np.mean(vals)), "mean_ci": [lo, hi],
                                   "histogram": histogram(spec, vals)}
+            if spec.range is not None:  # saturation: the share at the scale's top
+                out["scores"][col]["at_max"] = float(np.mean([v >= spec.range[1] - 1e-9 for v in vals]))
     if any("verdict" in r for r in table):
         verdicts = [r.get("verdict") for r in table]
         out["verdicts"] = {str(k): verdicts.count(k) for k in ("A", "B", "tie", None)}

@@ -28,6 +28,7 @@ from ..store import atomic_write_json
 from ..tasks import make_task
 from ..training.base import make_trainer
 from .contracts import check_chain
+from .controller import Controller
 from .plan import Iteration, Plan, build_plan
 from .stages.data import PromptRows, load_prompt_rows, prompts_stage
 
@@ -74,6 +75,12 @@ def prepare(cfg: PipelineConfig, console: Console | None = None) -> Prepared:
     trainer.check(task)
     if cfg.train.distributed is not None:
         require("deepspeed", "train.distributed")
+    c = cfg.control
+    if (c.eval_every_steps or c.step_rules()) and not getattr(type(trainer), "supports_control", False):
+        raise ConfigError(f"control: train.method {cfg.train.method} does not evaluate or check rules during training; drop "
+                          "control.eval_every_steps and the train.* rules, or use sft, dpo or grpo")
+    if c.eval_every_steps and "train" not in cfg.stages:
+        raise ConfigError("control.eval_every_steps evaluates during the train stage, which stages: leaves out")
     check_trackers(cfg.report_to)
     check_trackers(cfg.train.report_to, "train.report_to")
     ctx = RunContext(Path(cfg.run_dir) / cfg.name, task, prompts, model=cfg.model, backend=cfg.backend, console=console, ray=cfg.ray)
@@ -90,14 +97,17 @@ def run_pipeline(cfg: PipelineConfig, console: Console | None = None) -> dict:
     if cfg.report_to:
         ctx.trackers = Trackers(cfg.report_to, ctx.store.root, cfg.name, cfg.model_dump())
     try:
-        train_sd, eval_sd = prompts_stage(ctx, rows)
+        tables = prompts_stage(ctx, rows)
+        train_sd, eval_sd = tables
+        controller = Controller(cfg, tables)
         base = ctx.models.base_model()
         if plan.eval is not None:
             plan.eval.run(ctx, Iteration(0, cfg.seed, {"eval_prompts": eval_sd}, base, base))
+            controller.measure(ctx, 0, base)
         history: dict[str, list] = {}
         current = base
         for k in range(1, cfg.iterations + 1 if plan.stages else 1):
-            it = Iteration(k, cfg.seed + k, {"prompts": train_sd, "eval_prompts": eval_sd}, current,
+            it = Iteration(k, cfg.seed + k, {"prompts": train_sd, "eval_prompts": eval_sd, "dev_prompts": tables.dev}, current,
                            base if cfg.train.init == "base" else current, history)
             for stage in plan.stages:
                 out = stage.run(ctx, it)
@@ -108,6 +118,12 @@ def run_pipeline(cfg: PipelineConfig, console: Console | None = None) -> dict:
                 current = it.model = ctx.models.iteration_model(k)
                 if plan.eval is not None:
                     plan.eval.run(ctx, it)
+                    controller.measure(ctx, k, it.model)
+                    decision = controller.decide(ctx, k)
+                    current = ctx.models.iteration_model(decision.next_start)
+                    if decision.stop is not None:
+                        ctx.warn(f"stopping after iteration {k}: {decision.stop.get('reason')}")
+                        break
     finally:
         ctx.close()
         if ctx.trackers is not None:

@@ -2,7 +2,7 @@
 the tables it reads and the one it writes, and how to run it. `build_plan` makes the records once, in `prepare()`,
 from the plug-ins already built there (the trainer, the scorers, the row builder); the loop is a `for` over them.
 
-Tables: `prompts` (the train prompts), `eval_prompts`, `samples` (generate), `scored` (score), `train_set` (select).
+Tables: `prompts` (the train prompts), `eval_prompts`, `dev_prompts` (None without a dev split), `samples` (generate), `scored` (score), `train_set` (select).
 A stage reads its own section only: the score stage shards as its `samples` table was sharded, the select stage's
 accumulation is `select.accumulate`.
 """
@@ -57,6 +57,7 @@ class Plan:
     trainer: object
     scorers: tuple
     builder: object
+    control: tuple[str, ...] = ()  # what runs after eval: dev, probe, control (pipeline.controller)
 
     @property
     def names(self) -> list[str]:
@@ -70,6 +71,7 @@ class Plan:
         parts = [f"{s.name} [{', '.join(used[s.name])}]" if used.get(s.name) else s.name for s in self.stages]
         if self.eval is not None:
             parts.append("eval")
+            parts.extend(self.control)
         return " -> ".join(parts)
 
 
@@ -88,7 +90,8 @@ def build_plan(cfg: PipelineConfig, trainer, scorers, builder) -> Plan:
 
     def train(ctx: RunContext, it: Iteration) -> StageDir:
         # the train set, or the prompts for a method that generates inside training (it has no select stage)
-        return train_stage(ctx, it.k, cfg.train, it.tables.get("train_set", it.tables["prompts"]), it.start, trainer)
+        return train_stage(ctx, it.k, cfg.train, it.tables.get("train_set", it.tables["prompts"]), it.start, trainer,
+                           cfg.control, it.tables.get("dev_prompts"), cfg.eval)
 
     def evaluate(ctx: RunContext, it: Iteration) -> StageDir:
         return eval_stage(ctx, it.k, cfg.eval, it.tables["eval_prompts"], it.model)
@@ -105,4 +108,9 @@ def build_plan(cfg: PipelineConfig, trainer, scorers, builder) -> Plan:
             break
         stages.append(known[name])
     ev = Stage("eval", "eval", ("eval_prompts",), None, evaluate) if "eval" in cfg.stages else None
-    return Plan(tuple(stages), ev, trainer, tuple(scorers), builder)
+    c = cfg.control
+    after = (("dev",) if cfg.data.dev is not None else ()) + (("probe",) if c.probe is not None else ())
+    if after or c.stop_if:
+        rules = f"{len(c.stop_if)} stop rule{'s' if len(c.stop_if) != 1 else ''}"
+        after += (f"control [{'keep ' + c.keep}{', rollback' if c.rollback else ''}, {rules}]",)
+    return Plan(tuple(stages), ev, trainer, tuple(scorers), builder, after)

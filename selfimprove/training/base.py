@@ -48,6 +48,7 @@ class Trainer(DeclaresColumns, ABC):
     supports_weights: ClassVar[bool] = False
     stages: ClassVar[tuple[str, ...]] = ("generate", "score", "select", "train")
     monitors: ClassVar[tuple[Monitor, ...]] = ()  # what the run report shows of a training run (besides steps and loss)
+    supports_control: ClassVar[bool] = False  # honours `self.control` (in-training dev evaluation, step stop rules)
     Options: ClassVar[type[BaseModel]] = NoOptions
 
     def __init__(self, cfg, where: str = "train"):
@@ -56,14 +57,24 @@ class Trainer(DeclaresColumns, ABC):
         self.task = None
         self.models = None
         self.policy = None
+        self.control = None  # training.control.TrainingControl, set by the train stage when control: asks for it
 
     def check(self, task) -> None:
         """Validate what depends on the task (e.g. reward scorers) before any model loads; raise ConfigError."""
         return None
 
     def monitor_report(self, stats: dict) -> list[str]:
-        """The declared monitors of one training run, as the run report shows them."""
-        return [d for m in self.monitors if (d := m.describe(stats)) is not None]
+        """The declared monitors of one training run, as the run report shows them, then the in-training dev curve and
+        the stop, where the control had them."""
+        out = [d for m in self.monitors if (d := m.describe(stats)) is not None]
+        curve = stats.get("dev_curve") or []
+        if curve:
+            best = stats.get("best_step")
+            out.append("dev accuracy " + " -> ".join(f"{c['accuracy']:.3f}@{c['step']}" for c in curve)
+                       + (f"; kept step {best} (the best)" if stats.get("restored_best") else ""))
+        if stats.get("stopped_early"):
+            out.append(f"stopped: {stats['stopped_early'].get('reason')}")
+        return out
 
     def attach(self, task, models=None, policy=None) -> "Trainer":
         """The run's task, model access (`generator()`, `request_cache`) and the iteration's starting model, for

@@ -166,12 +166,29 @@ def require_rows(rows: list[dict], min_rows: int) -> None:
         )
 
 
-def fit_and_save(trainer, tokenizer, out_dir: Path, *, lora: bool, rows: int, dev, dtype) -> dict:
+def per_step_logs(log_history: list[dict], keep=None) -> list[dict]:
+    """The numeric values TRL logged per step (`keep(key)` filters them; the run's closing summary is left out)."""
+    out = []
+    for h in log_history:
+        if "train_runtime" in h or "step" not in h:
+            continue
+        vals = {k: v for k, v in h.items() if k != "step" and isinstance(v, (int, float)) and not isinstance(v, bool) and (keep is None or keep(k))}
+        if vals:
+            out.append({"step": h["step"], **vals})
+    return out
+
+
+def fit_and_save(trainer, tokenizer, out_dir: Path, *, lora: bool, rows: int, dev, dtype, control=None, keep_logs=None) -> dict:
     """Train a built TRL trainer (its log to the stage's log.txt), save it (`save_trained`) and return steps, losses,
-    seconds and sizes for the train stage's manifest."""
+    seconds, sizes and the per-step logs (`keep_logs` filters their keys) for the train stage's manifest. `control`
+    (`training.control.TrainingControl`): in-training dev evaluation, the best checkpoint, step stop rules."""
     import time
 
+    from .control import add_control
+
     quiet(trainer)
+    controlled: dict = {}
+    add_control(trainer, control, tokenizer, controlled)
     trainable = sum(getattr(p, "ds_numel", p.numel()) for p in trainer.model.parameters() if p.requires_grad)  # ds_numel: ZeRO-3 shards
     t0 = time.time()
     result = trainer.train()
@@ -183,6 +200,8 @@ def fit_and_save(trainer, tokenizer, out_dir: Path, *, lora: bool, rows: int, de
         save_trained(trainer.model, tokenizer, out_dir, lora=lora)
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     return {
+        **controlled,
+        "per_step": per_step_logs(trainer.state.log_history, keep_logs),
         "steps": trainer.state.global_step,
         "train_loss": float(result.training_loss),
         "first_loss": losses[0] if losses else None,

@@ -108,6 +108,7 @@ class DPOTrainer(Trainer):
     name = "dpo"
     reads = ("prompt", "chosen", "rejected")
     supports_weights = True
+    supports_control = True
     monitors = (Monitor("rewards/accuracies"), Monitor("rewards/margins"), Monitor("nll/chosen"))
 
     def __init__(self, cfg, where: str = "train"):
@@ -140,7 +141,8 @@ class DPOTrainer(Trainer):
             model=model, ref_model=ref_model, args=args, train_dataset=ds, processing_class=tok, peft_config=peft_config(cfg.lora),
             callbacks=[progress_callback(progress)], nll_alpha=cfg.nll_alpha,
         )
-        stats = fit_and_save(trainer, tok, out_dir, lora=cfg.lora is not None, rows=len(rows), dev=dev, dtype=dtype)
+        stats = fit_and_save(trainer, tok, out_dir, lora=cfg.lora is not None, rows=len(rows), dev=dev, dtype=dtype, control=self.control,
+                             keep_logs=lambda k: k.startswith(("rewards/", "nll/", "logps/", "dev/")) or k in ("loss", "weight"))
         last = next((h for h in reversed(trainer.state.log_history) if "rewards/accuracies" in h), {})
         stats.update({k: last[k] for k in ("rewards/accuracies", "rewards/margins", "nll/chosen") if k in last})
         return stats

@@ -10,12 +10,14 @@ iteration's starting model (`judge: policy`) or the model it names, not with the
 Per logged step the train stage records TRL's reward mean and std, the fraction of groups whose rewards are all
 equal (`frac_reward_zero_std`: no gradient from them), and, where a majority vote rewards and the prompts have
 gold answers, `pseudo_label_accuracy`: how often the majority answer is right. That audit never feeds a reward;
-`stop_below_label_accuracy` stops training when it falls (majority rewards can lock onto a consistent wrong answer).
+`stop_below_label_accuracy` stops training when it falls (majority rewards can lock onto a consistent wrong answer):
+the rule `{metric: train.pseudo_label_accuracy, below: x, patience: n}` of `control.stop_if`. Each step also logs the
+groups' label-free health (answer entropy, distinct answers, all agree, vote margin), which need no gold.
 """
 
 from __future__ import annotations
 
-import math
+import dataclasses
 from pathlib import Path
 
 from ..errors import ConfigError
@@ -24,8 +26,9 @@ from .common import fit_and_save, load_model_and_tokenizer, peft_config, progres
 
 # columns a reward batch has: TRL's completions, the prompt rows' ids (see scoring.rewards.trl_batch)
 REWARD_COLUMNS = ("prompt_id", "sample_id", "completion", "answer", "num_tokens", "finish_reason")
+HEALTH_KEYS = ("answer_entropy", "distinct_answers", "all_agree", "vote_margin")  # control.health, per logged step
 STEP_MONITORS = ("reward", "reward_std", "frac_reward_zero_std", "pseudo_label_accuracy", "majority_abstain", "kl", "completions/mean_length",
-                 "completions/clipped_ratio", "loss")
+                 "completions/clipped_ratio", "loss", "dev/accuracy") + HEALTH_KEYS
 
 
 def grpo_config(cfg, out_dir: Path, *, on_cpu: bool, bf16: bool, total_steps: int):
@@ -40,12 +43,26 @@ def grpo_config(cfg, out_dir: Path, *, on_cpu: bool, bf16: bool, total_steps: in
     return trl_args(GRPOConfig, cfg, out_dir, semantics, total_steps, reward_weights=[r.weight for r in cfg.rewards], **extra)
 
 
-def label_audit(task):
-    """`on_result` hook for a majority-vote reward: logs `pseudo_label_accuracy`, the share of groups (with a gold
-    answer and a majority answer) whose majority answer is right, and `majority_abstain`, the share without one."""
+def group_audit(task, audit_labels: bool):
+    """`on_result` hook of the first reward: per scored batch, the label-free health of its groups (answer entropy,
+    distinct answers, all agree, vote margin: `control.health`, over a majority vote of each group), and with
+    `audit_labels` (a majority-vote reward) `pseudo_label_accuracy`, the share of groups (with a gold answer and a
+    majority answer) whose majority answer is right, and `majority_abstain`, the share without one. Logged per step;
+    never a reward."""
+    from ..control.health import health
+    from ..scoring.consistency import MajorityVote
+
+    voter = MajorityVote(task, {"count_unfinished": False}) if getattr(task, "outcome_column", None) is None else None
 
     def audit(prompt_rows: dict, samples: list[dict], result, log_metric) -> None:
         if log_metric is None:
+            return
+        cols = result.columns if "cluster" in result.columns else (voter.score(prompt_rows, samples).columns if voter else {})
+        rows = [dict(s, **{k: v[i] for k, v in cols.items()}) for i, s in enumerate(samples)]
+        for key, value in health(rows).items():
+            if key in HEALTH_KEYS:
+                log_metric(key, value)
+        if not audit_labels:
             return
         majority: dict[str, str | None] = {}
         for s, ans in zip(samples, result.columns["majority_answer"]):
@@ -61,31 +78,13 @@ def label_audit(task):
     return audit
 
 
-def early_stop_callback(threshold: float, patience: int, stopped: dict):
-    """Stop when `pseudo_label_accuracy` is below `threshold` in `patience` logged steps in a row."""
-    from transformers import TrainerCallback
-
-    class _Stop(TrainerCallback):
-        low = 0
-
-        def on_log(self, args, state, control, logs=None, **kw):
-            acc = (logs or {}).get("pseudo_label_accuracy")
-            if acc is None or (isinstance(acc, float) and math.isnan(acc)):
-                return
-            self.low = self.low + 1 if acc < threshold else 0
-            if self.low >= patience:
-                control.should_training_stop = True
-                stopped.update(step=state.global_step, pseudo_label_accuracy=acc)
-
-    return _Stop()
-
-
 class GRPOTrainer(Trainer):
     """`train.method: grpo`: rows are the train prompts (`messages`, `prompt_id`, `reference` for monitors only)."""
 
     name = "grpo"
     reads = ("prompt_id", "messages")
     stages = ("train",)
+    supports_control = True
     monitors = (Monitor("reward", "trend"), Monitor("frac_reward_zero_std", "mean", "zero-spread groups"),
                 Monitor("pseudo_label_accuracy", "trend", "pseudo-label accuracy per step"))
 
@@ -97,9 +96,15 @@ class GRPOTrainer(Trainer):
         keys = sorted({k for s in steps for k in s if k.startswith("rewards/") and k.endswith("/mean")})
         if len(keys) > 1:
             out += [d for k in keys if (d := Monitor(k, "trend", k[len("rewards/"):-len("/mean")]).describe(stats))]
-        if stats.get("stopped_early"):
-            out.append(f"stopped early at step {stats['stopped_early'].get('step')}")
         return out
+
+    def step_rules(self) -> list:
+        """`stop_below_label_accuracy` as the stop rule it is."""
+        from ..config.control import StopRule
+
+        if self.cfg.stop_below_label_accuracy is None:
+            return []
+        return [StopRule(metric="train.pseudo_label_accuracy", below=self.cfg.stop_below_label_accuracy, patience=self.cfg.stop_patience)]
 
     def check(self, task) -> None:
         """Reward scorers exist, their options are valid, and they read only what a reward batch has."""
@@ -145,25 +150,25 @@ class GRPOTrainer(Trainer):
         args = grpo_config(cfg, out_dir, on_cpu=on_cpu, bf16=dtype == torch.bfloat16, total_steps=steps)  # before the model (ZeRO-3)
         model, tok = load_model_and_tokenizer(model_path, torch.float32 if on_cpu else dtype)
         funcs = []
-        for r, sc in zip(cfg.rewards, scorers):
-            audit = label_audit(self.task) if "majority_answer" in sc.columns().writes else None
+        for i, (r, sc) in enumerate(zip(cfg.rewards, scorers)):
+            votes = "majority_answer" in sc.columns().writes
+            audit = group_audit(self.task, votes) if (votes or i == 0) else None
             funcs.append(as_reward_func(sc, r.column, eos_token_id=eos_ids(model, tok), on_result=audit))
         ds = datasets.Dataset.from_list([{"prompt": list(r["messages"]), "prompt_id": str(r["prompt_id"]),
                                           "reference": str(r.get("reference") or "")} for r in rows])
-        stopped: dict = {}
         callbacks = [progress_callback(progress)]
-        if cfg.stop_below_label_accuracy is not None:
-            callbacks.append(early_stop_callback(cfg.stop_below_label_accuracy, cfg.stop_patience, stopped))
         from trl import GRPOTrainer as TRLGRPOTrainer
 
         trainer = TRLGRPOTrainer(model=model, reward_funcs=funcs, args=args, train_dataset=ds, processing_class=tok,
                                  peft_config=peft_config(cfg.lora), callbacks=callbacks)
-        stats = fit_and_save(trainer, tok, out_dir, lora=cfg.lora is not None, rows=len(rows), dev=dev, dtype=dtype)
-        stats["per_step"] = [{"step": h["step"], **{k: h[k] for k in STEP_MONITORS if k in h},
-                              **{k: h[k] for k in h if k.startswith("rewards/") and k.endswith("/mean")}}
-                             for h in trainer.state.log_history if "reward" in h]
-        stats["stopped_early"] = stopped or None
-        return stats
+        control = self.control
+        if self.step_rules():
+            from .control import TrainingControl
+
+            control = control or TrainingControl(self.task)
+            control = dataclasses.replace(control, rules=list(control.rules) + self.step_rules())
+        return fit_and_save(trainer, tok, out_dir, lora=cfg.lora is not None, rows=len(rows), dev=dev, dtype=dtype, control=control,
+                            keep_logs=lambda k: k in STEP_MONITORS or (k.startswith("rewards/") and k.endswith("/mean")))
 
 
 def eos_ids(model, tok) -> set[int]:

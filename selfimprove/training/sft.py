@@ -70,12 +70,13 @@ class SFTTrainer(Trainer):
     name = "sft"
     reads = ("prompt", "completion")
     supports_weights = True
+    supports_control = True
 
     def train(self, model_path, rows: list[dict], out_dir: Path, progress=None) -> dict:
-        return train_sft(model_path, rows, out_dir, self.cfg, self.cfg.device, progress)
+        return train_sft(model_path, rows, out_dir, self.cfg, self.cfg.device, progress, control=self.control)
 
 
-def train_sft(model_path, rows: list[dict], out_dir: Path, cfg, device: str = "auto", progress=None) -> dict:
+def train_sft(model_path, rows: list[dict], out_dir: Path, cfg, device: str = "auto", progress=None, control=None) -> dict:
     """Fine-tune `model_path` on `rows` (`prompt`, `completion` chat lists); save the merged model to `out_dir/model`.
 
     Returns training stats (steps, loss, seconds, trainable parameters) for the manifest.
@@ -97,4 +98,4 @@ def train_sft(model_path, rows: list[dict], out_dir: Path, cfg, device: str = "a
         peft_config=peft_config(cfg.lora),
         callbacks=[progress_callback(progress)],
     )
-    return fit_and_save(trainer, tok, out_dir, lora=cfg.lora is not None, rows=len(rows), dev=dev, dtype=dtype)
+    return fit_and_save(trainer, tok, out_dir, lora=cfg.lora is not None, rows=len(rows), dev=dev, dtype=dtype, control=control)

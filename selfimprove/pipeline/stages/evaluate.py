@@ -8,14 +8,17 @@ from ...runtime.runner import run_stage
 from ...store import StageDir, atomic_write_json
 
 
-def eval_stage(ctx: RunContext, iteration: int, cfg: EvalConfig, prompts_sd: StageDir, model: ModelRef) -> StageDir:
-    """Reads the eval prompts; writes scored rows and `metrics.json` for `model`."""
+def eval_stage(ctx: RunContext, iteration: int, cfg: EvalConfig, prompts_sd: StageDir, model: ModelRef, name: str = "eval") -> StageDir:
+    """Reads the eval prompts (or, as the `dev` stage, the dev prompts); writes scored rows, `metrics.json` and
+    `per_problem.json` (each metric's value per prompt id, for paired comparisons) for `model`."""
     config = {"eval": cfg.model_dump(), "backend": ctx.backend.identity(), "task": ctx.task.cfg.model_dump()}
-    sd = ctx.store.stage(iteration, "eval", config, {"prompts": prompts_sd.fingerprint, "model": model.fingerprint})
+    sd = ctx.store.stage(iteration, name, config, {"prompts": prompts_sd.fingerprint, "model": model.fingerprint})
 
     def work(sd: StageDir):
-        rows, metrics = evaluate(ctx, sd, prompts_sd.rows(), model, cfg, f"iter {iteration} eval", iteration)
+        per_problem: dict = {}
+        rows, metrics = evaluate(ctx, sd, prompts_sd.rows(), model, cfg, f"iter {iteration} {name}", iteration, per_problem)
         atomic_write_json(sd.path / "metrics.json", metrics)
+        atomic_write_json(sd.path / "per_problem.json", per_problem)
         counts = {"num_problems": metrics.get("num_problems", 0), "samples": len(rows)}
         return rows, counts, {"metrics": metrics, "model_ref": model.ref}
 

@@ -3,7 +3,8 @@
 
 from __future__ import annotations
 
-from ...config import TrainBase
+from ...config import EvalConfig, TrainBase
+from ...config.control import ControlConfig
 from ...errors import StageError
 from ...models import ModelRef
 from ...runtime.context import RunContext
@@ -27,11 +28,31 @@ def run_reference(models, iteration: int, ref: str) -> ModelRef | None:
     return None
 
 
-def train_stage(ctx: RunContext, iteration: int, cfg: TrainBase, select_sd: StageDir, start: ModelRef, trainer: Trainer | None = None) -> StageDir:
+def training_control(ctx: RunContext, control: ControlConfig | None, dev_sd: StageDir | None, eval_cfg: EvalConfig | None):
+    """The control a training run does itself (in-training dev evaluation, step stop rules), or None; and the part of
+    the stage's config and inputs it adds (nothing when there is none, so other runs keep their fingerprints)."""
+    if control is None or not (control.eval_every_steps or control.step_rules()):
+        return None, {}, {}
+    from ...training.control import TrainingControl
+
+    dev_rows = dev_sd.rows() if (dev_sd is not None and control.eval_every_steps) else []
+    if control.dev_slice:
+        dev_rows = sorted(dev_rows, key=lambda r: str(r["prompt_id"]))[: control.dev_slice]
+    tc = TrainingControl(ctx.task, dev_rows, control.eval_every_steps, control.step_rules(), eval_cfg.max_tokens, tuple(eval_cfg.stop),
+                         getattr(ctx.backend, "batch_size", 64))
+    config = {"eval_every_steps": control.eval_every_steps, "dev_slice": control.dev_slice, "max_tokens": eval_cfg.max_tokens,
+              "stop": list(eval_cfg.stop), "rules": [r.model_dump(exclude_none=True) for r in control.step_rules()]}
+    return tc, {"control": config}, ({"dev": dev_sd.fingerprint} if dev_rows else {})
+
+
+def train_stage(ctx: RunContext, iteration: int, cfg: TrainBase, select_sd: StageDir, start: ModelRef, trainer: Trainer | None = None,
+                control: ControlConfig | None = None, dev_sd: StageDir | None = None, eval_cfg: EvalConfig | None = None) -> StageDir:
     """Reads the train set (or, for a method without a select stage, the train prompts); writes the iteration's
-    model (`iter_<k>`). `trainer`: the one the plan built (default: made from `train:`)."""
-    inputs = {"data": select_sd.fingerprint, "model": start.fingerprint}
-    config = {"train": cfg.model_dump(exclude={"report_to"})}
+    model (`iter_<k>`). `trainer`: the one the plan built (default: made from `train:`). `control`, `dev_sd`,
+    `eval_cfg`: in-training dev evaluation and step stop rules, when `control:` asks for them."""
+    tc, control_config, control_inputs = training_control(ctx, control, dev_sd, eval_cfg)
+    inputs = {"data": select_sd.fingerprint, "model": start.fingerprint, **control_inputs}
+    config = {"train": cfg.model_dump(exclude={"report_to"}), **control_config}
     reference = run_reference(ctx.models, iteration, getattr(cfg, "reference", "start"))
     if reference is not None:  # a model of this run: its folder for the trainer, its fingerprint for the stage
         inputs["reference"] = reference.fingerprint
@@ -39,6 +60,7 @@ def train_stage(ctx: RunContext, iteration: int, cfg: TrainBase, select_sd: Stag
     trainer = trainer if trainer is not None else make_trainer(cfg)
     trainer.cfg = cfg  # with this iteration's reference resolved
     trainer.attach(ctx.task, ctx.models, start)
+    trainer.control = tc
     sd = ctx.store.stage(iteration, "train", config, inputs)
 
     def work(sd: StageDir):
@@ -66,6 +88,10 @@ def train_stage(ctx: RunContext, iteration: int, cfg: TrainBase, select_sd: Stag
                     ctx.models.release()
                     free_accelerator_memory()
         counts = {"rows": len(rows), "steps": stats["steps"]}
+        if stats.get("stopped_early"):
+            counts["stopped_at_step"] = stats["stopped_early"].get("step")
+        if stats.get("restored_best"):
+            counts["kept_step"] = stats.get("best_step")
         sd.finish(
             output_fingerprint=tree_digest(sd.path / "model"),
             counts=counts,

@@ -1,0 +1,146 @@
+"""The loop's control inside a training run (GRPO, DPO, SFT on TRL): greedy accuracy on the dev split every
+`control.eval_every_steps` optimizer steps (and before the first and after the last), the best checkpoint kept in
+memory and restored at the end (the iteration's model is the best on dev, not the last), and the stop rules
+(`control.stop_if`) checked at every logged step (`train.*`) and every evaluation (`dev.accuracy`). The curve, the
+restored step and the stop go in the train stage's stats; the dev accuracy reaches the trackers with the next log."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..config.control import StopRule
+from ..control.rules import RuleTracker
+from ..stats import paired_diff_ci
+
+log = logging.getLogger("selfimprove.training")
+
+
+@dataclass
+class TrainingControl:
+    """What a trainer needs to control itself: the task (answers and checks), the dev rows (with gold), how often to
+    evaluate (None: never), the step rules, and the greedy decoding of the dev evaluation."""
+
+    task: object
+    dev_rows: list[dict] = field(default_factory=list)
+    every: int | None = None
+    rules: list[StopRule] = field(default_factory=list)
+    max_tokens: int = 128
+    stop: tuple[str, ...] = ()
+    batch_size: int = 64
+
+    @property
+    def evaluates(self) -> bool:
+        return bool(self.every and self.dev_rows)
+
+
+def dev_accuracy(model, tokenizer, control: TrainingControl) -> dict[str, float]:
+    """Greedy accuracy of the in-memory `model` on the dev rows: each prompt id's 0/1 (the eval stage's decoding)."""
+    import copy
+
+    import torch
+
+    from ..generation import Request, SamplingParams
+    from ..generation.hf import TransformersGenerator
+
+    tok = copy.copy(tokenizer)
+    tok.padding_side = "left"
+    was_training = model.training
+    model.eval()
+    try:
+        gen = TransformersGenerator.wrap(model, tok, control.batch_size)
+        params = SamplingParams(n=1, temperature=0.0, max_tokens=control.max_tokens, stop=control.stop, seed=0)
+        with torch.no_grad():
+            outs = gen.generate([Request(str(r["prompt_id"]), list(r["messages"])) for r in control.dev_rows], params)
+    finally:
+        if was_training:
+            model.train()
+    task = control.task
+    answers = [task.read_answer(o[0].text, r) for o, r in zip(outs, control.dev_rows)]
+    verdicts = task.check_detailed([str(r["reference"]) for r in control.dev_rows], answers)
+    return {str(r["prompt_id"]): float(bool(v["correct"])) for r, v in zip(control.dev_rows, verdicts)}
+
+
+def control_callback(control: TrainingControl, tokenizer, stats: dict):
+    """A TrainerCallback doing the module's work; fills `stats` with `dev_curve` ([{step, accuracy, seconds}]),
+    `best_step`, `restored_best` and `stopped_early` (the rule that stopped training)."""
+    from transformers import TrainerCallback
+
+    class _Control(TrainerCallback):
+        def __init__(self):
+            self.tracker = RuleTracker(control.rules)
+            self.best: tuple[int, float, dict, dict] | None = None  # step, accuracy, per problem, trainable weights
+            self.pending: dict[str, float] = {}
+            self.last_eval_step = -1
+            stats.update(dev_curve=[], best_step=None, restored_best=False, stopped_early=None)
+
+        def _stop(self, fired, control_flow) -> None:
+            if fired is not None and stats["stopped_early"] is None:
+                control_flow.should_training_stop = True
+                stats["stopped_early"] = fired.to_dict("step")
+                log.info("stop rule fired: %s", fired.reason("step"))
+
+        def _evaluate(self, step: int, model, control_flow) -> None:
+            t0 = time.time()
+            per = dev_accuracy(model, tokenizer, control)
+            acc = float(np.mean(list(per.values()))) if per else float("nan")
+            stats["dev_curve"].append({"step": step, "accuracy": acc, "seconds": round(time.time() - t0, 2)})
+            self.pending["dev/accuracy"] = acc
+            self.last_eval_step = step
+            drops = set()
+            if self.best is not None:
+                pids = sorted(per)
+                _, _, hi = paired_diff_ci(np.array([per[p] for p in pids]), np.array([self.best[2][p] for p in pids]))
+                if hi < 0:
+                    drops.add("dev.accuracy")
+            if self.best is None or acc > self.best[1]:
+                weights = {n: p.detach().to("cpu", copy=True) for n, p in model.named_parameters() if p.requires_grad}
+                self.best = (step, acc, per, weights)
+                stats["best_step"] = step
+            if step > 0:
+                self._stop(self.tracker.observe(step, {"dev.accuracy": acc}, drops), control_flow)
+            else:
+                self.tracker.baseline({"dev.accuracy": acc})  # the start: a baseline, never a stop
+
+        def on_train_begin(self, args, state, control_flow, model=None, **kw):
+            if control.evaluates:
+                self._evaluate(0, model, control_flow)
+
+        def on_step_end(self, args, state, control_flow, model=None, **kw):
+            if control.evaluates and state.global_step % control.every == 0:
+                self._evaluate(state.global_step, model, control_flow)
+
+        def on_log(self, args, state, control_flow, logs=None, **kw):
+            logs = logs if logs is not None else {}
+            if self.pending:
+                logs.update(self.pending)  # the trackers that come after this callback see the dev accuracy
+                self.pending = {}
+            values = {f"train.{k}": float(v) for k, v in logs.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+            self._stop(self.tracker.observe(state.global_step, values), control_flow)
+
+        def on_train_end(self, args, state, control_flow, model=None, **kw):
+            if not control.evaluates:
+                return
+            if self.last_eval_step != state.global_step:
+                self._evaluate(state.global_step, model, control_flow)
+            if self.best is not None and self.best[0] != state.global_step:
+                import torch
+
+                params = dict(model.named_parameters())
+                with torch.no_grad():
+                    for name, value in self.best[3].items():
+                        params[name].copy_(value.to(params[name].device))
+                stats["restored_best"] = True
+                log.info("restored the best checkpoint on dev: step %s (accuracy %.3f)", self.best[0], self.best[1])
+
+    return _Control()
+
+
+def add_control(trainer, control: TrainingControl | None, tokenizer, stats: dict) -> None:
+    """Put the control callback first (so that trackers see the dev accuracy it adds to the logs)."""
+    if control is None or not (control.evaluates or control.rules):
+        return
+    trainer.callback_handler.callbacks.insert(0, control_callback(control, tokenizer, stats))
