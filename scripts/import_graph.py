@@ -37,8 +37,10 @@ CORE_PACKAGES = {"sandbox"}
 
 def package_of(module: str, packages: set[str]) -> str:
     """`selfimprove.scoring.base` and `selfimprove.scoring` -> `scoring`; top-level modules and the sandbox -> `core`;
-    `selfimprove.cli` -> `cli`. `packages`: the names of the subpackages (`subpackages(graph)`)."""
+    `selfimprove.cli` and `selfimprove.__main__` (`python -m selfimprove`) -> `cli`. `packages`: the names of the subpackages (`subpackages(graph)`)."""
     parts = module.split(".")
+    if parts[1:] == ["__main__"]:
+        return "cli"
     if len(parts) == 1 or parts[1] in CORE_PACKAGES or (parts[1] not in packages and parts[1] != "cli"):
         return "core"
     return parts[1]

@@ -194,3 +194,31 @@ def test_gold_slice_estimates_on_a_known_eval():
     assert est["pseudo_label_accuracy"] == pytest.approx(4 / 6)  # p2 (right, no agreement) and p3 (agreement, wrong) disagree
     assert est["ppi"]["n_labelled"] == 3 and est["ppi"]["n_unlabelled"] == 3
     assert gold_slice_estimates(greedy, sampled, 5, same) is None  # too few problems left unlabelled
+
+
+def test_dev_accuracy_decodes_a_peft_model_through_its_adapters(tiny_model_path):
+    """The in-training dev eval of a LoRA run (a PeftModel: forward(*args, **kwargs)) decodes with the adapters on, as
+    the merged model would: the pruned CPU decoder runs on the base model PEFT injected the adapters into."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from selfimprove.generation import Request, SamplingParams
+    from selfimprove.generation.hf import TransformersGenerator
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_path, padding_side="left")
+    torch.manual_seed(0)
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_path, dtype=torch.float32)
+    reqs = [Request(f"p{i}", [{"role": "user", "content": f"What is {i} + 3?"}]) for i in range(3)]
+    params = SamplingParams(n=1, temperature=0.0, max_tokens=8, seed=0)
+
+    def texts(model):
+        gen = TransformersGenerator.wrap(model, tok, 8)
+        assert gen.prune_finished  # CPU: the pruned decoder, which reads the forward signature
+        with torch.no_grad():
+            return [o[0].text for o in gen.generate(reqs, params)]
+
+    before = texts(base)
+    peft = get_peft_model(base, LoraConfig(r=4, lora_alpha=64, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    with_adapters = texts(peft)
+    assert with_adapters == texts(peft.merge_and_unload()) and with_adapters != before

@@ -73,7 +73,8 @@ def test_label_audit_health_and_early_stop(task):
                  reference=["4", "4", "4", "7", "7", "7", "1", "1", "1"], log_metric=lambda k, v: logged.setdefault(k, v))
     assert got == [1.0, 1.0, 0.0, 0.0, 1.0, 1.0, 0.0, 0.0, 0.0]
     health = {k: logged.pop(k) for k in ("answer_entropy", "distinct_answers", "all_agree", "vote_margin")}
-    assert logged == {"majority_abstain": 1 / 3, "pseudo_label_accuracy": 0.5}  # a right, b wrong (8 vs 7), c a 3-way tie: no majority
+    assert logged == {"majority_abstain": 1 / 3, "pseudo_label_accuracy": 0.5,  # a right, b wrong (8 vs 7), c a 3-way tie: no majority
+                      "reward_accuracy": 5 / 9}  # majority reward = gold reward: a 3 of 3, b 0 of 3, c 2 of 3 (1 is right, rewarded 0)
     # groups a (4,4,5), b (7,8,8), c (1,2,3): 2, 2, 3 distinct answers; entropies 0.918, 0.918, 1.585 bits; none all agree
     assert health["distinct_answers"] == pytest.approx(7 / 3) and health["all_agree"] == 0.0
     assert health["answer_entropy"] == pytest.approx((2 * 0.9183 + 1.585) / 3, abs=1e-3) and health["vote_margin"] == pytest.approx(2 / 9)
@@ -92,6 +93,45 @@ def test_label_audit_health_and_early_stop(task):
         cb.on_log(None, State(), control, logs={"pseudo_label_accuracy": acc})
     assert control.should_training_stop and stats["stopped_early"]["step"] == 3 and stats["stopped_early"]["value"] == 0.2
     assert stats["stopped_early"]["reason"] == "train.pseudo_label_accuracy below 0.4 in 2 checks in a row (at step 3: 0.2)"
+
+
+def test_vote_over_the_group_reward_only_the_trained_part(task):
+    """TTRL's pool: all 4 completions of a group vote, only the first 2 get a reward (the rest None: no advantage)."""
+    reward = as_reward_func(make_scorer("majority_vote", task), "is_majority", trained=(4, 2))
+    answers = ["5", "6", "6", "6", "1", "1", "2", "3"]  # group a votes 6 (3 of 4), group b votes 1 (2 of 4)
+    got = reward(prompts=[[{"role": "user", "content": q}] for q in "aaaabbbb"],
+                 completions=[[{"role": "assistant", "content": f"The answer is {x}."}] for x in answers], prompt_id=list("aaaabbbb"))
+    assert got == [0.0, 1.0, None, None, 1.0, 1.0, None, None]
+    with pytest.raises(ValueError, match="trained_per_group"):
+        GRPOTrainConfig(rewards=[{"scorer": "majority_vote"}], num_generations=4, trained_per_group=4, batch_size=8)
+
+
+def test_trained_per_group_leaves_the_rest_out_of_the_loss(tiny_model_path, tmp_path, task, monkeypatch):
+    import selfimprove.training.grpo as grpo
+
+    seen = []
+    make = grpo.trl_trainer_class
+
+    def recording(k):
+        class Recording(make(k)):
+            def _generate_and_score_completions(self, inputs):
+                out = super()._generate_and_score_completions(inputs)
+                seen.append((out["completion_mask"].sum(dim=1).tolist(), out["advantages"].tolist(), float(out["num_items_in_batch"])))
+                return out
+        return Recording
+
+    monkeypatch.setattr(grpo, "trl_trainer_class", recording)
+    cfg = GRPOTrainConfig(rewards=[{"scorer": "majority_vote", "column": "is_majority", "options": {"count_unfinished": True}}],
+                          num_generations=4, trained_per_group=2, batch_size=8, max_completion_length=6, max_steps=1, device="cpu",
+                          temperature=1.0, lora={"r": 4, "alpha": 8, "dropout": 0.0})
+    stats = GRPOTrainer(cfg).attach(task).train(tiny_model_path, prompt_rows(2), tmp_path)
+    assert stats["steps"] == 1 and seen
+    lengths, advantages, items = seen[0]
+    assert len(lengths) == 8
+    for g in range(2):  # per group of 4: the first 2 keep their tokens, the last 2 have none and no advantage
+        assert all(n > 0 for n in lengths[4 * g: 4 * g + 2]) and lengths[4 * g + 2: 4 * g + 4] == [0, 0]
+        assert advantages[4 * g + 2: 4 * g + 4] == [0.0, 0.0]
+    assert items == sum(lengths)
 
 
 def _rank(rank, world, port, out):

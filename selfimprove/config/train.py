@@ -94,6 +94,10 @@ class GRPOTrainConfig(TrainBase):
     learning_rate: float = Field(1e-5, gt=0)
     rewards: list[RewardConfig] = Field(min_length=1, description="Summed with their weights.")
     num_generations: int = Field(8, ge=2, description="Completions per prompt (the group whose rewards are compared).")
+    trained_per_group: int | None = Field(
+        None, ge=2, description="Train on only this many of each group's num_generations completions (the first ones: samples are "
+                                "i.i.d., so that is a uniform subset); all of them score and vote. TTRL's setting: vote over 64, "
+                                "train on 32. The rest get no reward, no advantage and no loss (out of the group baseline).")
     max_completion_length: int = Field(64, gt=0)
     temperature: float = Field(1.0, gt=0)
     top_p: float = Field(1.0, gt=0, le=1)
@@ -115,6 +119,9 @@ class GRPOTrainConfig(TrainBase):
         if per_step % self.num_generations:
             raise ValueError(f"train.batch_size x train.gradient_accumulation_steps x processes ({per_step}) must be a multiple of "
                              f"train.num_generations ({self.num_generations}): batches count completions, and a step holds whole groups")
+        if self.trained_per_group is not None and self.trained_per_group >= self.num_generations:
+            raise ValueError(f"train.trained_per_group ({self.trained_per_group}) must be below train.num_generations "
+                             f"({self.num_generations}), the pool every completion of which votes; drop it to train on all")
         return self
 
 

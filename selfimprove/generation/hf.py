@@ -83,7 +83,11 @@ class TransformersGenerator(Generator):
     @classmethod
     def wrap(cls, model, tokenizer, batch_size: int = 64) -> "TransformersGenerator":
         """A generator over a model already in memory (a model being trained: its dev accuracy between steps), decoding
-        as the backend does; `tokenizer` must pad on the left. Closing it leaves the model alone."""
+        as the backend does; `tokenizer` must pad on the left. Closing it leaves the model alone. A PEFT model decodes
+        through its base model, whose layers carry the adapters (PEFT injects them in place): the same weights, and a
+        forward signature the pruned decoder can read."""
+        if hasattr(model, "get_base_model"):
+            model = model.get_base_model()
         gen = cls.__new__(cls)
         gen.model, gen.tok, gen.device, gen.batch_size = model, tokenizer, model.device, batch_size
         gen.prune_finished = gen.device.type == "cpu"

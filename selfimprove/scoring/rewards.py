@@ -100,8 +100,9 @@ class RewardFunction:
     with it (generators hold models): bind the scorer again there (`scorer.bind(...)` / `scorer.use(...)`)."""
 
     def __init__(self, scorer: Scorer, column: str, name: str, value: Callable[[Any], float | None],
-                 eos_token_id: int | set[int] | None, on_result: Callable[..., None] | None):
+                 eos_token_id: int | set[int] | None, on_result: Callable[..., None] | None, trained: tuple[int, int] | None = None):
         self.scorer, self.column, self.value, self.eos_token_id, self.on_result = scorer, column, value, eos_token_id, on_result
+        self.trained = trained
         self.__name__ = self.__qualname__ = name  # TRL names the reward's logged columns after it
         self.__doc__ = f"Reward = column {column!r} of scorer {scorer.name!r} (selfimprove)."
 
@@ -126,12 +127,17 @@ class RewardFunction:
         result = scorer.score(prompt_rows, samples)
         if self.on_result is not None and rank == 0:
             self.on_result(prompt_rows, samples, result, log_metric)
-        return [self.value(v) for v in result.columns[self.column][part]]
+        values = [self.value(v) for v in result.columns[self.column][part]]
+        if self.trained is None:
+            return values
+        group, k = self.trained  # TRL lays groups out contiguously, in rank order: this rank's first row's global index
+        first = part.start if part.start is not None else rank * len(values)
+        return [v if (first + i) % group < k else None for i, v in enumerate(values)]
 
 
 def as_reward_func(scorer: Scorer, column: str | None = None, *, name: str | None = None,
                    value: Callable[[Any], float | None] = reward_value, eos_token_id: int | set[int] | None = None,
-                   on_result: Callable[..., None] | None = None) -> RewardFunction:
+                   on_result: Callable[..., None] | None = None, trained: tuple[int, int] | None = None) -> RewardFunction:
     """A TRL reward function from `scorer`: the value of its `column` (default: its first) per completion.
 
     Model-based scorers must be bound first (`scorer.bind(...)` or `scorer.use(generator)`). A sample the scorer
@@ -139,9 +145,11 @@ def as_reward_func(scorer: Scorer, column: str | None = None, *, name: str | Non
     no advantage, but where other reward functions score it TRL sums with `nansum`, so None counts as 0 there.
     `eos_token_id` (one id or a set) lets a completion that does not end in one read as `finish_reason: length`.
     `on_result(prompt_rows, samples, result, log_metric)` sees every scored batch (the whole gathered batch, on rank 0
-    only), for monitors. The result pickles (`RewardFunction`)."""
+    only), for monitors. `trained=(group, k)`: only the first k of each group of `group` completions (TRL lays a
+    group out contiguously) get a reward; the rest score and vote but get None (no advantage; TRL leaves them out of the
+    group baseline). The result pickles (`RewardFunction`)."""
     writes = scorer.columns().writes
     column = column or writes[0]
     if column not in writes:
         raise ValueError(f"scorer {scorer.name} writes {list(writes)}, not {column!r}")
-    return RewardFunction(scorer, column, name or f"{scorer.name}:{column}", value, eos_token_id, on_result)
+    return RewardFunction(scorer, column, name or f"{scorer.name}:{column}", value, eos_token_id, on_result, trained)

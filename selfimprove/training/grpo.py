@@ -27,8 +27,8 @@ from .common import fit_and_save, load_model_and_tokenizer, peft_config, progres
 # columns a reward batch has: TRL's completions, the prompt rows' ids (see scoring.rewards.trl_batch)
 REWARD_COLUMNS = ("prompt_id", "sample_id", "completion", "answer", "num_tokens", "finish_reason")
 HEALTH_KEYS = ("answer_entropy", "distinct_answers", "all_agree", "vote_margin")  # control.health, per logged step
-STEP_MONITORS = ("reward", "reward_std", "frac_reward_zero_std", "pseudo_label_accuracy", "majority_abstain", "kl", "completions/mean_length",
-                 "completions/clipped_ratio", "loss", "dev/accuracy") + HEALTH_KEYS
+STEP_MONITORS = ("reward", "reward_std", "frac_reward_zero_std", "pseudo_label_accuracy", "reward_accuracy", "majority_abstain", "kl",
+                 "completions/mean_length", "completions/clipped_ratio", "loss", "dev/accuracy") + HEALTH_KEYS
 
 
 def grpo_config(cfg, out_dir: Path, *, on_cpu: bool, bf16: bool, total_steps: int):
@@ -43,11 +43,39 @@ def grpo_config(cfg, out_dir: Path, *, on_cpu: bool, bf16: bool, total_steps: in
     return trl_args(GRPOConfig, cfg, out_dir, semantics, total_steps, reward_weights=[r.weight for r in cfg.rewards], **extra)
 
 
+def trl_trainer_class(trained_per_group: int | None):
+    """TRL's GRPOTrainer, or with `trained_per_group` a subclass whose loss covers only the first k completions of each
+    group: their rewards alone are set (`as_reward_func(trained=...)`), so TRL's group baseline and advantages cover
+    them only; this drops the others' tokens from the loss and from its normaliser too (TTRL: vote over 64, train 32)."""
+    from trl import GRPOTrainer as TRLGRPOTrainer
+
+    if trained_per_group is None:
+        return TRLGRPOTrainer
+    import torch
+
+    class PoolGRPOTrainer(TRLGRPOTrainer):
+        def _generate_and_score_completions(self, inputs):
+            out = super()._generate_and_score_completions(inputs)
+            if not self.model.training:
+                return out
+            mask = out["completion_mask"]
+            n = mask.shape[0]
+            start = self.accelerator.process_index * n  # groups are contiguous in the gathered batch, ranks in order
+            keep = (torch.arange(start, start + n, device=mask.device) % self.num_generations) < trained_per_group
+            out["completion_mask"] = mask * keep.unsqueeze(1).to(mask.dtype)
+            loss_mask = out["completion_mask"] if out.get("tool_mask") is None else out["completion_mask"] * out["tool_mask"]
+            out["num_items_in_batch"] = self.accelerator.gather(loss_mask.sum()).sum()
+            return out
+
+    return PoolGRPOTrainer
+
+
 def group_audit(task, audit_labels: bool):
     """`on_result` hook of the first reward: per scored batch, the label-free health of its groups (answer entropy,
     distinct answers, all agree, vote margin: `control.health`, over a majority vote of each group), and with
     `audit_labels` (a majority-vote reward) `pseudo_label_accuracy`, the share of groups (with a gold answer and a
-    majority answer) whose majority answer is right, and `majority_abstain`, the share without one. Logged per step;
+    majority answer) whose majority answer is right, `majority_abstain`, the share without one, and `reward_accuracy`
+    (TTRL's), the share of completions whose majority reward equals the reward gold would give. Logged per step;
     never a reward."""
     from ..control.health import health
     from ..scoring.consistency import MajorityVote
@@ -74,6 +102,10 @@ def group_audit(task, audit_labels: bool):
         if judged:
             verdicts = task.check([gold[p] for p in judged], [majority[p] for p in judged])
             log_metric("pseudo_label_accuracy", sum(bool(ok) for ok, _ in verdicts) / len(judged))
+        labelled = [(s, bool(v)) for s, v in zip(samples, result.columns.get("is_majority", [])) if s["prompt_id"] in gold]
+        if labelled:  # TTRL's reward accuracy: the majority reward equals the reward gold would give
+            right = task.check([gold[s["prompt_id"]] for s, _ in labelled], [s["answer"] for s, _ in labelled])
+            log_metric("reward_accuracy", sum((v == bool(ok)) for (_, v), (ok, _) in zip(labelled, right)) / len(labelled))
 
     return audit
 
@@ -86,7 +118,8 @@ class GRPOTrainer(Trainer):
     stages = ("train",)
     supports_control = True
     monitors = (Monitor("reward", "trend"), Monitor("frac_reward_zero_std", "mean", "zero-spread groups"),
-                Monitor("pseudo_label_accuracy", "trend", "pseudo-label accuracy per step"))
+                Monitor("pseudo_label_accuracy", "trend", "pseudo-label accuracy per step"),
+                Monitor("reward_accuracy", "trend", "reward accuracy (majority reward = gold reward) per step"))
 
     def monitor_report(self, stats: dict) -> list[str]:
         """The declared monitors, then, with several rewards, each reward's own trend (`gold:correct 0.250 -> 0.500`):
@@ -153,13 +186,12 @@ class GRPOTrainer(Trainer):
         for i, (r, sc) in enumerate(zip(cfg.rewards, scorers)):
             votes = "majority_answer" in sc.columns().writes
             audit = group_audit(self.task, votes) if (votes or i == 0) else None
-            funcs.append(as_reward_func(sc, r.column, eos_token_id=eos_ids(model, tok), on_result=audit))
+            trained = (cfg.num_generations, cfg.trained_per_group) if cfg.trained_per_group else None
+            funcs.append(as_reward_func(sc, r.column, eos_token_id=eos_ids(model, tok), on_result=audit, trained=trained))
         ds = datasets.Dataset.from_list([{"prompt": list(r["messages"]), "prompt_id": str(r["prompt_id"]),
                                           "reference": str(r.get("reference") or "")} for r in rows])
         callbacks = [progress_callback(progress)]
-        from trl import GRPOTrainer as TRLGRPOTrainer
-
-        trainer = TRLGRPOTrainer(model=model, reward_funcs=funcs, args=args, train_dataset=ds, processing_class=tok,
+        trainer = trl_trainer_class(cfg.trained_per_group)(model=model, reward_funcs=funcs, args=args, train_dataset=ds, processing_class=tok,
                                  peft_config=peft_config(cfg.lora), callbacks=callbacks)
         control = self.control
         if self.step_rules():

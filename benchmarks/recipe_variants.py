@@ -1,0 +1,127 @@
+"""Recipes beyond the task they were tuned on: each shipped recipe on arithmetic variants that were not used to
+choose its settings (the recipes were tuned on 2-digit addition, data seeds 1/2/3), with the controller on, and one
+table: base -> chosen model on the held-out test set with intervals, and what the controller did.
+
+    python benchmarks/recipe_variants.py [--recipes ttrl scpo] [--variants sub2 add1x3] [--out benchmarks/results]
+
+Each cell is `selfimprove run pipelines/<recipe>.yaml` with the variant's task options and data seeds 11/12/13
+(train/test/dev) in its own run folder (runs/variants/<recipe>-<variant>); a finished cell is not run again (the
+store resumes), so the matrix can be filled over several sessions. The table is written to <out>/recipe_variants.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+RECIPES = ["quickstart", "scpo", "ttrl", "iwsi", "self_rewarding", "self_correct"]
+# None of these chose a recipe's settings. The base model's greedy accuracy on 64 problems of each (seed 12, max_tokens
+# 64; `selfimprove eval arithmetic --set task.options=...`): add1x3 7.8%, mixed2 7.8%, words2 0.0% (pass@4 9.4%),
+# sub2 1% (200 problems), against 19.5% on the tuning task.
+VARIANTS = {
+    "add1x3": {"digits": 1, "operands": 3, "operations": ["+"]},
+    "mixed2": {"digits": 2, "operations": ["+", "-"]},
+    "words2": {"digits": 2, "operations": ["+"], "word_problems": True},
+    "sub2": {"digits": 2, "operations": ["-"]},
+}
+DEFAULT_VARIANTS = ["add1x3", "mixed2", "words2"]
+SEEDS = {"train": 11, "eval": 12, "dev": 13}
+
+
+def cell_args(recipe: str, variant: str, run_dir: Path) -> list[str]:
+    sets = {"name": f"{recipe}-{variant}", "task.options": json.dumps(VARIANTS[variant])}
+    sets.update({f"data.{split}.seed": str(seed) for split, seed in SEEDS.items()})
+    args = [sys.executable, "-m", "selfimprove", "run", str(REPO / "pipelines" / f"{recipe}.yaml"), "--run-dir", str(run_dir)]
+    for key, value in sets.items():
+        args += ["--set", f"{key}={value}"]
+    return args
+
+
+def pct(value, ci) -> str:
+    if value is None:
+        return "n/a"
+    return f"{100 * value:.1f} [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]" if ci else f"{100 * value:.1f}"
+
+
+def row(recipe: str, variant: str, summary: dict, wall: float | None) -> list[str]:
+    its = {it["iteration"]: it for it in summary["iterations"]}
+    c = summary.get("control") or {}
+    base = its.get(0, {}).get("metrics") or {}
+    metric = c.get("metric") if c.get("metric") in base else "accuracy"
+    ch = c.get("chosen") or {}
+    last = max(i for i, it in its.items() if it.get("metrics"))
+    last_m = its[last]["metrics"]
+    did = []
+    if c.get("rolled_back"):
+        did.append(f"rolled back after iter {', '.join(map(str, c['rolled_back']))}")
+    if c.get("stopped"):
+        did.append(f"stopped: {c['stopped'].get('reason')}")
+    kept = f"kept iter {ch.get('iteration')}" + (" (base)" if ch.get("iteration") == 0 else "")
+    did.insert(0, kept)
+    chosen_m = its.get(ch.get("iteration"), {}).get("metrics") or {}
+    return [recipe, variant, pct(base.get(metric), base.get(f"{metric}_ci")), pct(chosen_m.get(metric), chosen_m.get(f"{metric}_ci")),
+            f"iter {last}: {pct(last_m.get(metric), last_m.get(f'{metric}_ci'))}", "; ".join(did),
+            f"{(wall or summary.get('total_seconds') or 0) / 60:.1f} min"]
+
+
+HEADERS = ["recipe", "variant", "base (test, %, 95% CI)", "chosen model (test %)", "last iteration (test %)", "controller", "wall"]
+
+
+def previous_rows(table: Path) -> dict[tuple[str, str], list[str]]:
+    """The rows of an earlier table, by (recipe, variant)."""
+    if not table.exists():
+        return {}
+    rows = {}
+    for line in table.read_text().splitlines()[2:]:
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == len(HEADERS):
+            rows[(cells[0], cells[1])] = cells
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--recipes", nargs="*", default=RECIPES)
+    ap.add_argument("--variants", nargs="*", default=DEFAULT_VARIANTS, choices=list(VARIANTS))
+    ap.add_argument("--run-dir", type=Path, default=REPO / "runs" / "variants")
+    ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
+    ap.add_argument("--table-only", action="store_true", help="collect the finished cells, run nothing")
+    a = ap.parse_args()
+    walls_path = a.run_dir / "walls.json"
+    walls = json.loads(walls_path.read_text()) if walls_path.exists() else {}
+    for recipe in a.recipes:
+        for variant in a.variants:
+            name = f"{recipe}-{variant}"
+            if a.table_only or (a.run_dir / name / "summary.json").exists():
+                continue
+            print(f"== {name}", flush=True)
+            t = time.time()
+            rc = subprocess.run(cell_args(recipe, variant, a.run_dir), cwd=REPO).returncode
+            if rc == 0:
+                walls[name] = time.time() - t
+                a.run_dir.mkdir(parents=True, exist_ok=True)
+                walls_path.write_text(json.dumps(walls, indent=1))
+            else:
+                print(f"{name} failed (exit {rc})", flush=True)
+    table = a.out / "recipe_variants.md"
+    rows = previous_rows(table)  # cells measured in earlier sessions whose run folders are gone stay in the table
+    for recipe in RECIPES:
+        for variant in VARIANTS:
+            p = a.run_dir / f"{recipe}-{variant}" / "summary.json"
+            if p.exists():
+                rows[(recipe, variant)] = row(recipe, variant, json.loads(p.read_text()), walls.get(f"{recipe}-{variant}"))
+    lines = ["| " + " | ".join(HEADERS) + " |", "|" + "---|" * len(HEADERS)]
+    order = {(r, v): (i, j) for i, r in enumerate(RECIPES) for j, v in enumerate(VARIANTS)}
+    lines += ["| " + " | ".join(cells) + " |" for _, cells in sorted(rows.items(), key=lambda kv: order.get(kv[0], (99, 99)))]
+    a.out.mkdir(parents=True, exist_ok=True)
+    table.write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
