@@ -59,6 +59,9 @@ def row(recipe: str, variant: str, summary: dict, wall: float | None) -> list[st
     did = []
     if c.get("rolled_back"):
         did.append(f"rolled back after iter {', '.join(map(str, c['rolled_back']))}")
+    final_worse = [k for k in c.get("clearly_worse") or [] if k not in (c.get("rolled_back") or [])]
+    if final_worse:
+        did.append(f"iter {', '.join(map(str, final_worse))} clearly worse on dev")
     if c.get("stopped"):
         did.append(f"stopped: {c['stopped'].get('reason')}")
     kept = f"kept iter {ch.get('iteration')}" + (" (base)" if ch.get("iteration") == 0 else "")

@@ -152,6 +152,9 @@ def print_eval(metrics: dict) -> None:
             for v, d in metrics[key].items():
                 b.add_row(v, str(d["n"]), f"{100 * d['accuracy']:.1f}")
             console.print(b)
+    from .jobs.eval import ESTIMATE_HEADERS, ESTIMATES_TITLE, estimate_rows
+
+    _table(ESTIMATES_TITLE, ESTIMATE_HEADERS, estimate_rows(metrics), fold=False)
     if metrics.get("outcomes"):
         console.print("outcomes: " + ", ".join(f"{k} {v}" for k, v in metrics["outcomes"].items()))
     if metrics.get("sandbox"):

@@ -70,5 +70,14 @@ def test_rules_never_read_the_test_set_and_dev_rules_need_a_dev_split(pipeline):
         load_pipeline(pipeline, ["control.stop_if=[{metric: probe.answer_entropy, drops_by: ci}]"])
     with pytest.raises(ConfigError, match="exactly one of below, above, drops_by"):
         load_pipeline(pipeline, ["control.stop_if=[{metric: probe.answer_entropy, below: 0.1, above: 0.5}]"])
+    # choosing on a metric the dev eval does not produce would switch choosing off without a word: refused
+    with pytest.raises(ConfigError, match="control.metric: 'pass@4' is not a dev metric.*the two-turn ones need eval.revise_template"):
+        load_pipeline(pipeline, ["control.metric=pass@4"])
+    with pytest.raises(ConfigError, match="control.metric: 'acc@t2' is not a dev metric"):
+        load_pipeline(pipeline, ["control.metric=acc@t2"])
+    with pytest.raises(ConfigError, match=r"control.stop_if\[0\]: drops_by: ci compares per-problem dev values: dev.pass@1"):
+        load_pipeline(pipeline, ["control.stop_if=[{metric: dev.pass@1, drops_by: ci}]"])
+    with pytest.raises(ConfigError, match="the dev split is scored by greedy decoding.*eval.greedy: true"):
+        load_pipeline(pipeline, ["eval.greedy=false", "eval.n=2"])
     cfg = load_pipeline(pipeline, ["data.dev=null"])
     assert cfg.control.select_on == "none" and cfg.control.keep == "last" and not cfg.control.rollback

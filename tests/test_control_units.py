@@ -98,6 +98,58 @@ def test_best_so_far_and_rollback():
     assert decide([dev(0, 20), dev(1, 20)], rollback=True)[0].best == 0  # ties go to the earlier model
 
 
+def test_a_clearly_worse_last_iteration_is_not_chosen_rather_than_rolled_back():
+    """With no iteration after it (the last, or a stop fired) there is nothing to restart: not chosen, not a rollback."""
+    worse = decide([dev(0, 20), dev(1, 8)], rollback=True, resamples=500)[0]
+    going_on, final = worse.to_dict(True), worse.to_dict(True, final=True)
+    assert going_on["rolled_back"] and "rolled back" in going_on["action"]
+    assert not final["rolled_back"] and final["action"].endswith("not chosen (the run names iter 0)")
+
+
+def _write_iteration(root, k, decision):
+    import json
+
+    (root / f"iter_{k}" / "control").mkdir(parents=True)
+    (root / f"iter_{k}" / "control" / "manifest.json").write_text(json.dumps({"status": "complete", "decision": decision}))
+
+
+def test_summary_names_rollbacks_and_ends_where_the_run_stopped(tmp_path):
+    """iter 1 clearly worse and rolled back, iter 2 the best, iter 3 clearly worse when a rule stopped the run; an iter_4
+    left over from an earlier run with the same name is not this run's."""
+    import json
+
+    from selfimprove.evaluation.report import build_summary
+
+    (tmp_path / "config.json").write_text(json.dumps({"name": "r", "iterations": 5, "control": {"keep": "best", "rollback": True}}))
+    choice = lambda k, worse, rolled, best: {"iteration": k, "clearly_worse": worse, "rolled_back": rolled, "best": best}  # noqa: E731
+    _write_iteration(tmp_path, 1, {"iteration": 1, "best": 0, "stop": None, "choice": choice(1, True, True, 0)})
+    _write_iteration(tmp_path, 2, {"iteration": 2, "best": 2, "stop": None, "choice": choice(2, False, False, 2)})
+    _write_iteration(tmp_path, 3, {"iteration": 3, "best": 2, "stop": {"reason": "dev.accuracy drops"}, "choice": choice(3, True, False, 2)})
+    _write_iteration(tmp_path, 4, {"iteration": 4, "best": 4, "stop": None, "choice": choice(4, False, False, 4)})
+    s = build_summary(tmp_path)
+    assert [it["iteration"] for it in s["iterations"]] == [1, 2, 3]
+    c = s["control"]
+    assert c["chosen"]["iteration"] == 2 and c["rolled_back"] == [1] and c["clearly_worse"] == [1, 3]
+    from selfimprove.evaluation.report import control_line
+
+    line = control_line(s)
+    assert "rolled back after iteration(s) [1]" in line and "iteration(s) [3] clearly worse on dev: not chosen" in line
+
+
+def test_the_alarm_compares_with_the_model_an_iteration_started_from():
+    """After a rollback iteration k starts from the best, not from k - 1: the reward-up-dev-down alarm compares with it."""
+    from selfimprove.pipeline.controller import Controller, Decision
+
+    c = Controller.__new__(Controller)
+    c.decisions = [Decision(1, 1, 1, None, {}), Decision(2, 1, 1, None, {})]  # iteration 2 was rolled back to 1
+    assert [c.start_of(k) for k in (1, 2, 3, 4)] == [0, 1, 1, 3]
+    c.c = type("C", (), {"metric": "accuracy"})()
+    scores = {1: 0.5, 2: 0.2, 3: 0.4}
+    c.dev_score = lambda k: DevScore(k, scores[k], {}) if k in scores else None
+    steps = [{"reward": 0.1}, {"reward": 0.2}, {"reward": 0.3}, {"reward": 0.4}]
+    assert c.reward_up_dev_down(3, steps) == 1.0  # 0.4 < iter 1's 0.5 (it started there), though above iter 2's 0.2
+
+
 # -- PPI ------------------------------------------------------------------------------------------------
 def test_ppi_matches_the_reference_implementation():
     ppi_py = pytest.importorskip("ppi_py")
@@ -196,6 +248,25 @@ def test_gold_slice_estimates_on_a_known_eval():
     assert gold_slice_estimates(greedy, sampled, 5, same) is None  # too few problems left unlabelled
 
 
+def test_gold_slice_estimates_reach_the_console_and_summary_md(capsys):
+    """`selfimprove eval --set eval.gold_slice=N` shows the four estimates side by side, on the console and in summary.md."""
+    from types import SimpleNamespace
+
+    from selfimprove.cli import print_eval
+    from selfimprove.evaluation.metrics import gold_slice_estimates
+    from selfimprove.jobs.eval import summary_markdown
+
+    greedy = [{"prompt_id": f"p{i}", "answer": str(i), "correct": i < 3} for i in range(6)]
+    sampled = [{"prompt_id": f"p{i}", "majority_answer": str(i) if i in (0, 1, 3) else "x"} for i in range(6)]
+    metrics = {"suite": "s", "model_ref": "m", "num_problems": 6, "accuracy": 0.5, "accuracy_ci": [0.1, 0.9],
+               "accuracy_estimates": gold_slice_estimates(greedy, sampled, 3, lambda pairs: [a == b for a, b in pairs])}
+    md = summary_markdown(SimpleNamespace(name="s"), metrics)
+    assert "| gold only | 3 | 0 | 100.0 |" in md and "| pseudo-labels only | 0 | 6 | 50.0 |" in md and "| ppi++ | 3 | 3 |" in md
+    print_eval(metrics)
+    out = capsys.readouterr().err  # the CLI's console writes to stderr (stdout is for --json)
+    assert "gold only" in out and "ppi++" in out and "pseudo-labels only" in out
+
+
 def test_dev_accuracy_decodes_a_peft_model_through_its_adapters(tiny_model_path):
     """The in-training dev eval of a LoRA run (a PeftModel: forward(*args, **kwargs)) decodes with the adapters on, as
     the merged model would: the pruned CPU decoder runs on the base model PEFT injected the adapters into."""
@@ -222,3 +293,19 @@ def test_dev_accuracy_decodes_a_peft_model_through_its_adapters(tiny_model_path)
     peft = get_peft_model(base, LoraConfig(r=4, lora_alpha=64, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
     with_adapters = texts(peft)
     assert with_adapters == texts(peft.merge_and_unload()) and with_adapters != before
+
+
+def test_reference_previous_is_the_model_the_iteration_continues_from():
+    """`train.reference: previous` after a rollback is the best model the iteration restarted from, not iteration k-1's."""
+    from selfimprove.pipeline.stages.train import run_reference
+
+    class Models:
+        def iteration_model(self, k):
+            return f"iter_{k}"
+
+        def base_model(self):
+            return "base"
+
+    assert run_reference(Models(), 3, "previous") == "iter_2"
+    assert run_reference(Models(), 3, "previous", previous="iter_1") == "iter_1"  # iteration 2 was rolled back to 1
+    assert run_reference(Models(), 3, "base", previous="iter_1") == "base"

@@ -104,6 +104,27 @@ def test_vote_over_the_group_reward_only_the_trained_part(task):
     assert got == [0.0, 1.0, None, None, 1.0, 1.0, None, None]
     with pytest.raises(ValueError, match="trained_per_group"):
         GRPOTrainConfig(rewards=[{"scorer": "majority_vote"}], num_generations=4, trained_per_group=4, batch_size=8)
+    # grpo / dr_grpo average over every completion, the untrained ones too: refused, not silently shrunk
+    for loss in ("grpo", "dr_grpo"):
+        with pytest.raises(ValueError, match="loss_type dapo or bnpo"):
+            GRPOTrainConfig(rewards=[{"scorer": "majority_vote"}], num_generations=4, trained_per_group=2, batch_size=8, loss_type=loss)
+    GRPOTrainConfig(rewards=[{"scorer": "majority_vote"}], num_generations=4, trained_per_group=2, batch_size=8, loss_type="bnpo")
+
+
+def test_trls_warning_for_untrained_rows_is_filtered():
+    """With trained_per_group every untrained completion has no reward by design: TRL's per-row warning (with the prompt
+    and completion) would flood the log every step; other TRL warnings pass."""
+    import logging
+
+    from selfimprove.training.grpo import _untrained_rows_are_not_news, trl_trainer_class
+
+    def record(msg):
+        return logging.LogRecord("trl.trainer.grpo_trainer", logging.WARNING, __file__, 1, msg, None, None)
+
+    assert not _untrained_rows_are_not_news(record("All reward functions returned None for the following kwargs:\n{}"))
+    assert _untrained_rows_are_not_news(record("something else"))
+    trl_trainer_class(2)
+    assert _untrained_rows_are_not_news in logging.getLogger("trl.trainer.grpo_trainer").filters
 
 
 def test_trained_per_group_leaves_the_rest_out_of_the_loss(tiny_model_path, tmp_path, task, monkeypatch):

@@ -153,7 +153,7 @@ def test_dataset_overlap_is_dropped_counted_reported_and_warned(tmp_path, no_mod
     assert [r["question"] for r in rows.train] == ["A train leaves at noon. When?", "Unique train question?"]
     # whitespace-normalised exact match: the duplicate cats row and "What is  2 +\n2?" / " Eval one. " count too
     assert rows.heldout_overlap == {"train_rows_dropped": 4, "eval_problems": 3}
-    assert len(ctx.warnings) == 1 and "4 data.train row(s)" in ctx.warnings[0] and "3 data.eval problem(s)" in ctx.warnings[0]
+    assert len(ctx.warnings) == 1 and "4 data.train row(s)" in ctx.warnings[0] and "3 held-out problem(s) (data.eval)" in ctx.warnings[0]
     assert any(r.levelno == logging.WARNING and "held-out overlap" in r.getMessage() for r in caplog.records)
 
     train_sd, _ = prompts_stage(ctx, rows)

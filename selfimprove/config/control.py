@@ -26,6 +26,11 @@ METRIC_SOURCES = {
     "alarm": "reward_up_dev_down: 1 when the training reward rose while the dev metric fell",
 }
 
+# the dev metrics with per-problem values (what choosing, rollback and `drops_by: ci` compare): greedy accuracy, and
+# with eval.revise_template the two-turn ones (evaluation.metrics.self_correction)
+DEV_METRICS = ("accuracy",)
+DEV_METRICS_TWO_TURN = ("acc@t1", "acc@t2", "delta", "delta_i2c", "delta_c2i")
+
 
 class StopRule(Strict):
     """Stop the run when `metric` is `below` / `above` a threshold, or `drops_by` more than an amount (or, for dev

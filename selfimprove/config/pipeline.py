@@ -15,7 +15,7 @@ from ..errors import ConfigError
 from ..registry import ROW_BUILDERS, SCORERS
 from .backend import BackendConfig, TransformersBackendConfig
 from .base import Strict, load_config, plain_name
-from .control import ControlConfig
+from .control import DEV_METRICS, DEV_METRICS_TWO_TURN, ControlConfig
 from .ray import RayConfig
 from .sampling import SamplingParams
 from .train import SFTTrainConfig, TrainConfig
@@ -206,6 +206,16 @@ class PipelineConfig(Strict):
                                  "for a generated task)")
         if c.select_on == "none" and (c.keep == "best" or c.rollback):
             raise ValueError("control: keep: best and rollback choose on dev; with select_on: none use keep: last, rollback: false")
+        if (c.select_on == "dev" or c.eval_every_steps or any(r.source == "dev" for r in c.stop_if)) and not self.eval.greedy:
+            raise ValueError("control: the dev split is scored by greedy decoding (the eval section's): set eval.greedy: true")
+        per_problem = DEV_METRICS + (DEV_METRICS_TWO_TURN if self.eval.revise_template else ())
+        if c.select_on == "dev" and c.metric not in per_problem:
+            raise ValueError(f"control.metric: {c.metric!r} is not a dev metric; choose one of {list(per_problem)}"
+                             + ("" if self.eval.revise_template else " (the two-turn ones need eval.revise_template)"))
+        for i, r in enumerate(c.stop_if):
+            if r.drops_by == "ci" and r.name not in per_problem:
+                raise ValueError(f"control.stop_if[{i}]: drops_by: ci compares per-problem dev values: {r.metric} is not one of "
+                                 f"{['dev.' + m for m in per_problem]}")
         if c.select_on == "dev" and "eval" not in self.stages:
             raise ValueError("control.select_on: dev evaluates the dev split in the eval stage: keep eval in stages (or select_on: none)")
         if self.train.distributed is not None and c.step_rules() + ([1] if c.eval_every_steps else []):

@@ -119,6 +119,9 @@ class GRPOTrainConfig(TrainBase):
         if per_step % self.num_generations:
             raise ValueError(f"train.batch_size x train.gradient_accumulation_steps x processes ({per_step}) must be a multiple of "
                              f"train.num_generations ({self.num_generations}): batches count completions, and a step holds whole groups")
+        if self.trained_per_group is not None and self.loss_type not in ("dapo", "bnpo"):
+            raise ValueError(f"train.trained_per_group needs train.loss_type dapo or bnpo (normalised by the tokens trained); "
+                             f"{self.loss_type} averages over every completion, the untrained ones too, and would shrink the loss")
         if self.trained_per_group is not None and self.trained_per_group >= self.num_generations:
             raise ValueError(f"train.trained_per_group ({self.trained_per_group}) must be below train.num_generations "
                              f"({self.num_generations}), the pool every completion of which votes; drop it to train on all")

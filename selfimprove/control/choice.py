@@ -32,18 +32,22 @@ class Step:
     clearly_worse: bool
     next_start: int
 
-    def action(self, rollback: bool) -> str:
+    def action(self, rollback: bool, final: bool = False) -> str:
+        """What the controller did, in words; `final`: no iteration follows (the last one, or the run stopped here)."""
         if self.best == self.iteration:
             return "best so far"
         if self.clearly_worse:
+            if final:
+                return f"worse than iter {self.best_before} beyond its interval: not chosen (the run names iter {self.best})"
             return f"worse than iter {self.best_before} beyond its interval: " + (
                 f"rolled back, the next iteration starts from iter {self.next_start}" if rollback else "kept going (rollback off)")
         return f"not better than iter {self.best}"
 
-    def to_dict(self, rollback: bool) -> dict:
+    def to_dict(self, rollback: bool, final: bool = False) -> dict:
         d, lo, hi = self.diff
         return {"iteration": self.iteration, "dev": self.value, "best_before": self.best_before, "diff_vs_best": d, "diff_ci": [lo, hi],
-                "clearly_worse": self.clearly_worse, "best": self.best, "next_start": self.next_start, "action": self.action(rollback)}
+                "clearly_worse": self.clearly_worse, "best": self.best, "next_start": self.next_start,
+                "rolled_back": bool(rollback and self.clearly_worse and not final), "action": self.action(rollback, final)}
 
 
 def paired(a: DevScore, b: DevScore, resamples: int = 1000, seed: int = 0) -> tuple[float, float, float]:

@@ -68,6 +68,8 @@ def build_summary(root: Path, reports=None) -> dict:
             if stage == "control":
                 entry["decision"] = m.get("decision", {})
         iters.append(entry)
+        if (entry.get("decision") or {}).get("stop"):  # the run ended here: later folders are an earlier run's
+            break
     summary["iterations"] = iters
     summary["control"] = control_summary(root, cfg, iters)
     summary["total_seconds"] = round(
@@ -101,7 +103,8 @@ def control_summary(root: Path, cfg: dict, iters: list[dict]) -> dict | None:
                    "dev": dev.get(metric), "dev_ci": dev.get(f"{metric}_ci"),
                    "test": (it.get("metrics") or {}).get("accuracy"), "test_ci": (it.get("metrics") or {}).get("accuracy_ci")},
         "stopped": stop,
-        "rolled_back": [d["iteration"] for d in decisions if (d.get("choice") or {}).get("clearly_worse") and control.get("rollback")],
+        "rolled_back": [d["iteration"] for d in decisions if (d.get("choice") or {}).get("rolled_back")],
+        "clearly_worse": [d["iteration"] for d in decisions if (d.get("choice") or {}).get("clearly_worse")],
         "test_set": TEST_NOTE,
     }
 
@@ -117,6 +120,9 @@ def control_line(summary: dict) -> str | None:
     line = f"chosen model: iter_{ch['iteration']} ({why}{dev}) at {ch['path']}"
     if c.get("rolled_back"):
         line += f"; rolled back after iteration(s) {c['rolled_back']}"
+    final_worse = [k for k in c.get("clearly_worse") or [] if k not in (c.get("rolled_back") or [])]
+    if final_worse:
+        line += f"; iteration(s) {final_worse} clearly worse on dev: not chosen"
     if c.get("stopped"):
         line += f"; stopped: {c['stopped'].get('reason')}"
     return line

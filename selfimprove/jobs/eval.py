@@ -120,6 +120,17 @@ def headline(metrics: dict) -> list[str]:
     return sorted(names, key=key)
 
 
+ESTIMATES_TITLE = "accuracy with gold answers for a slice only (95% intervals)"
+ESTIMATE_HEADERS = ("estimate", "labelled", "unlabelled", "%", "interval")
+
+
+def estimate_rows(metrics: dict) -> list[list[str]]:
+    """`eval.gold_slice`'s estimates (all gold, gold only, PPI++, pseudo-labels only), one row each."""
+    return [[d["method"], str(d["n_labelled"]), str(d["n_unlabelled"]), f"{100 * d['value']:.1f}",
+             f"[{100 * d['ci'][0]:.1f}, {100 * d['ci'][1]:.1f}]"]
+            for d in (metrics.get("accuracy_estimates") or {}).values() if isinstance(d, dict)]
+
+
 def summary_markdown(cfg: EvalSuiteConfig, metrics: dict) -> str:
     lines = [f"# {cfg.name}: {metrics.get('model_ref')}", "", f"problems: {metrics.get('num_problems', 0)}, missing: {metrics.get('num_missing', 0)}", "",
              "| metric | % (± half 95% CI) |", "|---|---|"]
@@ -131,13 +142,9 @@ def summary_markdown(cfg: EvalSuiteConfig, metrics: dict) -> str:
             lines += [f"| {v} | {d['n']} | {100 * d['accuracy']:.1f} |" for v, d in metrics[key].items()]
     if metrics.get("outcomes"):
         lines += ["", "| outcome | samples |", "|---|---|"] + [f"| {k} | {v} |" for k, v in metrics["outcomes"].items()]
-    if metrics.get("accuracy_estimates"):
-        lines += ["", "accuracy with gold answers for a slice only (95% intervals):", "", "| estimate | labelled | unlabelled | % | interval |",
-                  "|---|---|---|---|---|"]
-        for d in metrics["accuracy_estimates"].values():
-            if isinstance(d, dict):
-                lines.append(f"| {d['method']} | {d['n_labelled']} | {d['n_unlabelled']} | {100 * d['value']:.1f} | "
-                             f"[{100 * d['ci'][0]:.1f}, {100 * d['ci'][1]:.1f}] |")
+    if estimate_rows(metrics):
+        lines += ["", f"{ESTIMATES_TITLE}:", "", "| " + " | ".join(ESTIMATE_HEADERS) + " |", "|---|---|---|---|---|"]
+        lines += ["| " + " | ".join(r) + " |" for r in estimate_rows(metrics)]
     if metrics.get("sandbox"):
         lines += ["", "sandbox: " + sandbox_layers(metrics["sandbox"])]
     return "\n".join(lines) + "\n"

@@ -118,11 +118,16 @@ class Controller:
             out["alarm.reward_up_dev_down"] = alarm
         return out
 
+    def start_of(self, k: int) -> int:
+        """The iteration whose model iteration k started from: k - 1, or after a rollback the best before it."""
+        return next((d.next_start for d in self.decisions if d.k == k - 1), k - 1)
+
     def reward_up_dev_down(self, k: int, steps: list[dict]) -> float | None:
         """1.0 when the training reward rose over iteration k (its last quarter of steps above its first) while the
-        dev metric fell from iteration k - 1; None when either is not measured."""
+        dev metric fell from the model k started from (k - 1's, or after a rollback the best's); None when either is
+        not measured."""
         key = next((r for r in REWARD_KEYS if any(r in s for s in steps)), None)
-        now, before = self.dev_score(k), self.dev_score(k - 1)
+        now, before = self.dev_score(k), self.dev_score(self.start_of(k))
         if key is None or now is None or before is None:
             return None
         rose = last_quarter(steps, key) > first_quarter(steps, key)
@@ -171,8 +176,9 @@ class Controller:
         if self.c.select_on == "dev" and all(s is not None for s in scores):
             step = decide(scores, bool(self.c.rollback))[-1]
         next_start = step.next_start if step is not None else k
+        final = stop is not None or k >= self.cfg.iterations  # no iteration follows: nothing to roll back for
         record = {"iteration": k, "values": history[k], "stop": stop, "next_start": next_start,
-                  "choice": step.to_dict(bool(self.c.rollback)) if step is not None else None,
+                  "choice": step.to_dict(bool(self.c.rollback), final) if step is not None else None,
                   "best": step.best if step is not None else None}
         self._record(ctx, k, record)
         decision = Decision(k, next_start, record["best"], stop, record)
@@ -189,14 +195,6 @@ class Controller:
             return None, {}, {}
 
         run_stage(ctx, k, sd, work)
-
-    def chosen(self, last: int) -> int:
-        """The iteration whose model the run names: the best on dev (keep: best) or the last one run."""
-        if self.c.keep == "best" and self.decisions and self.decisions[-1].best is not None:
-            return self.decisions[-1].best
-        if self.c.keep == "best" and not self.decisions and self.dev_score(0) is not None:
-            return 0
-        return last
 
 
 def _manifest(folder) -> dict:

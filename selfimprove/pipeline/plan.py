@@ -91,7 +91,7 @@ def build_plan(cfg: PipelineConfig, trainer, scorers, builder) -> Plan:
     def train(ctx: RunContext, it: Iteration) -> StageDir:
         # the train set, or the prompts for a method that generates inside training (it has no select stage)
         return train_stage(ctx, it.k, cfg.train, it.tables.get("train_set", it.tables["prompts"]), it.start, trainer,
-                           cfg.control, it.tables.get("dev_prompts"), cfg.eval)
+                           cfg.control, it.tables.get("dev_prompts"), cfg.eval, previous=it.model)
 
     def evaluate(ctx: RunContext, it: Iteration) -> StageDir:
         return eval_stage(ctx, it.k, cfg.eval, it.tables["eval_prompts"], it.model)

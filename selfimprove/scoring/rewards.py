@@ -125,7 +125,7 @@ class RewardFunction:
             completion_ids = merged["ids"] if completion_ids is not None else None
         prompt_rows, samples = trl_batch(scorer.task, prompts, completions, columns, completion_ids, self.eos_token_id)
         result = scorer.score(prompt_rows, samples)
-        if self.on_result is not None and rank == 0:
+        if self.on_result is not None and rank == 0 and (scorer.groupwise or size == 1):  # whole groups only
             self.on_result(prompt_rows, samples, result, log_metric)
         values = [self.value(v) for v in result.columns[self.column][part]]
         if self.trained is None:
@@ -145,8 +145,9 @@ def as_reward_func(scorer: Scorer, column: str | None = None, *, name: str | Non
     no advantage, but where other reward functions score it TRL sums with `nansum`, so None counts as 0 there.
     `eos_token_id` (one id or a set) lets a completion that does not end in one read as `finish_reason: length`.
     `on_result(prompt_rows, samples, result, log_metric)` sees every scored batch (the whole gathered batch, on rank 0
-    only), for monitors. `trained=(group, k)`: only the first k of each group of `group` completions (TRL lays a
-    group out contiguously) get a reward; the rest score and vote but get None (no advantage; TRL leaves them out of the
+    only; with several processes only a groupwise scorer's, whose batch holds whole groups), for monitors.
+    `trained=(group, k)`: only the first k of each group of `group` completions (TRL lays a group out contiguously) get
+    a reward; the rest score and vote but get None (no advantage; TRL leaves them out of the
     group baseline). The result pickles (`RewardFunction`)."""
     writes = scorer.columns().writes
     column = column or writes[0]

@@ -51,7 +51,11 @@ def trl_trainer_class(trained_per_group: int | None):
 
     if trained_per_group is None:
         return TRLGRPOTrainer
+    import logging
+
     import torch
+
+    logging.getLogger("trl.trainer.grpo_trainer").addFilter(_untrained_rows_are_not_news)
 
     class PoolGRPOTrainer(TRLGRPOTrainer):
         def _generate_and_score_completions(self, inputs):
@@ -68,6 +72,12 @@ def trl_trainer_class(trained_per_group: int | None):
             return out
 
     return PoolGRPOTrainer
+
+
+def _untrained_rows_are_not_news(record) -> bool:
+    """TRL warns, with the prompt and the completion, for every row no reward scored: with `trained_per_group` that is
+    every untrained completion of every batch, by design."""
+    return not str(record.msg).startswith("All reward functions returned None")
 
 
 def group_audit(task, audit_labels: bool):
@@ -183,9 +193,10 @@ class GRPOTrainer(Trainer):
         args = grpo_config(cfg, out_dir, on_cpu=on_cpu, bf16=dtype == torch.bfloat16, total_steps=steps)  # before the model (ZeRO-3)
         model, tok = load_model_and_tokenizer(model_path, torch.float32 if on_cpu else dtype)
         funcs = []
+        voting = [("majority_answer" in sc.columns().writes) for sc in scorers]
+        audited = voting.index(True) if any(voting) else 0  # one reward carries the audit: the vote if there is one
         for i, (r, sc) in enumerate(zip(cfg.rewards, scorers)):
-            votes = "majority_answer" in sc.columns().writes
-            audit = group_audit(self.task, votes) if (votes or i == 0) else None
+            audit = group_audit(self.task, voting[i]) if i == audited else None
             trained = (cfg.num_generations, cfg.trained_per_group) if cfg.trained_per_group else None
             funcs.append(as_reward_func(sc, r.column, eos_token_id=eos_ids(model, tok), on_result=audit, trained=trained))
         ds = datasets.Dataset.from_list([{"prompt": list(r["messages"]), "prompt_id": str(r["prompt_id"]),

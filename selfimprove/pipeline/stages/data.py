@@ -62,7 +62,8 @@ def load_prompt_rows(task: Task, data: DataConfig, warn: Callable[[str], None]) 
     if overlap["train_rows_dropped"]:
         dropped, involved = overlap["train_rows_dropped"], overlap["eval_problems"]
         warn(
-            f"held-out overlap: {dropped} data.train row(s) ask one of {involved} data.eval problem(s) "
+            f"held-out overlap: {dropped} data.train row(s) ask one of {involved} held-out problem(s) "
+            f"({'data.eval or data.dev' if data.dev is not None else 'data.eval'}) "
             f"(compared by {task.heldout_key}); they are dropped from training, leaving {len(train_rows)} train prompts"
         )
     return PromptRows(train_rows, eval_rows, overlap, data, dev_rows)

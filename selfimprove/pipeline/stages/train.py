@@ -13,13 +13,13 @@ from ...store import StageDir, tree_digest
 from ...training.base import Trainer, make_trainer
 
 
-def run_reference(models, iteration: int, ref: str) -> ModelRef | None:
-    """`train.reference` names inside a run (`models`: the run's HeldModels): base, previous (the model iteration k-1
-    ended with), iter_<j> (j < k)."""
+def run_reference(models, iteration: int, ref: str, previous: ModelRef | None = None) -> ModelRef | None:
+    """`train.reference` names inside a run (`models`: the run's HeldModels): base, previous (the model this iteration
+    continues from: `previous`, which after a rollback is the best so far, not iteration k-1's), iter_<j> (j < k)."""
     if ref == "base":
         return models.base_model()
     if ref == "previous":
-        return models.iteration_model(iteration - 1)
+        return previous if previous is not None else models.iteration_model(iteration - 1)
     if ref.startswith("iter_") and ref[5:].isdigit():
         j = int(ref[5:])
         if j >= iteration:
@@ -46,14 +46,16 @@ def training_control(ctx: RunContext, control: ControlConfig | None, dev_sd: Sta
 
 
 def train_stage(ctx: RunContext, iteration: int, cfg: TrainBase, select_sd: StageDir, start: ModelRef, trainer: Trainer | None = None,
-                control: ControlConfig | None = None, dev_sd: StageDir | None = None, eval_cfg: EvalConfig | None = None) -> StageDir:
+                control: ControlConfig | None = None, dev_sd: StageDir | None = None, eval_cfg: EvalConfig | None = None,
+                previous: ModelRef | None = None) -> StageDir:
     """Reads the train set (or, for a method without a select stage, the train prompts); writes the iteration's
     model (`iter_<k>`). `trainer`: the one the plan built (default: made from `train:`). `control`, `dev_sd`,
-    `eval_cfg`: in-training dev evaluation and step stop rules, when `control:` asks for them."""
+    `eval_cfg`: in-training dev evaluation and step stop rules, when `control:` asks for them. `previous`: the model the
+    loop continues from (`train.reference: previous`; after a rollback, the best so far)."""
     tc, control_config, control_inputs = training_control(ctx, control, dev_sd, eval_cfg)
     inputs = {"data": select_sd.fingerprint, "model": start.fingerprint, **control_inputs}
     config = {"train": cfg.model_dump(exclude={"report_to"}), **control_config}
-    reference = run_reference(ctx.models, iteration, getattr(cfg, "reference", "start"))
+    reference = run_reference(ctx.models, iteration, getattr(cfg, "reference", "start"), previous)
     if reference is not None:  # a model of this run: its folder for the trainer, its fingerprint for the stage
         inputs["reference"] = reference.fingerprint
         cfg = cfg.model_copy(update={"reference": str(reference.path)})
