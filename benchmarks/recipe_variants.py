@@ -6,7 +6,8 @@ table: base -> chosen model on the held-out test set with intervals, and what th
 
 Each cell is `selfimprove run pipelines/<recipe>.yaml` with the variant's task options and data seeds 11/12/13
 (train/test/dev) in its own run folder (runs/variants/<recipe>-<variant>); a finished cell is not run again (the
-store resumes), so the matrix can be filled over several sessions. The table is written to <out>/recipe_variants.md.
+store resumes), so the matrix can be filled over several sessions. The table is written to <out>/recipe_variants.md
+and, for the default --out, into the README between its recipe-variants-table markers.
 """
 
 from __future__ import annotations
@@ -48,7 +49,21 @@ def pct(value, ci) -> str:
     return f"{100 * value:.1f} [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]" if ci else f"{100 * value:.1f}"
 
 
-def row(recipe: str, variant: str, summary: dict, wall: float | None) -> list[str]:
+def in_training(run: Path, k: int) -> str | None:
+    """What in-training evaluation did in iteration k: kept an earlier checkpoint than the last (None: the last)."""
+    p = run / f"iter_{k}" / "train" / "manifest.json"
+    t = (json.loads(p.read_text()).get("train") or {}) if p.exists() else {}
+    curve = t.get("dev_curve") or []
+    if not t.get("restored_best") or not curve or t.get("best_step") == curve[-1]["step"]:
+        return None
+    best = next(c for c in curve if c["step"] == t["best_step"])
+    if best["accuracy"] <= curve[-1]["accuracy"]:
+        return None
+    what = "its start (step 0)" if t["best_step"] == 0 else f"step {t['best_step']} of {curve[-1]['step']}"
+    return f"iter {k} training kept {what}: dev {100 * best['accuracy']:.1f} vs {100 * curve[-1]['accuracy']:.1f} at the end"
+
+
+def row(recipe: str, variant: str, summary: dict, wall: float | None, run: Path | None = None) -> list[str]:
     its = {it["iteration"]: it for it in summary["iterations"]}
     c = summary.get("control") or {}
     base = its.get(0, {}).get("metrics") or {}
@@ -66,13 +81,19 @@ def row(recipe: str, variant: str, summary: dict, wall: float | None) -> list[st
         did.append(f"stopped: {c['stopped'].get('reason')}")
     kept = f"kept iter {ch.get('iteration')}" + (" (base)" if ch.get("iteration") == 0 else "")
     did.insert(0, kept)
+    if run is not None:
+        did += [x for k in sorted(its) if k > 0 and (x := in_training(run, k))]
     chosen_m = its.get(ch.get("iteration"), {}).get("metrics") or {}
-    return [recipe, variant, pct(base.get(metric), base.get(f"{metric}_ci")), pct(chosen_m.get(metric), chosen_m.get(f"{metric}_ci")),
+    dev_metric = c.get("metric") or "accuracy"
+    base_dev, chosen_dev = its.get(0, {}).get("dev") or {}, its.get(ch.get("iteration"), {}).get("dev") or {}
+    dev = f"{pct(base_dev.get(dev_metric), None)} -> {pct(chosen_dev.get(dev_metric), None)}"
+    return [recipe, variant, pct(base.get(metric), base.get(f"{metric}_ci")), dev, pct(chosen_m.get(metric), chosen_m.get(f"{metric}_ci")),
             f"iter {last}: {pct(last_m.get(metric), last_m.get(f'{metric}_ci'))}", "; ".join(did),
             f"{(wall or summary.get('total_seconds') or 0) / 60:.1f} min"]
 
 
-HEADERS = ["recipe", "variant", "base (test, %, 95% CI)", "chosen model (test %)", "last iteration (test %)", "controller", "wall"]
+HEADERS = ["recipe", "variant", "base (test, %, 95% CI)", "dev (64 problems, %): base -> chosen",
+           "chosen model (test %)", "last iteration (test %)", "controller", "wall"]
 
 
 def previous_rows(table: Path) -> dict[tuple[str, str], list[str]]:
@@ -82,6 +103,8 @@ def previous_rows(table: Path) -> dict[tuple[str, str], list[str]]:
     rows = {}
     for line in table.read_text().splitlines()[2:]:
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == len(HEADERS) - 1:  # measured before the table had its dev column
+            cells.insert(3, "n/a")
         if len(cells) == len(HEADERS):
             rows[(cells[0], cells[1])] = cells
     return rows
@@ -117,12 +140,18 @@ def main() -> None:
         for variant in VARIANTS:
             p = a.run_dir / f"{recipe}-{variant}" / "summary.json"
             if p.exists():
-                rows[(recipe, variant)] = row(recipe, variant, json.loads(p.read_text()), walls.get(f"{recipe}-{variant}"))
+                rows[(recipe, variant)] = row(recipe, variant, json.loads(p.read_text()), walls.get(f"{recipe}-{variant}"), p.parent)
     lines = ["| " + " | ".join(HEADERS) + " |", "|" + "---|" * len(HEADERS)]
     order = {(r, v): (i, j) for i, r in enumerate(RECIPES) for j, v in enumerate(VARIANTS)}
     lines += ["| " + " | ".join(cells) + " |" for _, cells in sorted(rows.items(), key=lambda kv: order.get(kv[0], (99, 99)))]
     a.out.mkdir(parents=True, exist_ok=True)
     table.write_text("\n".join(lines) + "\n")
+    readme = REPO / "README.md"
+    text = readme.read_text()
+    start, end = "<!-- recipe-variants-table -->", "<!-- /recipe-variants-table -->"
+    if start in text and end in text and a.out == REPO / "benchmarks" / "results":  # the README shows the table as it stands
+        head, rest = text.split(start, 1)
+        readme.write_text(head + start + "\n" + "\n".join(lines) + "\n" + end + rest.split(end, 1)[1])
     print("\n".join(lines))
 
 
