@@ -43,10 +43,12 @@ def cell_args(recipe: str, variant: str, run_dir: Path) -> list[str]:
     return args
 
 
-def pct(value, ci) -> str:
+def pct(value, ci, metric: str = "accuracy") -> str:
+    """A percentage with its interval, named when the metric is not greedy accuracy (self_correct chooses on acc@t2)."""
     if value is None:
         return "n/a"
-    return f"{100 * value:.1f} [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]" if ci else f"{100 * value:.1f}"
+    name = "" if metric == "accuracy" else f"{metric} "
+    return name + (f"{100 * value:.1f} [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]" if ci else f"{100 * value:.1f}")
 
 
 def in_training(run: Path, k: int) -> str | None:
@@ -86,8 +88,8 @@ def row(recipe: str, variant: str, summary: dict, wall: float | None, run: Path 
     chosen_m = its.get(ch.get("iteration"), {}).get("metrics") or {}
     dev_metric = c.get("metric") or "accuracy"
     base_dev, chosen_dev = its.get(0, {}).get("dev") or {}, its.get(ch.get("iteration"), {}).get("dev") or {}
-    dev = f"{pct(base_dev.get(dev_metric), None)} -> {pct(chosen_dev.get(dev_metric), None)}"
-    return [recipe, variant, pct(base.get(metric), base.get(f"{metric}_ci")), dev, pct(chosen_m.get(metric), chosen_m.get(f"{metric}_ci")),
+    dev = f"{pct(base_dev.get(dev_metric), None, dev_metric)} -> {pct(chosen_dev.get(dev_metric), None)}"
+    return [recipe, variant, pct(base.get(metric), base.get(f"{metric}_ci"), metric), dev, pct(chosen_m.get(metric), chosen_m.get(f"{metric}_ci")),
             f"iter {last}: {pct(last_m.get(metric), last_m.get(f'{metric}_ci'))}", "; ".join(did),
             f"{(wall or summary.get('total_seconds') or 0) / 60:.1f} min"]
 
