@@ -309,3 +309,12 @@ def test_reference_previous_is_the_model_the_iteration_continues_from():
     assert run_reference(Models(), 3, "previous") == "iter_2"
     assert run_reference(Models(), 3, "previous", previous="iter_1") == "iter_1"  # iteration 2 was rolled back to 1
     assert run_reference(Models(), 3, "base", previous="iter_1") == "base"
+
+
+def test_the_two_turn_dev_metrics_the_config_accepts_are_the_ones_eval_computes():
+    """config.control names the self-correction metrics (config sits below evaluation); they must stay the same set."""
+    from selfimprove.config.control import DEV_METRICS_TWO_TURN
+    from selfimprove.evaluation.metrics import self_correction
+
+    first = [{"prompt_id": "p", "correct": True}]
+    assert set(self_correction(first, first)) == set(DEV_METRICS_TWO_TURN)

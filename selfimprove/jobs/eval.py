@@ -142,9 +142,10 @@ def summary_markdown(cfg: EvalSuiteConfig, metrics: dict) -> str:
             lines += [f"| {v} | {d['n']} | {100 * d['accuracy']:.1f} |" for v, d in metrics[key].items()]
     if metrics.get("outcomes"):
         lines += ["", "| outcome | samples |", "|---|---|"] + [f"| {k} | {v} |" for k, v in metrics["outcomes"].items()]
-    if estimate_rows(metrics):
+    estimates = estimate_rows(metrics)
+    if estimates:
         lines += ["", f"{ESTIMATES_TITLE}:", "", "| " + " | ".join(ESTIMATE_HEADERS) + " |", "|---|---|---|---|---|"]
-        lines += ["| " + " | ".join(r) + " |" for r in estimate_rows(metrics)]
+        lines += ["| " + " | ".join(r) + " |" for r in estimates]
     if metrics.get("sandbox"):
         lines += ["", "sandbox: " + sandbox_layers(metrics["sandbox"])]
     return "\n".join(lines) + "\n"

@@ -76,14 +76,8 @@ class Controller:
             self.probe[k] = probe_stage(ctx, k, self.c.probe, self.cfg.eval, self.tables.train, model)
 
     def dev_score(self, k: int) -> DevScore | None:
-        sd = self.dev.get(k)
-        if sd is None:
-            return None
-        metrics = (sd.manifest() or {}).get("metrics") or {}
-        if self.c.metric not in metrics:
-            return None
-        per = read_json(sd.path / "per_problem.json").get(self.c.metric, {})
-        return DevScore(k, float(metrics[self.c.metric]), per)
+        """Iteration k's value of the metric that chooses (`control.metric`)."""
+        return self._dev_metric(k, self.c.metric)
 
     # -- the numbers rules read ---------------------------------------------------------------------
     def values(self, ctx: RunContext, k: int) -> dict[str, float]:

@@ -195,9 +195,9 @@ class GRPOTrainer(Trainer):
         funcs = []
         voting = [("majority_answer" in sc.columns().writes) for sc in scorers]
         audited = voting.index(True) if any(voting) else 0  # one reward carries the audit: the vote if there is one
+        trained = (cfg.num_generations, cfg.trained_per_group) if cfg.trained_per_group else None
         for i, (r, sc) in enumerate(zip(cfg.rewards, scorers)):
             audit = group_audit(self.task, voting[i]) if i == audited else None
-            trained = (cfg.num_generations, cfg.trained_per_group) if cfg.trained_per_group else None
             funcs.append(as_reward_func(sc, r.column, eos_token_id=eos_ids(model, tok), on_result=audit, trained=trained))
         ds = datasets.Dataset.from_list([{"prompt": list(r["messages"]), "prompt_id": str(r["prompt_id"]),
                                           "reference": str(r.get("reference") or "")} for r in rows])
