@@ -76,6 +76,10 @@ def run(
             console.print(f"config OK: {len(train_rows)} train prompts, {len(eval_rows)} eval prompts{dev}, run folder {prepared.ctx.store.root}")
             base = ", after the base model's eval" if prepared.plan.eval is not None else ""
             console.print(f"each of {cfg.iterations} iteration(s){base}: {prepared.plan.describe()}", highlight=False, markup=False)
+            for k in range(1, cfg.iterations + 1):
+                if cfg.scheduled(k):
+                    console.print(f"iteration {k} schedule: " + ", ".join(f"{key}={v}" for key, v in cfg.scheduled(k).items()),
+                                  highlight=False, markup=False)
             return
         summary = run_pipeline(cfg, console)
     except SelfImproveError as e:

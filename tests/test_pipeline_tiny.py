@@ -219,3 +219,43 @@ def test_a_scorer_model_does_not_outlive_its_iteration(pipeline, tmp_path, tiny_
         assert alive() == [], k  # neither the policy nor the reward model survives the train stage
         current = ctx.models.iteration_model(k)
     ctx.close()
+
+
+def test_a_schedule_changes_one_iteration_and_reruns_only_what_reads_it(pipeline, tmp_path):
+    """`schedule:` sets select.max_per_prompt from iteration 2 on and a learning rate per iteration; each stage hashes
+    what it ran with, so changing iteration 2's value reruns iteration 2's select and what follows, nothing before."""
+    sets = ["schedule={2: {select.max_per_prompt: 1}, train.learning_rate: [0.001, 0.0005]}"]
+    summary = run_pipeline(load_pipeline(pipeline, sets))
+    root = tmp_path / "runs" / "tiny"
+    it1, it2 = summary["iterations"][1], summary["iterations"][2]
+    n = summary["data"]["train_prompts"]["counts"]["prompts"]
+    assert it1["stages"]["select"]["counts"]["kept"] == 2 * n and it2["stages"]["select"]["counts"]["kept"] == n
+    lr = [json.loads((root / f"iter_{k}" / "train" / "manifest.json").read_text())["config"]["train"]["learning_rate"] for k in (1, 2)]
+    assert lr == [0.001, 0.0005]
+    assert it1["schedule"] == {"train.learning_rate": 0.001}
+    assert it2["schedule"] == {"select.max_per_prompt": 1, "train.learning_rate": 0.0005}
+    assert "select.max_per_prompt=1" in (root / "report.html").read_text()
+
+    again = run_pipeline(load_pipeline(pipeline, ["schedule={2: {select.max_per_prompt: 2}, train.learning_rate: [0.001, 0.0005]}"]))
+    ran = {(it["iteration"], name) for it in again["iterations"] for name, s in it["stages"].items() if not s.get("skipped_this_run")}
+    assert {(2, "select"), (2, "train"), (2, "eval")} <= ran and not {k for k, _ in ran} & {0, 1}
+    assert (2, "generate") not in ran and (2, "score") not in ran
+    assert again["iterations"][2]["stages"]["select"]["counts"]["kept"] == 2 * n
+
+
+def test_a_bad_scheduled_value_fails_before_any_model_loads(pipeline):
+    with pytest.raises(Exception, match="at iteration 2.*select.max_per_prompt"):
+        load_pipeline(pipeline, ["schedule={2: {select.max_per_prompt: 0}}"])
+    with pytest.raises(Exception, match="eval.n.*stay fixed"):
+        load_pipeline(pipeline, ["schedule={2: {eval.n: 4}}"])
+    from selfimprove.errors import ConfigError
+    from selfimprove.pipeline.loop import prepare
+
+    with pytest.raises(ConfigError, match="schedule, iteration 2.*bogus"):  # a builder's own options are checked per iteration too
+        prepare(load_pipeline(pipeline, ["schedule={2: {select.builder.options.bogus: 7}}"]))
+
+
+def test_dry_run_prints_each_iterations_schedule(pipeline):
+    res = CliRunner().invoke(app, ["run", str(pipeline), "--dry-run", "--set", "schedule={2: {select.max_per_prompt: 1}}"])
+    assert res.exit_code == 0, res.output
+    assert "iteration 2 schedule: select.max_per_prompt=1" in res.output and "iteration 1 schedule" not in res.output

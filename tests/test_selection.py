@@ -69,3 +69,55 @@ def test_sft_rows_shape():
     assert row["prompt"] == [{"role": "user", "content": "Q"}]
     assert row["completion"] == [{"role": "assistant", "content": "A"}]
     assert row["messages"][-1]["content"] == "A" and row["weight"] == 1.0 and row["model_ref"] == "iter_1"
+
+
+def _scored(table: dict[str, list[tuple[float | None, bool, str]]]) -> list[dict]:
+    return [{"prompt_id": pid, "sample_id": f"{pid}/{j}", "completion": text, "correct": ok, "finish_reason": "stop", "score": score,
+             "model_ref": "m"} for pid, specs in table.items() for j, (score, ok, text) in enumerate(specs)]
+
+
+SCORED = {"a": [(0.9, True, "a1"), (0.2, False, "a2"), (0.7, True, "a3"), (None, True, "a4")],
+          "b": [(0.5, True, "b1"), (0.8, False, "b2")],
+          "c": [(0.1, False, "c1")]}
+
+
+def test_min_score_keeps_values_at_or_above_tau_and_drops_missing_ones():
+    kept, counts = select_samples(_scored(SCORED), SelectConfig(correct_only=False, max_per_prompt=None,
+                                                                min_score={"column": "score", "tau": 0.5}), seed=0)
+    assert sorted(r["sample_id"] for r in kept) == ["a/0", "a/2", "b/0", "b/1"]
+    assert counts["prompts_emptied_by_min_score"] == 1  # c
+    strict, _ = select_samples(_scored(SCORED), SelectConfig(correct_only=False, max_per_prompt=None,
+                                                             min_score={"column": "score", "tau": 0.5, "strict": True}), seed=0)
+    assert sorted(r["sample_id"] for r in strict) == ["a/0", "a/2", "b/1"]  # B-STaR's score > tau drops b's 0.5
+
+
+def test_top_k_per_prompt_is_best_of_n_by_a_column():
+    kept, _ = select_samples(_scored(SCORED), SelectConfig(correct_only=False, max_per_prompt=None,
+                                                           top_k_per_prompt={"column": "score", "k": 1}), seed=0)
+    assert sorted(r["sample_id"] for r in kept) == ["a/0", "b/1", "c/0"]
+    two, _ = select_samples(_scored(SCORED), SelectConfig(correct_only=False, max_per_prompt=None,
+                                                          top_k_per_prompt={"column": "score", "k": 2}), seed=0)
+    assert sorted(r["sample_id"] for r in two) == ["a/0", "a/2", "b/0", "b/1", "c/0"]
+
+
+def test_target_size_grows_the_per_prompt_cap_best_first():
+    """Caps 1, 2, ... give 3, 5, 6 rows: the target 4 needs cap 2; each prompt keeps its best by min_score's column."""
+    cfg = SelectConfig(correct_only=False, max_per_prompt=None, min_score={"column": "score", "tau": 0.0}, target_size=4)
+    kept, counts = select_samples(_scored(SCORED), cfg, seed=0)
+    assert counts["per_prompt_cap"] == 2 and counts["kept"] == 5
+    assert sorted(r["sample_id"] for r in kept) == ["a/0", "a/2", "b/0", "b/1", "c/0"]
+    everything, counts = select_samples(_scored(SCORED), cfg.model_copy(update={"target_size": 99}), seed=0)
+    assert counts["per_prompt_cap"] == 3 and len(everything) == 6  # no cap reaches 99: every row with a score
+
+
+def test_balance_score_is_b_stars_formula():
+    """n* = 2. a: 3 unique kept, 2 correct -> min(2/2, 1) * 2/3; b: 2 kept, 1 correct -> (1/2) * (1/2); c: 1 kept, 0
+    correct -> 0. Mean over the three prompts."""
+    kept, counts = select_samples(_scored(SCORED), SelectConfig(correct_only=False, max_per_prompt=None, balance_n=2,
+                                                                min_score={"column": "score", "tau": 0.0}), seed=0)
+    assert counts["balance_score"] == round((2 / 3 + 1 / 4 + 0) / 3, 4)
+    # a prompt the filters emptied still counts (it scores 0): the score rewards keeping enough correct answers
+    _, counts = select_samples(_scored(SCORED), SelectConfig(correct_only=True, max_per_prompt=None, balance_n=2), seed=0)
+    assert counts["balance_score"] == round((1.0 + 0.5 + 0) / 3, 4)
+    no_gold = [{k: v for k, v in r.items() if k != "correct"} for r in _scored(SCORED)]
+    assert "balance_score" not in select_samples(no_gold, SelectConfig(correct_only=False), seed=0)[1]

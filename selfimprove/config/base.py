@@ -53,7 +53,7 @@ def format_validation_error(err: ValidationError, source: str) -> str:
             tags = [p.split("=", 1) for p in e["loc"] if isinstance(p, str) and "=" in p]
             which = f" for {tags[-1][0]} {tags[-1][1]!r}" if tags and tags[-1][1] != "plugin" else ""
             msg = f"unknown key{which} (check the spelling; see the documented keys in README.md)"
-        lines.append(f"  {loc}: {msg}")
+        lines.append(f"  {msg}" if loc == "<root>" else f"  {loc}: {msg}")  # a whole-config rule names its own keys
     return "\n".join(lines)
 
 

@@ -9,15 +9,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from ..errors import ConfigError
 from ..registry import ROW_BUILDERS, SCORERS
 from .backend import BackendConfig, TransformersBackendConfig
-from .base import Strict, load_config, plain_name
+from .base import Strict, format_validation_error, load_config, plain_name
 from .control import DEV_METRICS, DEV_METRICS_TWO_TURN, ControlConfig
 from .ray import RayConfig
 from .sampling import SamplingParams
+from .schedule import apply_values, normalise, values_at
 from .train import SFTTrainConfig, TrainConfig
 
 
@@ -93,6 +94,17 @@ class QuantileFilter(Strict):
     q: float = Field(gt=0, le=1, description="Keep values at or below this quantile (1 keeps every sample with a value).")
 
 
+class ScoreThreshold(Strict):
+    column: str = Field(description="A numeric sample column, e.g. judge_score, reward, self_loglik.")
+    tau: float = Field(description="Keep samples whose value is at least tau (above it with strict: true).")
+    strict: bool = Field(False, description="Keep only values above tau (B-STaR keeps score > tau).")
+
+
+class TopKPerPrompt(Strict):
+    column: str = Field(description="A numeric sample column; the k highest values of each prompt are kept (best-of-N).")
+    k: int = Field(1, gt=0)
+
+
 class SelectConfig(Strict):
     correct_only: bool = Field(True, description="Keep samples whose `correct` column is true.")
     require_finished: bool = Field(True, description="Drop samples cut off by max_tokens.")
@@ -101,8 +113,15 @@ class SelectConfig(Strict):
                                                    "IWSI's self-consistency filter, label-free).")
     keep_quantile: QuantileFilter | None = Field(None, description="Keep samples whose `column` is at most its q-quantile over the "
                                                                    "samples kept so far (IWSI: ds_deviation, q 0.79).")
+    min_score: ScoreThreshold | None = Field(None, description="Keep samples whose `column` reaches `tau` (a score threshold).")
     dedup: bool = Field(True, description="Drop repeated (prompt, completion) pairs (whitespace-normalised).")
+    top_k_per_prompt: TopKPerPrompt | None = Field(None, description="Keep each prompt's k best samples by `column` (best-of-N; "
+                                                                     "sharpening: self_loglik).")
     max_per_prompt: int | None = Field(4, gt=0, description="Cap kept samples per prompt.")
+    target_size: int | None = Field(None, gt=0, description="Grow a per-prompt cap 1, 2, ... until the kept set reaches this many "
+                                                            "samples (B-STaR, RFT); best first by min_score's or top_k_per_prompt's "
+                                                            "column when one is set, else in a seeded random order.")
+    balance_n: int = Field(8, gt=0, description="n* of the `balance_score` count (B-STaR), recorded where gold (`correct`) exists.")
     balance: bool = Field(False, description="Keep the same number per prompt (the smallest kept count, at least 1).")
     accumulate: bool = Field(False, description="The train set is this iteration's rows after every earlier iteration's (with "
                                                 "train.init: base, the base model retrains on all of them).")
@@ -175,6 +194,9 @@ class PipelineConfig(Strict):
                                                                               "rules, in-training evaluation, health monitors.")
     prompts_dir: str | None = Field(None, description="Extra folder searched for prompt templates before the bundled ones.")
     ray: RayConfig | None = Field(None, description="Run generate, score and eval shards on a pool of Ray actors (see config.ray).")
+    schedule: dict[Any, Any] = Field(default_factory=dict, description="Values that change by iteration under generate, score, "
+                                     "select, train: {2: {select.builder.options.tau: 0.5}} (from iteration 2 on) or "
+                                     "{train.learning_rate: [2.0e-4, 1.0e-4]} (iterations 1, 2, ...); see config.schedule.")
     report_to: list[Literal["tensorboard", "wandb", "mlflow"]] = Field(
         default_factory=list, description="Trackers for every stage's numbers per iteration, and (unless train.report_to is set) "
                                           "for TRL's per-step training logs.")
@@ -254,6 +276,37 @@ class PipelineConfig(Strict):
             method = TRAINERS.get(self.train.method, "train.method")
             self.stages = [s for s in STAGES if s in method.stages or s == "eval"]
         return self
+
+    @field_validator("schedule")
+    @classmethod
+    def _schedule_keys(cls, v: dict) -> dict:
+        """Iteration numbers as strings (`2:` and `"2":` alike), so the config writes as JSON."""
+        return {str(k): val for k, val in v.items()}
+
+    @model_validator(mode="after")
+    def _schedule(self) -> "PipelineConfig":
+        """Every iteration's config, with its scheduled values, must validate as a whole (named by iteration)."""
+        if self.schedule:
+            plan = normalise(self.schedule, self.iterations)
+            for k in sorted({k for by_k in plan.values() for k in by_k}):
+                self.at_iteration(k)
+        return self
+
+    def scheduled(self, k: int) -> dict[str, Any]:
+        """The scheduled values in force at iteration k ({} without a schedule)."""
+        return values_at(normalise(self.schedule, self.iterations), k) if self.schedule else {}
+
+    def at_iteration(self, k: int) -> "PipelineConfig":
+        """This config as iteration k runs it: its scheduled values set (self when nothing is scheduled by then)."""
+        values = self.scheduled(k)
+        if not values:
+            return self
+        data = self.model_dump()
+        data["schedule"] = {}
+        try:
+            return type(self).model_validate(apply_values(data, values))
+        except ValidationError as e:
+            raise ValueError(format_validation_error(e, f"at iteration {k} (schedule: {values})").replace("\n", "\n  ")) from None
 
     @field_validator("stages")
     @classmethod

@@ -13,6 +13,7 @@ import io
 import json
 from pathlib import Path
 
+from ..config.schedule import normalise, values_at
 from ..store import MANIFEST, atomic_write_bytes, atomic_write_json, read_json
 from .metrics import format_metric
 
@@ -57,6 +58,8 @@ def build_summary(root: Path, reports=None) -> dict:
             continue
         ms = _manifests(d)
         entry: dict = {"iteration": k, "model_ref": cfg.get("model") if k == 0 else f"iter_{k}", "stages": {}}
+        if k > 0 and cfg.get("schedule"):
+            entry["schedule"] = values_at(normalise(cfg["schedule"], cfg.get("iterations") or k), k)
         for stage, m in ms.items():
             entry["stages"][stage] = _stage_entry(m, skipped.get((k, stage)))
             if stage == "eval":
@@ -319,14 +322,17 @@ def _table(headers: list[str], rows: list[list[str]]) -> str:
 
 
 def metrics_rows(summary: dict) -> tuple[list[str], list[list[str]]]:
+    """One row per evaluated iteration: its model, its metrics, and (where `schedule:` set any) its scheduled values."""
     names = metric_names(summary)
+    scheduled = any(it.get("schedule") for it in summary["iterations"])
     rows = []
     for it in summary["iterations"]:
         m = it.get("metrics") or {}
         if not m:
             continue
-        rows.append([str(it["iteration"]), it["model_ref"] or ""] + [format_metric(m[n], m.get(f"{n}_ci")) if n in m else "" for n in names])
-    return ["iteration", "model"] + names, rows
+        sched = [", ".join(f"{k}={v}" for k, v in (it.get("schedule") or {}).items())] if scheduled else []
+        rows.append([str(it["iteration"]), it["model_ref"] or ""] + [format_metric(m[n], m.get(f"{n}_ci")) if n in m else "" for n in names] + sched)
+    return ["iteration", "model"] + names + (["schedule"] if scheduled else []), rows
 
 
 def stage_rows(summary: dict) -> list[list[str]]:

@@ -8,13 +8,14 @@ when its manifest matches, so a rerun of a finished pipeline does no work.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from rich.console import Console
 
 from ..builders import make_row_builder
 from ..config import PipelineConfig
+from ..config.schedule import normalise
 from ..errors import ConfigError
 from ..generation import check_backend
 from ..optional import require
@@ -48,26 +49,29 @@ def check_stages(stages: list[str], method_stages: tuple[str, ...], method: str)
 @dataclass(frozen=True)
 class Prepared:
     """What `prepare()` checked and built: the run context, both prompt splits, the iteration plan (which holds the
-    plug-ins, built once). Unpacks as `ctx, rows`."""
+    plug-ins, built once) and, where `schedule:` changes a stage's settings, the plan from that iteration on.
+    Unpacks as `ctx, rows`."""
 
     ctx: RunContext
     rows: PromptRows
     plan: Plan
+    scheduled: dict[int, Plan] = field(default_factory=dict)
 
     def __iter__(self):
         return iter((self.ctx, self.rows))
 
+    def plan_for(self, k: int) -> Plan:
+        """The plan iteration k runs: the latest scheduled one at or before k, else the base plan."""
+        due = [i for i in self.scheduled if i <= k]
+        return self.scheduled[max(due)] if due else self.plan
 
-def prepare(cfg: PipelineConfig, console: Console | None = None) -> Prepared:
-    """Everything that can fail on bad input, before any model loads: stages, task, templates, scorers, the column
-    chain, optional packages, datasets; then the plan of an iteration. No eval problem is among the train rows."""
+
+def iteration_plan(cfg: PipelineConfig, task, prompts: PromptLibrary) -> Plan:
+    """The plug-ins of one iteration's settings, built and checked against each other (no model loads)."""
     trainer = make_trainer(cfg.train)
     check_stages(cfg.stages, type(trainer).stages, cfg.train.method)
-    prompts = PromptLibrary(cfg.prompts_dir)
-    task = make_task(cfg.task, prompts)
     scorers = make_scorers(cfg.score, task)
     builder = make_row_builder(cfg.select.builder.name, cfg.select.builder.options)
-    check_backend(cfg.backend)
     generated = SAMPLE_COLUMNS + (REVISION_COLUMNS if cfg.generate.revise is not None else ())
     check_chain(scorers, cfg.stages, filter_columns(cfg.select), builder, trainer, generated)
     if cfg.generate.revise is not None and not prompts.exists(cfg.generate.revise.template):
@@ -81,10 +85,27 @@ def prepare(cfg: PipelineConfig, console: Console | None = None) -> Prepared:
                           "control.eval_every_steps and the train.* rules, or use sft, dpo or grpo")
     if c.eval_every_steps and "train" not in cfg.stages:
         raise ConfigError("control.eval_every_steps evaluates during the train stage, which stages: leaves out")
-    check_trackers(cfg.report_to)
     check_trackers(cfg.train.report_to, "train.report_to")
+    return build_plan(cfg, trainer, scorers, builder)
+
+
+def prepare(cfg: PipelineConfig, console: Console | None = None) -> Prepared:
+    """Everything that can fail on bad input, before any model loads: stages, task, templates, scorers, the column
+    chain (for every iteration a schedule changes), optional packages, datasets; then the plan of an iteration. No
+    eval problem is among the train rows."""
+    prompts = PromptLibrary(cfg.prompts_dir)
+    task = make_task(cfg.task, prompts)
+    check_backend(cfg.backend)
+    check_trackers(cfg.report_to)
+    plan = iteration_plan(cfg, task, prompts)
+    scheduled = {}
+    for k in sorted({k for by_k in normalise(cfg.schedule, cfg.iterations).values() for k in by_k}):
+        try:
+            scheduled[k] = iteration_plan(cfg.at_iteration(k), task, prompts)
+        except ConfigError as e:
+            raise ConfigError(f"schedule, iteration {k} ({cfg.scheduled(k)}): {e}") from None
     ctx = RunContext(Path(cfg.run_dir) / cfg.name, task, prompts, model=cfg.model, backend=cfg.backend, console=console, ray=cfg.ray)
-    return Prepared(ctx, load_prompt_rows(task, cfg.data, ctx.warn), build_plan(cfg, trainer, scorers, builder))
+    return Prepared(ctx, load_prompt_rows(task, cfg.data, ctx.warn), plan, scheduled)
 
 
 def run_pipeline(cfg: PipelineConfig, console: Console | None = None) -> dict:
@@ -107,8 +128,11 @@ def run_pipeline(cfg: PipelineConfig, console: Console | None = None) -> dict:
         history: dict[str, list] = {}
         current = base
         for k in range(1, cfg.iterations + 1 if plan.stages else 1):
+            plan, init = p.plan_for(k), cfg.at_iteration(k).train.init
+            if cfg.scheduled(k):
+                ctx.console.print(f"[dim]iteration {k}[/dim] schedule: " + ", ".join(f"{key}={v}" for key, v in cfg.scheduled(k).items()))
             it = Iteration(k, cfg.seed + k, {"prompts": train_sd, "eval_prompts": eval_sd, "dev_prompts": tables.dev}, current,
-                           base if cfg.train.init == "base" else current, history)
+                           base if init == "base" else current, history)
             for stage in plan.stages:
                 out = stage.run(ctx, it)
                 if stage.output is not None:

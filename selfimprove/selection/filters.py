@@ -1,5 +1,6 @@
-"""Sample filters: finished-only, correct-only, vote-share threshold, majority-only, quantile of a column, dedup,
-per-prompt cap, balance.
+"""Sample filters: finished-only, correct-only, vote-share threshold, majority-only, quantile of a column, score
+threshold, dedup, best-k per prompt, per-prompt cap, a cap grown to a target size, balance; and B-STaR's balance score
+of what was kept.
 
 Each returns the kept rows and the loop records how many each filter dropped.
 """
@@ -42,6 +43,55 @@ def keep_quantile(rows: list[dict], column: str, q: float) -> list[dict]:
         return []
     cut = values[max(0, math.ceil(q * len(values)) - 1)]
     return [r for r in rows if isinstance(r.get(column), (int, float)) and not isinstance(r.get(column), bool) and float(r[column]) <= cut]
+
+
+def _value(r: dict, column: str) -> float | None:
+    v = r.get(column)
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or math.isnan(float(v)):
+        return None
+    return float(v)
+
+
+def keep_min_score(rows: list[dict], column: str, tau: float, strict: bool = False) -> list[dict]:
+    """Rows whose `column` is at least `tau` (above it when `strict`); rows without a value go."""
+    return [r for r in rows if (v := _value(r, column)) is not None and (v > tau if strict else v >= tau)]
+
+
+def top_k_per_prompt(rows: list[dict], column: str, k: int) -> list[dict]:
+    """Each prompt's k rows with the highest `column` (ties: the earlier row); rows without a value go."""
+    out = []
+    for g in by_prompt([r for r in rows if _value(r, column) is not None], turns=False).values():
+        out.extend(sorted(g, key=lambda r: -_value(r, column))[:k])
+    return out
+
+
+def grow_cap_to(rows: list[dict], target: int, rng: random.Random, column: str | None = None) -> tuple[list[dict], int]:
+    """The smallest per-prompt cap c = 1, 2, ... whose capped set has at least `target` rows (all rows when none
+    does), taking each prompt's best rows by `column` first (else a seeded random order); returns (rows, c)."""
+    groups = by_prompt(rows, turns=False)
+    if not groups:
+        return [], 0
+    ordered = {pid: sorted(g, key=lambda r: -(_value(r, column) or -math.inf)) if column else rng.sample(g, len(g)) for pid, g in groups.items()}
+    largest = max(len(g) for g in groups.values())
+    cap = next((c for c in range(1, largest + 1) if sum(min(len(g), c) for g in groups.values()) >= target), largest)
+    return [r for g in ordered.values() for r in g[:cap]], cap
+
+
+def balance_score(rows: list[dict], prompt_ids: set, n_star: int) -> float | None:
+    """B-STaR's balance score of a kept set, averaged over `prompt_ids` (every prompt the selection saw; one with
+    nothing kept scores 0): per prompt, with n' unique correct and n unique kept responses,
+    min(n'/n*, 1) * n'/n. None where no kept row has a gold verdict (`correct`)."""
+    if not prompt_ids or not any(isinstance(r.get("correct"), bool) for r in rows):
+        return None
+    unique: dict = {}
+    for r in rows:
+        unique.setdefault(r["prompt_id"], {})[(r.get("turn") or 1, _norm(r["completion"]))] = r.get("correct") is True
+    total = 0.0
+    for pid in prompt_ids:
+        kept = unique.get(pid, {})
+        n, good = len(kept), sum(kept.values())
+        total += min(good / n_star, 1.0) * good / n if n else 0.0
+    return total / len(prompt_ids)
 
 
 def dedup(rows: list[dict]) -> list[dict]:
@@ -88,7 +138,18 @@ def filter_columns(cfg: SelectConfig) -> dict[str, tuple[str, ...]]:
         out["majority_only"] = ("is_majority",)
     if cfg.keep_quantile is not None:
         out["keep_quantile"] = (cfg.keep_quantile.column,)
+    if cfg.min_score is not None:
+        out["min_score"] = (cfg.min_score.column,)
+    if cfg.top_k_per_prompt is not None:
+        out["top_k_per_prompt"] = ("prompt_id", cfg.top_k_per_prompt.column)
+    if cfg.target_size is not None:
+        out["target_size"] = ("prompt_id",)
     return out
+
+
+def order_column(cfg: SelectConfig) -> str | None:
+    """The column `target_size` takes each prompt's best rows by: min_score's, else top_k_per_prompt's, else none."""
+    return cfg.min_score.column if cfg.min_score is not None else cfg.top_k_per_prompt.column if cfg.top_k_per_prompt is not None else None
 
 
 def select_samples(rows: list[dict], cfg: SelectConfig, seed: int) -> tuple[list[dict], dict[str, int]]:
@@ -107,13 +168,23 @@ def select_samples(rows: list[dict], cfg: SelectConfig, seed: int) -> tuple[list
         steps.append(("majority", keep_majority))
     if cfg.keep_quantile is not None:
         steps.append(("quantile", lambda rs: keep_quantile(rs, cfg.keep_quantile.column, cfg.keep_quantile.q)))
+    if cfg.min_score is not None:
+        steps.append(("min_score", lambda rs: keep_min_score(rs, cfg.min_score.column, cfg.min_score.tau, cfg.min_score.strict)))
     if cfg.dedup:
         steps.append(("dedup", dedup))
+    if cfg.top_k_per_prompt is not None:
+        steps.append(("top_k_per_prompt", lambda rs: top_k_per_prompt(rs, cfg.top_k_per_prompt.column, cfg.top_k_per_prompt.k)))
     if cfg.max_per_prompt is not None:
         steps.append(("max_per_prompt", lambda rs: cap_per_prompt(rs, cfg.max_per_prompt, rng)))
+    if cfg.target_size is not None:
+        def grow(rs):
+            kept, counts["per_prompt_cap"] = grow_cap_to(rs, cfg.target_size, rng, order_column(cfg))
+            return kept
+
+        steps.append(("target_size", grow))
     if cfg.balance:
         steps.append(("balance", lambda rs: balance(rs, rng)))
-    prompts = {r["prompt_id"] for r in rows}
+    prompts = seen = {r["prompt_id"] for r in rows}
     for name, fn in steps:
         rows = fn(rows)
         counts[f"after_{name}"] = len(rows)
@@ -123,4 +194,7 @@ def select_samples(rows: list[dict], cfg: SelectConfig, seed: int) -> tuple[list
         prompts = left
     counts["kept"] = len(rows)
     counts["prompts_kept"] = len(prompts)
+    bs = balance_score(rows, seen, cfg.balance_n)
+    if bs is not None:
+        counts["balance_score"] = round(bs, 4)
     return rows, counts
