@@ -165,3 +165,18 @@ def test_missing_model_exit_code_3(tmp_path, model, needle):
     res = CliRunner().invoke(app, ["run", str(write(tmp_path, text)), "--run-dir", str(tmp_path / "runs")])
     assert res.exit_code == 3, res.output
     assert needle in res.output
+
+
+def test_the_shipped_recipes_follow_their_papers_rules():
+    """Fidelity pins (issue 21): ScPO pairs the most- with the least-voted answer, one pair per problem, with tau raised
+    in the second iteration; IWSI trains K-Mixed's kept rows with weight 1; Self-Rewarding's continuous expected scores
+    tie where the paper's mean of three integer judgments would."""
+    scpo = load_pipeline(REPO / "pipelines" / "scpo.yaml")
+    first, second = (scpo.at_iteration(k).select.builder.options for k in (1, 2))
+    assert first["pairs_per_prompt"] == 1 and not first.get("unanswered_as_rejected", False)
+    assert second["tau"] > first["tau"]
+    iwsi = load_pipeline(REPO / "pipelines" / "iwsi.yaml")
+    assert iwsi.select.builder.name == "sft" and not iwsi.select.builder.options.get("weight_column")
+    assert iwsi.select.majority_only and iwsi.select.keep_quantile.q == 0.79
+    sr = load_pipeline(REPO / "pipelines" / "self_rewarding.yaml")
+    assert sr.select.builder.name == "judge_pairs" and sr.select.builder.options["resolution"] == pytest.approx(1 / 3, abs=1e-3)

@@ -3,6 +3,7 @@ the yield counts (why a prompt gave no pair), and the label audit that never fee
 
 import pytest
 
+from selfimprove.builders.judge_pairs import JudgePairs
 from selfimprove.builders.vote_pairs import VotePairs
 from selfimprove.config import TaskConfig
 from selfimprove.prompts import PromptLibrary
@@ -38,18 +39,36 @@ def test_vote_pairs(scored):
                       "pseudo_label_accuracy": round(2 / 3, 4), "pair_order_accuracy": 1.0, "pairs_split_by_gold": 2}
     a, b, g = rows
     assert g["chosen"][0]["content"] == "reply 7" and g["rejected"][0]["content"] == "reply 9" and g["weight"] == (5 - 1) / 8
-    assert a["chosen"] == [{"role": "assistant", "content": "reply 5"}] and a["rejected"][0]["content"] == "reply None"
-    assert a["weight"] == a["margin"] == 5 / 8 and a["rejected_votes"] == 0  # unanswered: V- = 0
+    assert a["chosen"] == [{"role": "assistant", "content": "reply 5"}] and a["rejected"][0]["content"] == "reply 7"
+    assert a["weight"] == a["margin"] == (5 - 1) / 8 and a["rejected_votes"] == 1  # the least-voted answer, not the unanswered one
     assert b["rejected"][0]["content"] == "reply 9" and b["weight"] == pytest.approx((5 - 1) / 8)
     assert a["label_correct"] is True and b["label_correct"] is False  # the majority "3" is wrong on b (gold 4)
     assert a["prompt"] == [{"role": "user", "content": "question a"}]
+
+
+def test_scpo_pairs_the_most_voted_answer_with_the_least_voted_one():
+    """The issue's table: 5 votes A, 2 B, 1 cut off (no answer). ScPO's pair is A vs B with w = (5 - 2)/8 = 0.375;
+    `unanswered_as_rejected: true` keeps the earlier rule, A vs the cut-off sample with w = 5/8."""
+    task = make_task(TaskConfig(name="arithmetic"), PromptLibrary())
+    answers = [("12", "stop")] * 5 + [("13", "stop")] * 2 + [("14", "length")]
+    samples = [{"prompt_id": "p", "sample_id": f"p/{j}", "completion": f"reply {a} {fr} {j}", "answer": a, "finish_reason": fr,
+                "model_ref": "m"} for j, (a, fr) in enumerate(answers)]
+    res = make_scorer("majority_vote", task, {"count_unfinished": False}).score({}, samples)
+    for col, values in res.columns.items():
+        for s, v in zip(samples, values):
+            s[col] = v
+    prompts = {"p": {"messages": [{"role": "user", "content": "12?"}]}}
+    (row,), counts = VotePairs({"tau": 0.5}).build(samples, prompts)
+    assert row["rejected"][0]["content"].startswith("reply 13") and row["weight"] == pytest.approx(0.375) and counts["pairs"] == 1
+    (old,), _ = VotePairs({"tau": 0.5, "unanswered_as_rejected": True}).build(samples, prompts)
+    assert old["rejected"][0]["content"].startswith("reply 14 length") and old["weight"] == pytest.approx(0.625)
 
 
 def test_vote_pairs_options(scored):
     samples, prompts = scored
     rows, counts = VotePairs({"tau": 0.7}).build(samples, prompts)
     assert counts["pairs"] == 0 and counts["below_tau"] == 5
-    rows, _ = VotePairs({"tau": 0.5, "pairs_per_prompt": 3, "weight": "constant", "unanswered_as_rejected": False}).build(samples, prompts)
+    rows, _ = VotePairs({"tau": 0.5, "pairs_per_prompt": 3, "weight": "constant"}).build(samples, prompts)
     a = [r for r in rows if r["prompt_id"] == "a"]
     assert len(a) == 3 and {r["rejected"][0]["content"] for r in a} == {"reply 7", "reply 6"} and all(r["weight"] == 1.0 for r in rows)
     assert len({r["chosen_id"] for r in a}) == 3
@@ -71,9 +90,11 @@ def test_unfinished_samples_do_not_vote():
             s[col] = v
     assert [s["vote_count"] for s in samples[:6]] == [2, 2, 0, 0, 0, 0] and samples[0]["top_share"] == 2 / 6
     prompts = {pid: {"messages": [{"role": "user", "content": pid}]} for pid in answers}
-    rows, counts = VotePairs({"tau": 0.3}).build(samples, prompts)
+    rows, counts = VotePairs({"tau": 0.3, "unanswered_as_rejected": True}).build(samples, prompts)
     assert counts["tie"] == 1 and counts["pairs"] == 1  # b: 3 and 4 tie at the top although 9 was cut off
     assert rows[0]["chosen"][0]["content"] == "reply 5 stop" and rows[0]["rejected"][0]["content"].endswith("length")
+    _, counts = VotePairs({"tau": 0.3}).build(samples, prompts)
+    assert counts["all_agree"] == 1 and counts["pairs"] == 0  # a: every answered sample says 5; ScPO pairs answers only
 
 
 def judged(scores: dict, correct: dict | None = None):
@@ -89,8 +110,6 @@ def judged(scores: dict, correct: dict | None = None):
 
 
 def test_judge_pairs_best_vs_worst_and_length_control():
-    from selfimprove.builders.judge_pairs import JudgePairs
-
     samples, prompts = judged({"a": [3.0, 5.0, 1.0, 5.0], "b": [2.0, 2.0], "c": [None, 4.0, None], "d": [4.0, 4.5]},
                               correct={"a/1": True, "a/2": False, "d/0": True, "d/1": False})
     rows, counts = JudgePairs().build(samples, prompts)
@@ -108,6 +127,19 @@ def test_judge_pairs_best_vs_worst_and_length_control():
     rows, _ = JudgePairs({"rho": 0.0}).build(samples, prompts)
     assert rows[0]["chosen"][0]["content"] == "long correct answer" and rows[0]["rejected"][0]["content"] == "x"
     assert JudgePairs({"score_column": "p_true"}).columns().reads[-1] == "p_true" and "judge_var" in JudgePairs().columns().optional
+
+
+def test_judge_pairs_at_the_papers_resolution_drop_near_ties():
+    """Expected scores 3.001 vs 3.0 are a tie at the resolution of a mean of three integer judgments (1/3) and give no
+    pair; 3.4 vs 3.0 round to 3.333 vs 3.0 and pair. Without a resolution, 1e-3 differences pair (the old behaviour)."""
+    samples, prompts = judged({"near": [3.001, 3.0, 3.0004], "apart": [3.0, 3.4]})
+    rows, counts = JudgePairs({"resolution": 0.3333}).build(samples, prompts)
+    assert counts["all_tie"] == 1 and [r["prompt_id"] for r in rows] == ["apart"]
+    assert rows[0]["chosen_id"] == "apart/1" and rows[0]["margin"] == pytest.approx(0.3333, abs=1e-6)
+    rows, counts = JudgePairs({}).build(samples, prompts)
+    assert counts["pairs"] == 2
+    rows, counts = JudgePairs({"resolution": 1}).build(samples, prompts)
+    assert counts["pairs"] == 0 and counts["all_tie"] == 2  # integer scores: 3 vs 3 both times
 
 
 def test_correctness_pairs():

@@ -3,7 +3,9 @@ S_max and S_min the highest and lowest scores of its judged samples, the chosen 
 in [(1-rho) S_max + rho S_min, S_max] and the rejected the longest in [S_min, (1-rho) S_min + rho S_max]; with rho = 0,
 the best and the worst, ties broken by the lower judge variance, then the first sample. A prompt gives no pair when
 fewer than two samples have a score (`unscored`: unparsable judgments are dropped, never read as 0) or when every
-score ties (`all_tie`, or `gap_too_small` under `min_gap`).
+score ties (`all_tie`, or `gap_too_small` under `min_gap`). With `resolution`, scores are first rounded to multiples of
+it, so a judge's continuous expected score (`mode: logprobs`) ties where the paper's scores would: 1 for integer
+scores, 1/3 for Self-Rewarding's mean of three integer judgments.
 
 Rows: the pair columns (`pair_rows.PAIR_COLUMNS`) plus `chosen_score`, `rejected_score`; `margin` = S_chosen - S_rejected.
 """
@@ -27,6 +29,8 @@ class JudgePairOptions(Options):
                                                          "`judge_score`, p_true's `p_true`, reward_model's `reward`, ...).")
     rho: float = Field(0.0, ge=0, lt=0.5, description="Length control band width (Meta-Rewarding): 0 = best vs worst.")
     min_gap: float = Field(0.0, ge=0, description="Keep a prompt only if S_max - S_min is larger than this.")
+    resolution: float | None = Field(None, gt=0, description="Round scores to multiples of this before pairing (1: integer "
+                                                             "scores; 0.3333: a mean of three integer judgments); None: as given.")
     weight: Literal["constant", "score_gap"] = Field("constant", description="1, or the pair's score gap.")
 
 
@@ -61,7 +65,8 @@ class JudgePairs(RowBuilder):
         rows = []
         by_id = {s["sample_id"]: s for s in samples}
         for group in groups.values():
-            scored = [(s, sc) for s in group if (sc := _score(s, o.score_column)) is not None]
+            scored = [(s, sc if o.resolution is None else round(round(sc / o.resolution) * o.resolution, 6))
+                      for s in group if (sc := _score(s, o.score_column)) is not None]
             if len(scored) < 2:
                 counts["unscored"] += 1
                 continue

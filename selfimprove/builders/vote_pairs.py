@@ -1,7 +1,10 @@
 """Preference pairs by self-consistency (ScPO): for each prompt, a sample of the most-voted answer is chosen and a
-sample of the least-voted answer (or one without an answer) is rejected; the prompt is kept only if the top vote
-share V+/k reaches `tau`, and the pair weighs the vote margin between chosen and rejected (V+ - V-)/k (ScPO's; the
-`vote_margin` column of majority_vote is top minus runner-up, another quantity). A prompt whose two best answers
+sample of the least-voted answer is rejected (ScPO's y+ = argmax V, y- = argmin V over the answers); the prompt is
+kept only if the top vote share V+/k reaches `tau`, and the pair weighs the vote margin between chosen and rejected
+(V+ - V-)/k (ScPO's; the `vote_margin` column of majority_vote is top minus runner-up, another quantity). With
+`unanswered_as_rejected: true` (not ScPO's rule), a sample without an answer (cut off by max_tokens under
+`count_unfinished: false`) is rejected ahead of the least-voted answer, with V- = 0: such pairs mostly teach "finish
+the answer". A prompt whose two best answers
 tie gives no pair (`tie`): neither is the majority. No gold answer is used: where the `gold`
 scorer ran, `label_correct` records whether the chosen (pseudo-labelled) answer was right, for the report only.
 
@@ -27,7 +30,8 @@ class VotePairOptions(Options):
     pairs_per_prompt: int = Field(1, gt=0, description="Pairs per kept prompt, up to the larger of the chosen and rejected "
                                                        "candidates (the smaller side repeats).")
     weight: Literal["vote_margin", "constant"] = Field("vote_margin", description="vote_margin = (V+ - V-)/k (ScPO), or 1.")
-    unanswered_as_rejected: bool = Field(True, description="A sample without an answer counts as V- = 0 (a rejected candidate).")
+    unanswered_as_rejected: bool = Field(False, description="Reject a sample without an answer (V- = 0) ahead of the least-voted "
+                                                            "answer (not ScPO's rule, which pairs answers).")
 
 
 class VotePairs(RowBuilder):

@@ -3,7 +3,8 @@
 Per sample: `cluster`, `vote_count` (V, size of the sample's answer cluster), `vote_share` (V/k,
 k = samples of the prompt), `is_majority` (in the top cluster; ties broken by the cluster seen first).
 Per prompt (repeated on each of its samples): `top_share` (V+/k), `runner_up_share` (V-/k),
-`vote_margin` = (V+ - V-)/k as in ScPO, `majority_answer`, and `abstain` when the top share is below
+`vote_margin` = (top - runner-up)/k (ScPO's margin is against the least-voted answer: vote_pairs computes it),
+`majority_answer`, and `abstain` when the top share is below
 the `abstain_below` option (default 0: never) or, with `ties: none`, when two answers share the top. A sample with
 no answer has V = 0 and is never in the majority; with `count_unfinished: false` a sample cut off by max_tokens
 has no answer either (its last number is not a conclusion).
