@@ -163,3 +163,34 @@ def test_generate_and_score_with_the_tiny_model_resumes(tmp_path, tiny_model_pat
     assert {"question", "completion", "answer", "correct", "scorer_errors"} <= set(rows[0])
     res = runner.invoke(app, ["eval", str(s), "--model", str(tiny_model_path), "-o", str(out), "--limit", "4"])
     assert res.exit_code == 0 and "skipped (done before)" in res.output
+
+
+def test_best_of_n_picks_each_problems_highest_sample():
+    """Hand-built: p1's most likely sample is right, p2's is wrong although another is right, p3 has no value -> wrong."""
+    from selfimprove.evaluation.metrics import compute_metrics
+
+    rows = [{"prompt_id": pid, "sample_id": f"{pid}/{j}", "correct": ok, "ll": ll}
+            for pid, spec in {"p1": [(False, -3.0), (True, -1.0), (False, -2.0)], "p2": [(True, -5.0), (False, -0.5), (True, -0.6)],
+                              "p3": [(True, None), (True, None), (False, None)]}.items() for j, (ok, ll) in enumerate(spec)]
+    m = compute_metrics(None, rows, best_of="ll", resamples=50)
+    assert m["best_of@3"] == pytest.approx(1 / 3) and m["best_of_column"] == "ll" and len(m["best_of@3_ci"]) == 2
+    assert m["pass@1"] == pytest.approx((1 / 3 + 2 / 3 + 2 / 3) / 3)
+
+
+def test_best_of_n_by_the_models_own_likelihood_on_the_tiny_model(tmp_path, tiny_model_path):
+    s = suite(tmp_path, name="tiny", task={"name": "arithmetic"}, data={"size": 4, "seed": 3}, backend={"batch_size": 8},
+              eval={"greedy": False, "n": 3, "max_tokens": 8, "best_of": {"scorer": "self_loglik", "column": "loglik_sum"}})
+    out = tmp_path / "out"
+    m = eval_json(s, "--model", tiny_model_path, "-o", out)
+    from selfimprove.store import read_table
+
+    rows = [r for r in read_table(out / "results" / "table.parquet") if r["mode"] == "sampled"]
+    assert all(isinstance(r["loglik_sum"], float) and r["loglik_sum"] < 0 for r in rows)
+    best = {}
+    for r in sorted(rows, key=lambda r: r["sample_id"]):
+        if r["prompt_id"] not in best or r["loglik_sum"] > best[r["prompt_id"]]["loglik_sum"]:
+            best[r["prompt_id"]] = r
+    assert m["best_of@3"] == pytest.approx(sum(bool(r["correct"]) for r in best.values()) / 4)
+    bad = suite(tmp_path, name="bad", task={"name": "arithmetic"}, data={"size": 4, "seed": 3}, eval={"n": 1, "best_of": {"column": "x"}})
+    res = runner.invoke(app, ["eval", str(bad), "--model", str(tiny_model_path)])
+    assert res.exit_code != 0 and "best_of chooses among the sampled completions" in res.output

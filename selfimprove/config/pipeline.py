@@ -89,6 +89,18 @@ class BuilderConfig(Strict):
     options: dict[str, Any] = Field(default_factory=dict, description="Validated by the builder's `Options` model.")
 
 
+class BuilderSource(BuilderConfig):
+    """One of several row builders of a select stage (`select.builders`): its rows, weighted, on a subset of prompts,
+    capped at a share of the train set."""
+
+    prompts: Literal["all", "labelled", "unlabelled"] = Field("all", description="Which prompts this source builds from: "
+                                                                                "labelled = those with a gold answer, within "
+                                                                                "select.labelled_size when it is set.")
+    weight: float = Field(1.0, gt=0, description="Multiplies the weight of every row of this source.")
+    share: float | None = Field(None, gt=0, lt=1, description="At most this share of the train set (rows over it are dropped "
+                                                              "at random, seeded); at least one source must have no share.")
+
+
 class QuantileFilter(Strict):
     column: str = Field(description="A numeric sample column, e.g. ds_deviation.")
     q: float = Field(gt=0, le=1, description="Keep values at or below this quantile (1 keeps every sample with a value).")
@@ -126,6 +138,35 @@ class SelectConfig(Strict):
     accumulate: bool = Field(False, description="The train set is this iteration's rows after every earlier iteration's (with "
                                                 "train.init: base, the base model retrains on all of them).")
     builder: BuilderConfig = Field(default_factory=BuilderConfig, description="Turns the kept samples into training rows (sft: prompt + completion).")
+    builders: list[BuilderSource] = Field(default_factory=list, description="Several row builders instead of `builder`, their rows "
+                                                                            "concatenated (a `source` column names each row's): gold "
+                                                                            "pairs with vote pairs (semi-supervised ScPO), actor with "
+                                                                            "judge pairs (Meta-Rewarding).")
+    labelled_size: int | None = Field(None, gt=0, description="The first N train prompts (by id) with a gold answer are the labelled "
+                                                               "ones (a semi-supervised run on a fully labelled task); None: every "
+                                                               "prompt with a gold answer.")
+
+    @model_validator(mode="after")
+    def _one_way_to_build(self) -> "SelectConfig":
+        if self.builders:
+            if self.builder != BuilderConfig():  # (a dumped config carries the default builder: only a changed one conflicts)
+                raise ValueError("give select.builder or select.builders, not both")
+            if all(b.share is not None for b in self.builders):
+                raise ValueError("select.builders: a share is a part of what the other sources give; leave one source without a share")
+        elif self.labelled_size is not None:
+            raise ValueError("select.labelled_size picks the prompts of select.builders' labelled/unlabelled sources: add builders")
+        return self
+
+
+class BestOf(Strict):
+    """Inference-time best-of-N: among each problem's `eval.n` samples, the one with the highest `column`."""
+
+    column: str = Field(description="The sample column to choose by: a scorer's (loglik_sum, judge_score, p_true, reward) or "
+                                    "the generator's `logprob_sum`.")
+    scorer: str | None = Field(None, description="The scorer that writes `column`, run on the eval samples with the evaluated "
+                                                 "model as its judge (self_loglik: maximum-likelihood sharpening); None: a "
+                                                 "column the samples already have (logprob_sum).")
+    options: dict[str, Any] = Field(default_factory=dict, description="The scorer's options.")
 
 
 class EvalConfig(Strict):
@@ -141,6 +182,8 @@ class EvalConfig(Strict):
     bootstrap: int = Field(1000, gt=0, description="Bootstrap resamples for the 95% intervals.")
     revise_template: str | None = Field(None, description="Two-turn self-correction: template of the turn-2 instruction (e.g. self_correct); needs greedy.")
     revise_max_tokens: int | None = Field(None, gt=0, description="max_tokens of the revision turn (default: max_tokens).")
+    best_of: BestOf | None = Field(None, description="Also report `best_of@n`: the accuracy of each problem's sample with the "
+                                                     "highest `column` (inference-time sharpening; needs n >= 2).")
     gold_slice: int | None = Field(None, ge=2, description="Also estimate accuracy as if only the first N problems (by id) had gold "
                                                            "answers: gold only, pseudo-labels only (the greedy answer agrees with the "
                                                            "sampled majority) and PPI++ combining both (needs greedy and n >= 2).")
@@ -165,6 +208,8 @@ class EvalConfig(Strict):
             raise ValueError("eval needs greedy: true or n > 0")
         if self.revise_template and not self.greedy:
             raise ValueError("revise_template needs greedy: true (the revision turn revises the greedy attempt)")
+        if self.best_of is not None and self.n < 2:
+            raise ValueError("best_of chooses among the sampled completions: set eval.n to 2 or more")
         if self.gold_slice and not (self.greedy and self.n >= 2):
             raise ValueError("gold_slice compares the greedy answer with the majority of n samples: needs greedy: true and n >= 2")
         return self

@@ -80,6 +80,12 @@ def breakdown(rows: list[dict], prompts: dict[str, dict], key: str) -> dict[str,
     return {v: {"n": len(d), "accuracy": float(np.mean([np.mean(x) for x in d.values()]))} for v, d in sorted(per.items())}
 
 
+def _number(v) -> float | None:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or v != v:
+        return None
+    return float(v)
+
+
 def compute_metrics(
     greedy: list[dict] | None,
     samples: list[dict] | None,
@@ -89,6 +95,7 @@ def compute_metrics(
     resamples: int = 1000,
     seed: int = 0,
     per_problem_out: dict | None = None,
+    best_of: str | None = None,
 ) -> dict:
     """Metrics from scored rows (`prompt_id`, `correct`, and for samples `cluster`).
 
@@ -96,7 +103,9 @@ def compute_metrics(
     sampled rows (maj@k only where rows carry `cluster`); Acc@t1/Acc@t2/Δ from greedy + revision rows;
     per-subject and per-level accuracy where prompts carry them (MATH-500). Each metric `m` has
     `m_ci` = [low, high], a 95% bootstrap over problems. `per_problem_out`, when given, receives each metric's
-    per-problem values by prompt id (paired comparisons between models on the same problems).
+    per-problem values by prompt id (paired comparisons between models on the same problems). `best_of`: a sample
+    column; `best_of@n` is then the accuracy of each problem's sample with its highest value (ties: the first sample;
+    a problem none of whose samples has a value counts as wrong).
     """
     out: dict = {}
     per_problem: dict[str, np.ndarray] = {}
@@ -128,6 +137,14 @@ def compute_metrics(
                 vals.append(majority_correct([r.get("cluster") for r in g], [r.get("correct") for r in g], k))
             per_problem[f"maj@{k}"] = np.array(vals, dtype=float)
             ids[f"maj@{k}"] = pids
+        if best_of is not None:
+            vals = []
+            for pid in pids:
+                g = [r for r in sorted(groups[pid], key=lambda r: r["sample_id"])[:n] if _number(r.get(best_of)) is not None]
+                vals.append(bool(max(g, key=lambda r: r[best_of]).get("correct")) if g else False)
+            per_problem[f"best_of@{n}"] = np.array(vals, dtype=float)
+            ids[f"best_of@{n}"] = pids
+            out["best_of_column"] = best_of
         out["samples_per_problem"] = n
         out.setdefault("num_problems", len(pids))
     if greedy and revision:

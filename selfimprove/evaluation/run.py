@@ -1,8 +1,9 @@
 from __future__ import annotations
 
-from ..config import EvalConfig
+from ..config import EvalConfig, ScorerConfig
+from ..errors import ConfigError
 from ..generation import SamplingParams
-from ..models import ModelRef
+from ..models import ModelRef, reachable
 from ..prompts import PromptLibrary
 from ..runtime.context import RunContext
 from ..runtime.generate_shards import generate_sharded
@@ -46,10 +47,18 @@ def evaluate(ctx: RunContext, sd: StageDir, prompt_rows: list[dict], model: Mode
 
     for mode, params in e.mode_params().items():
         run_mode(mode, prompt_rows if mode == "greedy" or not e.sample_problems else prompt_rows[: e.sample_problems], params, 1)
+    if e.best_of is not None and e.best_of.scorer and scored.get("sampled"):
+        chooser = ctx.models.bound_scorers([ScorerConfig(name=e.best_of.scorer, options=e.best_of.options)], reachable(model), "eval.best_of")
+        rows = score_samples(chooser, ctx.task, prompts, scored["sampled"], f"{label} best-of ({e.best_of.scorer})", ctx.progress)
+        missing = [r["sample_id"] for r in rows if e.best_of.column not in r]
+        if missing:
+            raise ConfigError(f"eval.best_of.column: {e.best_of.scorer} writes no {e.best_of.column!r} (sample {missing[0]})")
+        scored["sampled"] = rows
     if e.revise_template:
         run_mode("revision", revision_prompts(ctx.prompts, e, prompt_rows, scored["greedy"]), e.revision_params(), 2)
     metrics = compute_metrics(scored.get("greedy"), scored.get("sampled"), revision=scored.get("revision"), prompts=prompts,
-                              resamples=e.bootstrap, seed=e.seed, per_problem_out=per_problem_out)
+                              resamples=e.bootstrap, seed=e.seed, per_problem_out=per_problem_out,
+                              best_of=e.best_of.column if e.best_of is not None else None)
     if e.gold_slice and scored.get("greedy") and scored.get("sampled"):
         task = ctx.task
         est = gold_slice_estimates(scored["greedy"], scored["sampled"], e.gold_slice,

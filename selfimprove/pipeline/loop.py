@@ -13,7 +13,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from ..builders import make_row_builder
+from ..builders.mixed import make_select_builder
 from ..config import PipelineConfig
 from ..config.schedule import normalise
 from ..errors import ConfigError
@@ -71,7 +71,7 @@ def iteration_plan(cfg: PipelineConfig, task, prompts: PromptLibrary) -> Plan:
     trainer = make_trainer(cfg.train)
     check_stages(cfg.stages, type(trainer).stages, cfg.train.method)
     scorers = make_scorers(cfg.score, task)
-    builder = make_row_builder(cfg.select.builder.name, cfg.select.builder.options)
+    builder = make_select_builder(cfg.select)
     generated = SAMPLE_COLUMNS + (REVISION_COLUMNS if cfg.generate.revise is not None else ())
     check_chain(scorers, cfg.stages, filter_columns(cfg.select), builder, trainer, generated)
     if cfg.generate.revise is not None and not prompts.exists(cfg.generate.revise.template):

@@ -3,7 +3,8 @@
 
 from __future__ import annotations
 
-from ...builders import RowBuilder, make_row_builder
+from ...builders import RowBuilder
+from ...builders.mixed import make_select_builder
 from ...config import SelectConfig
 from ...runtime.context import RunContext
 from ...runtime.runner import run_stage
@@ -16,7 +17,7 @@ def select_stage(ctx: RunContext, iteration: int, cfg: SelectConfig, seed: int, 
     """Reads `prompts` and `scored`; writes the train set. `earlier` holds previous iterations' select stages, whose
     rows come first with `select.accumulate`. `seed` drives the per-prompt caps; `builder`: the one the plan built
     (default: made from `select.builder`)."""
-    builder = builder or make_row_builder(cfg.builder.name, cfg.builder.options)
+    builder = builder or make_select_builder(cfg)
     accumulate = cfg.accumulate
     inputs = {"prompts": prompts_sd.fingerprint, "scored": scored_sd.fingerprint}
     if accumulate:
