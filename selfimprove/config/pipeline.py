@@ -19,6 +19,7 @@ from .control import DEV_METRICS, DEV_METRICS_TWO_TURN, ControlConfig
 from .ray import RayConfig
 from .sampling import SamplingParams
 from .schedule import apply_values, normalise, values_at
+from .search import SearchConfig
 from .train import SFTTrainConfig, TrainConfig
 
 
@@ -239,6 +240,9 @@ class PipelineConfig(Strict):
                                                                               "rules, in-training evaluation, health monitors.")
     prompts_dir: str | None = Field(None, description="Extra folder searched for prompt templates before the bundled ones.")
     ray: RayConfig | None = Field(None, description="Run generate, score and eval shards on a pool of Ray actors (see config.ray).")
+    search: SearchConfig | None = Field(None, description="B-STaR: per iteration, choose generate.temperature and a reward "
+                                                         "threshold (select.min_score) on a slice of the train prompts by "
+                                                         "balance score (see config.search).")
     schedule: dict[Any, Any] = Field(default_factory=dict, description="Values that change by iteration under generate, score, "
                                      "select, train: {2: {select.builder.options.tau: 0.5}} (from iteration 2 on) or "
                                      "{train.learning_rate: [2.0e-4, 1.0e-4]} (iterations 1, 2, ...); see config.schedule.")
@@ -344,14 +348,30 @@ class PipelineConfig(Strict):
     def at_iteration(self, k: int) -> "PipelineConfig":
         """This config as iteration k runs it: its scheduled values set (self when nothing is scheduled by then)."""
         values = self.scheduled(k)
-        if not values:
-            return self
+        return self.with_values(values, f"at iteration {k} (schedule: {values})") if values else self
+
+    def with_values(self, values: dict[str, Any], where: str) -> "PipelineConfig":
+        """A copy with `values` (key path -> value) set and no schedule, validated whole (errors name `where`)."""
         data = self.model_dump()
         data["schedule"] = {}
         try:
             return type(self).model_validate(apply_values(data, values))
         except ValidationError as e:
-            raise ValueError(format_validation_error(e, f"at iteration {k} (schedule: {values})").replace("\n", "\n  ")) from None
+            raise ValueError(format_validation_error(e, where).replace("\n", "\n  ")) from None
+
+    @model_validator(mode="after")
+    def _search(self) -> "PipelineConfig":
+        """B-STaR's search samples and selects as the iteration would, then sets its temperature and threshold."""
+        if self.search is None:
+            return self
+        if "generate" not in self.stages or "select" not in self.stages:
+            raise ValueError(f"search: chooses the settings of the generate and select stages, which this run leaves out "
+                             f"(stages: {self.stages}); drop search or use a method with them (sft, dpo)")
+        clash = [key for key in normalise(self.schedule, self.iterations)
+                 if key == "generate.temperature" or key.startswith("select.min_score")]
+        if clash:
+            raise ValueError(f"schedule: {clash[0]} is what search: chooses each iteration; drop one of them")
+        return self
 
     @field_validator("stages")
     @classmethod

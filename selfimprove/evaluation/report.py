@@ -70,6 +70,8 @@ def build_summary(root: Path, reports=None) -> dict:
                 entry["health"] = m.get("health", {})
             if stage == "control":
                 entry["decision"] = m.get("decision", {})
+            if stage == "search":  # B-STaR: what the iteration ran with, chosen by balance score on a slice
+                entry["search"] = {"chosen": m.get("chosen"), **(m.get("counts") or {})}
         iters.append(entry)
         if (entry.get("decision") or {}).get("stop"):  # the run ended here: later folders are an earlier run's
             break
@@ -324,15 +326,20 @@ def _table(headers: list[str], rows: list[list[str]]) -> str:
 def metrics_rows(summary: dict) -> tuple[list[str], list[list[str]]]:
     """One row per evaluated iteration: its model, its metrics, and (where `schedule:` set any) its scheduled values."""
     names = metric_names(summary)
-    scheduled = any(it.get("schedule") for it in summary["iterations"])
+    scheduled = any(it.get("schedule") or it.get("search") for it in summary["iterations"])
     rows = []
     for it in summary["iterations"]:
         m = it.get("metrics") or {}
         if not m:
             continue
-        sched = [", ".join(f"{k}={v}" for k, v in (it.get("schedule") or {}).items())] if scheduled else []
+        searched = it.get("search") or {}
+        parts = [f"{k}={v}" for k, v in (it.get("schedule") or {}).items()]
+        if searched.get("chosen"):
+            parts.append(f"search (balance score {searched.get('balance_score')}): "
+                         + ", ".join(f"{k}={v}" for k, v in searched["chosen"].items()))
+        sched = ["; ".join(parts)] if scheduled else []
         rows.append([str(it["iteration"]), it["model_ref"] or ""] + [format_metric(m[n], m.get(f"{n}_ci")) if n in m else "" for n in names] + sched)
-    return ["iteration", "model"] + names + (["schedule"] if scheduled else []), rows
+    return ["iteration", "model"] + names + (["settings (schedule, search)"] if scheduled else []), rows
 
 
 def stage_rows(summary: dict) -> list[list[str]]:

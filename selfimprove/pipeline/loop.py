@@ -32,6 +32,7 @@ from .contracts import check_chain
 from .controller import Controller
 from .plan import Iteration, Plan, build_plan
 from .stages.data import PromptRows, load_prompt_rows, prompts_stage
+from .stages.search import search_stage
 
 
 def check_stages(stages: list[str], method_stages: tuple[str, ...], method: str) -> None:
@@ -86,6 +87,12 @@ def iteration_plan(cfg: PipelineConfig, task, prompts: PromptLibrary) -> Plan:
     if c.eval_every_steps and "train" not in cfg.stages:
         raise ConfigError("control.eval_every_steps evaluates during the train stage, which stages: leaves out")
     check_trackers(cfg.train.report_to, "train.report_to")
+    if cfg.search is not None:
+        scored = check_chain(scorers, ["generate", "score"], generated=generated)["score"]
+        if cfg.search.column not in scored:
+            raise ConfigError(f"search.column: no scorer in score: writes {cfg.search.column!r} (the gold scorer writes `correct`)")
+        if "correct" not in scored:
+            raise ConfigError("search: the balance score counts the right samples it keeps: add the gold scorer to score:")
     return build_plan(cfg, trainer, scorers, builder)
 
 
@@ -106,6 +113,17 @@ def prepare(cfg: PipelineConfig, console: Console | None = None) -> Prepared:
             raise ConfigError(f"schedule, iteration {k} ({cfg.scheduled(k)}): {e}") from None
     ctx = RunContext(Path(cfg.run_dir) / cfg.name, task, prompts, model=cfg.model, backend=cfg.backend, console=console, ray=cfg.ray)
     return Prepared(ctx, load_prompt_rows(task, cfg.data, ctx.warn), plan, scheduled)
+
+
+def searched_plan(ctx: RunContext, k: int, cfg: PipelineConfig, train_sd, model) -> Plan:
+    """B-STaR: run iteration k's search stage with `model`, then the plan of `cfg` with the settings it chose."""
+    sd = search_stage(ctx, k, cfg, train_sd, model)
+    chosen = (sd.manifest() or {})["chosen"]
+    ctx.console.print(f"[dim]iteration {k}[/dim] search chose: " + ", ".join(f"{key}={v}" for key, v in chosen.items()))
+    try:
+        return iteration_plan(cfg.with_values(chosen, f"at iteration {k} (search chose {chosen})"), ctx.task, ctx.prompts)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
 
 
 def run_pipeline(cfg: PipelineConfig, console: Console | None = None) -> dict:
@@ -131,6 +149,8 @@ def run_pipeline(cfg: PipelineConfig, console: Console | None = None) -> dict:
             plan, init = p.plan_for(k), cfg.at_iteration(k).train.init
             if cfg.scheduled(k):
                 ctx.console.print(f"[dim]iteration {k}[/dim] schedule: " + ", ".join(f"{key}={v}" for key, v in cfg.scheduled(k).items()))
+            if cfg.search is not None:
+                plan = searched_plan(ctx, k, cfg.at_iteration(k), train_sd, current)
             it = Iteration(k, cfg.seed + k, {"prompts": train_sd, "eval_prompts": eval_sd, "dev_prompts": tables.dev}, current,
                            base if init == "base" else current, history)
             for stage in plan.stages:

@@ -58,6 +58,7 @@ class Plan:
     scorers: tuple
     builder: object
     control: tuple[str, ...] = ()  # what runs after eval: dev, probe, control (pipeline.controller)
+    search: bool = False  # B-STaR's search stage runs first (pipeline.stages.search), choosing generate/select settings
 
     @property
     def names(self) -> list[str]:
@@ -68,7 +69,8 @@ class Plan:
         -> select [sft] -> train [sft] -> eval`."""
         used = {"score": [s.name for s in self.scorers], "select": [self.builder.name] if self.builder is not None else [],
                 "train": [getattr(self.trainer, "name", type(self.trainer).__name__)]}
-        parts = [f"{s.name} [{', '.join(used[s.name])}]" if used.get(s.name) else s.name for s in self.stages]
+        parts = (["search [temperature x threshold by balance score]"] if self.search else []) + [
+            f"{s.name} [{', '.join(used[s.name])}]" if used.get(s.name) else s.name for s in self.stages]
         if self.eval is not None:
             parts.append("eval")
             parts.extend(self.control)
@@ -113,4 +115,4 @@ def build_plan(cfg: PipelineConfig, trainer, scorers, builder) -> Plan:
     if after or c.stop_if:
         rules = f"{len(c.stop_if)} stop rule{'s' if len(c.stop_if) != 1 else ''}"
         after += (f"control [{'keep ' + c.keep}{', rollback' if c.rollback else ''}, {rules}]",)
-    return Plan(tuple(stages), ev, trainer, tuple(scorers), builder, after)
+    return Plan(tuple(stages), ev, trainer, tuple(scorers), builder, after, cfg.search is not None)

@@ -46,8 +46,9 @@ def keep_quantile(rows: list[dict], column: str, q: float) -> list[dict]:
 
 
 def _value(r: dict, column: str) -> float | None:
+    """A row's number in `column` (a verdict counts 1 or 0: `correct` as an outcome score); None when it has none."""
     v = r.get(column)
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or math.isnan(float(v)):
+    if not isinstance(v, (int, float)) or math.isnan(float(v)):
         return None
     return float(v)
 
@@ -77,12 +78,17 @@ def grow_cap_to(rows: list[dict], target: int, rng: random.Random, column: str |
     return [r for g in ordered.values() for r in g[:cap]], cap
 
 
-def balance_score(rows: list[dict], prompt_ids: set, n_star: int) -> float | None:
+def graded(rows: list[dict]) -> bool:
+    """Whether the rows carry gold verdicts (`correct`), so a balance score means something."""
+    return any(isinstance(r.get("correct"), bool) for r in rows)
+
+
+def balance_score(rows: list[dict], prompt_ids: set, n_star: int) -> float:
     """B-STaR's balance score of a kept set, averaged over `prompt_ids` (every prompt the selection saw; one with
     nothing kept scores 0): per prompt, with n' unique correct and n unique kept responses,
-    min(n'/n*, 1) * n'/n. None where no kept row has a gold verdict (`correct`)."""
-    if not prompt_ids or not any(isinstance(r.get("correct"), bool) for r in rows):
-        return None
+    min(n'/n*, 1) * n'/n. Meaningful only where the samples were graded (`graded`)."""
+    if not prompt_ids:
+        return 0.0
     unique: dict = {}
     for r in rows:
         unique.setdefault(r["prompt_id"], {})[(r.get("turn") or 1, _norm(r["completion"]))] = r.get("correct") is True
@@ -185,6 +191,7 @@ def select_samples(rows: list[dict], cfg: SelectConfig, seed: int) -> tuple[list
     if cfg.balance:
         steps.append(("balance", lambda rs: balance(rs, rng)))
     prompts = seen = {r["prompt_id"] for r in rows}
+    with_gold = graded(rows)
     for name, fn in steps:
         rows = fn(rows)
         counts[f"after_{name}"] = len(rows)
@@ -194,7 +201,6 @@ def select_samples(rows: list[dict], cfg: SelectConfig, seed: int) -> tuple[list
         prompts = left
     counts["kept"] = len(rows)
     counts["prompts_kept"] = len(prompts)
-    bs = balance_score(rows, seen, cfg.balance_n)
-    if bs is not None:
-        counts["balance_score"] = round(bs, 4)
+    if with_gold:
+        counts["balance_score"] = round(balance_score(rows, seen, cfg.balance_n), 4)
     return rows, counts
