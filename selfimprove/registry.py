@@ -123,6 +123,7 @@ ROW_BUILDERS: Registry = Registry("row builder", "selfimprove.builders.base:RowB
     "vote_pairs": "selfimprove.builders.vote_pairs:VotePairs",
     "judge_pairs": "selfimprove.builders.judge_pairs:JudgePairs",
     "correctness_pairs": "selfimprove.builders.correctness_pairs:CorrectnessPairs",
+    "meta_judge_pairs": "selfimprove.builders.meta_judge_pairs:MetaJudgePairs",
     "correction_trajectories": "selfimprove.builders.trajectories:CorrectionTrajectories",
 })
 

@@ -199,3 +199,30 @@ def test_vote_pairs_never_mix_a_prompts_turns():
     revision = next(r for r in rows if r["chosen"][0]["content"].startswith("turn 2"))
     # the revision pair's prompt is the conversation it answered: problem, first attempt, instruction
     assert [m["role"] for m in revision["prompt"]] == ["user", "assistant", "user"] and revision["prompt"][-1]["content"] == "Check again."
+
+
+def test_meta_judge_pairs_train_the_judge_on_its_best_and_worst_judgment():
+    """Meta-Rewarding's judge pairs: the judge prompt, the meta-judge's best judgment (chosen) and worst (rejected);
+    dropped when both give one score or one is too long; the class cap keeps any one chosen score under its share."""
+    from selfimprove.builders.meta_judge_pairs import MetaJudgePairs
+
+    prompt = [{"role": "user", "content": "Review the response ... Score: <points>"}]
+
+    def s(sid, raws, scores, chosen, rejected, elo=None):
+        return {"prompt_id": sid.split("/")[0], "sample_id": sid, "model_ref": "m", "judge_prompt": prompt, "judge_raw": raws,
+                "judge_scores": scores, "meta_chosen": chosen, "meta_rejected": rejected, "meta_elo": elo}
+
+    samples = [s("a/0", ["Fine. Score: 4", "Bad. Score: 1", "Ok. Score: 3"], [4.0, 1.0, 3.0], 0, 1, [1100.0, 900.0, 1000.0]),
+               s("b/0", ["Score: 2", "Score: 2"], [2.0, 2.0], 0, 1),                        # same score: dropped
+               s("c/0", ["word " * 300 + "Score: 5", "Score: 1"], [5.0, 1.0], 0, 1),        # too long: dropped
+               s("d/0", ["Score: 3"], [3.0], None, None),                                    # never meta-judged
+               s("e/0", ["Great. Score: 4", "Meh. Score: 2"], [4.0, 2.0], 0, 1)]
+    rows, counts = MetaJudgePairs().build(samples, {})
+    assert [r["chosen_id"] for r in rows] == ["a/0/judgment0", "e/0/judgment0"]
+    a = rows[0]
+    assert a["prompt"] == prompt and a["chosen"][0]["content"] == "Fine. Score: 4" and a["rejected"][0]["content"] == "Bad. Score: 1"
+    assert a["elo_gap"] == 200.0 and a["chosen_score"] == 4.0 and a["weight"] == 1.0
+    assert {k: counts[k] for k in ("same_score", "too_long", "not_meta_judged", "pairs")} == {"same_score": 1, "too_long": 1,
+                                                                                           "not_meta_judged": 1, "pairs": 2}
+    capped, counts = MetaJudgePairs({"max_class_share": 0.5}).build(samples, {})
+    assert len(capped) == 1 and counts["class_cap"] == 1  # both chosen judgments give 4: one class, at most half of 2

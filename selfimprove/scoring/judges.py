@@ -71,10 +71,11 @@ def expected_score(logprobs: dict[str, float | None]) -> tuple[float | None, dic
 
 class PointwiseJudge(ModelScorer):
     """Columns: `judge_score` (mean of parsed scores, None if none parsed), `judge_var`, `judge_scores`
-    (per judgment, None = parse failure), `judge_raw` (texts), `judge_parse_failures` (count)."""
+    (per judgment, None = parse failure), `judge_raw` (texts), `judge_parse_failures` (count), `judge_prompt` (the
+    messages the judge answered: Meta-Rewarding trains the judge on them)."""
 
     name = "pointwise_judge"
-    writes = ("judge_score", "judge_var", "judge_scores", "judge_raw", "judge_parse_failures")
+    writes = ("judge_score", "judge_var", "judge_scores", "judge_raw", "judge_parse_failures", "judge_prompt")
     summary = {"judge_score": SummaryColumn(discrete=True, threshold=PASS_THRESHOLD)}
     Options = PointwiseOptions
 
@@ -109,7 +110,9 @@ class PointwiseJudge(ModelScorer):
                 raise ConfigError(f"{self.name}: reference_guided needs a reference; prompt {samples[missing[0]]['prompt_id']} has none")
         msgs = [self.messages(prompts[s["prompt_id"]], s) for s in samples]
         if self.mode == "logprobs":
-            return self.score_by_logprobs(msgs, progress)
+            res = self.score_by_logprobs(msgs, progress)
+            res.columns["judge_prompt"] = msgs
+            return res
         outs = self.generate_cached(msgs, self.params, progress)
         cols = {c: [] for c in self.writes}
         for i, comps in enumerate(outs):
@@ -122,6 +125,7 @@ class PointwiseJudge(ModelScorer):
             cols["judge_score"].append(float(np.mean(vals)) if vals else None)
             cols["judge_var"].append(float(np.var(vals)) if vals else None)
             cols["judge_parse_failures"].append(len(fails))
+            cols["judge_prompt"].append(msgs[i])
             if fails:
                 errors[i] = f"{self.name}: {len(fails)}/{len(raws)} judgments unparsed ({fails[0]})"
         return ScoreResult(cols, errors)
@@ -129,7 +133,7 @@ class PointwiseJudge(ModelScorer):
     def score_by_logprobs(self, msgs: list[list[dict]], progress=None) -> ScoreResult:
         digits = [str(k) for k in range(int(self.low), int(self.high) + 1)]
         lps = self.next_token_cached(msgs, digits, prefix="Score: ")
-        cols: dict[str, list] = {c: [] for c in self.writes}
+        cols: dict[str, list] = {c: [] for c in self.writes if c != "judge_prompt"}
         errors: list[str | None] = []
         for d in lps:
             value, probs = expected_score(d)

@@ -1,0 +1,80 @@
+"""Judge-training pairs (Meta-Rewarding): where the meta-judge ranked a response's judgments (`meta_chosen`,
+`meta_rejected` from the `meta_judge` scorer), the judge prompt the judge answered is the row's prompt, the
+best-rated judgment is chosen and the worst rejected, so DPO trains the model as a judge. As in the paper, a pair
+whose judgments give the same score is dropped (`same_score`), and so is one with a judgment longer than
+`max_words` (`too_long`: long judgments are how a judge games a meta-judge); `max_class_share` caps the pairs whose
+chosen judgment gives any one score at that share of the pairs built (NeMo's 0.4: the meta-judge prefers generous judgments, and the judge drifts
+to 5 otherwise). Mix them with actor pairs in `select.builders`, capped at a share (NeMo keeps judge pairs under 15%).
+
+Rows: the pair columns plus `chosen_score`, `rejected_score` (the judgments' own scores) and `elo_gap`.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+
+from pydantic import Field
+
+from ..options import Options
+from .base import RowBuilder
+from .pair_rows import PAIR_COLUMNS
+
+
+class MetaJudgePairOptions(Options):
+    max_words: int | None = Field(200, gt=0, description="Drop a pair with a judgment longer than this many words (None: keep).")
+    max_class_share: float | None = Field(None, gt=0, le=1, description="At most this share of the pairs may have a chosen "
+                                                                        "judgment giving one score (NeMo: 0.4); None: no cap.")
+    seed: int = 0
+
+
+def _number(v) -> float | None:
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and not math.isnan(float(v)) else None
+
+
+class MetaJudgePairs(RowBuilder):
+    name = "meta_judge_pairs"
+    reads = ("prompt_id", "sample_id", "model_ref", "judge_prompt", "judge_raw", "judge_scores", "meta_chosen", "meta_rejected")
+    optional_reads = ("meta_elo",)
+    writes = PAIR_COLUMNS + ("chosen_score", "rejected_score", "elo_gap")
+    skip_reasons = {"not_meta_judged": "the meta-judge ranked none of its judgments", "same_score": "both judgments give the same score",
+                    "too_long": "a judgment is longer than max_words", "class_cap": "its score class is over max_class_share"}
+    Options = MetaJudgePairOptions
+
+    def build(self, samples: list[dict], prompts: dict[str, dict]) -> tuple[list[dict], dict]:
+        o = self.options
+        counts = {"samples_in": len(samples), "not_meta_judged": 0, "same_score": 0, "too_long": 0, "class_cap": 0}
+        rows = []
+        for s in samples:
+            c, r = s.get("meta_chosen"), s.get("meta_rejected")
+            if c is None or r is None or c == r:
+                counts["not_meta_judged"] += 1
+                continue
+            raws, scores = list(s["judge_raw"]), list(s["judge_scores"])
+            if _number(scores[c]) is None or scores[c] == scores[r]:
+                counts["same_score"] += 1
+                continue
+            if o.max_words is not None and max(len(raws[c].split()), len(raws[r].split())) > o.max_words:
+                counts["too_long"] += 1
+                continue
+            elo = s.get("meta_elo") or []
+            gap = (elo[c] - elo[r]) if len(elo) > max(c, r) and _number(elo[c]) is not None and _number(elo[r]) is not None else None
+            rows.append({"prompt_id": s["prompt_id"], "prompt": list(s["judge_prompt"]),
+                         "chosen": [{"role": "assistant", "content": raws[c]}], "rejected": [{"role": "assistant", "content": raws[r]}],
+                         "weight": 1.0, "margin": float(gap) if gap is not None else 0.0,
+                         "chosen_id": f"{s['sample_id']}/judgment{c}", "rejected_id": f"{s['sample_id']}/judgment{r}",
+                         "label_correct": None, "rejected_correct": None, "model_ref": s["model_ref"],
+                         "chosen_score": float(scores[c]), "rejected_score": _number(scores[r]), "elo_gap": gap})
+        if o.max_class_share is not None and rows:
+            classes = sorted({row["chosen_score"] for row in rows})
+            by = {k: [row for row in rows if row["chosen_score"] == k] for k in classes}
+            cap = max(1, math.floor(o.max_class_share * len(rows)))  # a share of the pairs built
+            keep = [min(len(by[k]), cap) for k in classes]
+            rng = random.Random(o.seed)
+            kept = []
+            for k, n in zip(classes, keep):
+                kept.extend(by[k] if n >= len(by[k]) else rng.sample(by[k], n))
+            counts["class_cap"] = len(rows) - len(kept)
+            rows = kept
+        counts["pairs"] = len(rows)
+        return rows, counts
