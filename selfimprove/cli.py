@@ -246,6 +246,29 @@ def generate(
 
 
 @app.command()
+def recipes(as_json: bool = typer.Option(False, "--json", help="Print the list as JSON on stdout.")):
+    """List the shipped recipes (pipelines/*.yaml): method, paper, what training uses, one line each."""
+    import json
+
+    from rich.table import Table
+
+    from .recipes import list_recipes, recipes_dir
+
+    rows = list_recipes()
+    if as_json:
+        print(json.dumps(rows))
+        return
+    table = Table("recipe", "method", "paper", "labels", "train", "what an iteration does", title=f"recipes in {recipes_dir()}")
+    for r in rows:
+        if "error" in r:
+            table.add_row(r["file"], "[red]invalid[/red]", "", "", "", r["error"])
+        else:
+            table.add_row(r["file"], r["method"], r["paper"], r["labels"], f"{r['train']} x {r['iterations']}", r["summary"])
+    console.print(table)
+    console.print("run one: selfimprove run pipelines/<recipe>.yaml (--dry-run to check it); docs/methods.md describes each")
+
+
+@app.command()
 def report(run: Path = typer.Argument(..., help="Run folder, e.g. runs/quickstart")):
     """Rebuild summary.json, accuracy.png and report.html from a run folder's tables and manifests."""
     from .evaluation.report import build_summary, write_report

@@ -219,10 +219,21 @@ class EvalConfig(Strict):
 STAGES = ("generate", "score", "select", "train", "eval")
 
 
+class AboutConfig(Strict):
+    """What a recipe is, for `selfimprove recipes` and the docs: never read by the loop."""
+
+    method: str = Field(description="The method's usual name, e.g. ScPO.")
+    paper: str | None = Field(None, description="Where it was published, e.g. arXiv 2411.04109.")
+    labels: Literal["gold", "label-free", "few labels"] = Field(description="What training uses: gold answers, none (the gold scorer "
+                                                                             "only audits), or a small labelled set.")
+    summary: str = Field(description="One line: what an iteration does.")
+
+
 class PipelineConfig(Strict):
     name: str = Field(description="Run name; outputs go to <run_dir>/<name>/.")
     run_dir: str = "runs"
     model: str = Field(description="Model reference: hub id, local path, builtin:<name>.")
+    about: AboutConfig | None = Field(None, description="What this recipe is (method, paper, label use, one line).")
     iterations: int = Field(1, ge=0)
     seed: int = 0
     stages: list[str] = Field(default_factory=lambda: list(STAGES), description="Stages of each iteration, in order (default: the "

@@ -1,0 +1,34 @@
+"""The shipped recipes (`pipelines/*.yaml`) as a list: file, method, paper, label use and one line each, read from
+each file's `about:` section (`selfimprove recipes`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def recipes_dir() -> Path:
+    """`pipelines/` of a source checkout, else the copy bundled in the installed package."""
+    here = Path(__file__).resolve().parent
+    for folder in (here.parent / "pipelines", here / "_bundled" / "pipelines"):
+        if folder.is_dir():
+            return folder
+    return here.parent / "pipelines"
+
+
+def list_recipes(folder: Path | None = None) -> list[dict]:
+    """One dict per recipe file, sorted by file name; a file that does not validate is listed with its error."""
+    from .config import load_pipeline
+    from .errors import ConfigError
+
+    out = []
+    for path in sorted((folder or recipes_dir()).glob("*.yaml")):
+        try:
+            cfg = load_pipeline(path)
+        except ConfigError as e:
+            out.append({"file": path.name, "error": str(e).splitlines()[-1].strip()})
+            continue
+        a = cfg.about
+        out.append({"file": path.name, "name": cfg.name, "method": a.method if a else "", "paper": (a.paper if a else None) or "",
+                    "labels": a.labels if a else "", "summary": a.summary if a else "", "train": cfg.train.method,
+                    "iterations": cfg.iterations, "model": cfg.model})
+    return out
