@@ -62,3 +62,18 @@ def paired_diff_ci(after: np.ndarray, before: np.ndarray, resamples: int = 1000,
     diff = a - b
     lo, hi = bootstrap_ci(diff, resamples, seed, level)
     return float(diff.mean()) if len(diff) else float("nan"), lo, hi
+
+
+def brier(probs: list[float], labels: list[bool]) -> float:
+    """Mean squared error of probabilities against 0/1 outcomes (0 is perfect; always saying 0.5 scores 0.25)."""
+    p, y = np.asarray(probs, dtype=float), np.asarray(labels, dtype=float)
+    return float(np.mean((p - y) ** 2))
+
+
+def ece(probs: list[float], labels: list[bool], bins: int = 10) -> float:
+    """Expected calibration error: over `bins` equal-width probability bins, the gap between the mean probability and
+    the share right, weighted by the bin's size (a probability of 1.0 falls in the last bin)."""
+    p, y = np.asarray(probs, dtype=float), np.asarray(labels, dtype=float)
+    idx = np.minimum((p * bins).astype(int), bins - 1)
+    return float(sum(abs(p[idx == b].mean() - y[idx == b].mean()) * (idx == b).sum() for b in range(bins) if (idx == b).any()) / len(p))
+

@@ -49,7 +49,7 @@ def test_judge_job_with_every_model_scorer(tmp_path, tiny_model_path):
     data = rows_file(tmp_path)
     scorers = [{"name": "pointwise_judge", "options": {"n": 2, "temperature": 0.7, "max_tokens": 8}},
                {"name": "pairwise_judge", "options": {"mode": "logprobs"}},
-               {"name": "p_true"}, {"name": "self_loglik"}]
+               {"name": "p_true", "options": {"brainstorm": 2}}, {"name": "self_loglik"}]
     s = run_json(job(tmp_path, scorers), "--input", data, "--model", tiny_model_path, "-o", tmp_path / "out", "--diagnose")
     assert s["rows"] == 6
     assert s["parse_failure_rate"]["pointwise_judge"] == 1.0  # a random model writes no "Score:": counted, not zero
@@ -58,6 +58,7 @@ def test_judge_job_with_every_model_scorer(tmp_path, tiny_model_path):
     d = s["diagnostics"]
     assert 0.0 <= d["position_bias"]["flip_rate"] <= 1.0 and d["position_bias"]["pairs"] == 6
     assert d["agreement_with_gold"]["gold_rows"] == 6 and "auroc" in d["agreement_with_gold"]["p_true"]
+    assert 0 <= d["agreement_with_gold"]["p_true"]["ece"] <= 1 and 0 <= d["agreement_with_gold"]["p_true"]["brier"] <= 1
     from selfimprove.store import read_table
 
     table = read_table(tmp_path / "out" / "results" / "table.parquet")

@@ -108,6 +108,34 @@ def test_auroc_and_kappa():
     assert math.isnan(auroc([1.0], [True]))
 
 
+def test_calibration_ece_and_brier():
+    from selfimprove.stats import brier, ece
+
+    assert brier([1.0, 0.0], [True, False]) == 0.0 and brier([0.5, 0.5], [True, False]) == 0.25
+    # bins of 0.1: {0.9, 0.9} right once (gap 0.4), {0.2} wrong (gap 0.2), {1.0} right (gap 0): (2*0.4 + 0.2 + 0) / 4
+    assert ece([0.9, 0.9, 0.2, 1.0], [True, False, False, True]) == pytest.approx((2 * 0.4 + 0.2) / 4)
+    assert ece([0.7] * 10, [True] * 7 + [False] * 3) == pytest.approx(0.0)
+
+
+def test_p_true_agreement_reports_calibration_and_the_brainstorm_prompt_shows_other_samples():
+    from selfimprove.config import TaskConfig
+    from selfimprove.judging.diagnostics import agreement
+    from selfimprove.prompts import PromptLibrary
+    from selfimprove.scoring import make_scorer
+    from selfimprove.tasks import make_task
+
+    task = make_task(TaskConfig(name="arithmetic"), PromptLibrary())
+    scorer = make_scorer("p_true", task, {"brainstorm": 2})
+    rows = [{"p_true": p, "correct": c} for p, c in [(0.9, True), (0.9, False), (0.2, False), (1.0, True)]]
+    d = agreement(rows, [scorer])["p_true"]
+    assert d["ece"] == pytest.approx(0.25) and d["brier"] == pytest.approx((0.01 + 0.81 + 0.04 + 0) / 4) and d["auroc"] > 0.5
+    msgs = scorer.user(scorer.template, question="2+2?", answer="4", brainstorm=["5", "4"])
+    text = msgs[-1]["content"]
+    assert "brainstormed answers:\n5\n4\nProposed answer: 4" in text
+    plain = scorer.user(scorer.template, question="2+2?", answer="4", brainstorm=[])[-1]["content"]
+    assert "brainstorm" not in plain and "Question: 2+2?\nProposed answer: 4" in plain
+
+
 def test_diagnostics_arithmetic():
     from selfimprove.config import TaskConfig
     from selfimprove.prompts import PromptLibrary

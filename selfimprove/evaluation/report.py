@@ -371,7 +371,8 @@ def judge_rows(summary: dict) -> list[list[str]]:
             means.append(f"{col} {fmt(mean)}{drift}")
         length = [f"{k.replace('_vs_length_spearman', '')} {fmt(v)}" for k, v in (j.get("length_bias") or {}).items()
                   if k.endswith("_vs_length_spearman")]
-        agree = [f"{col} " + ", ".join(x for x in (f"kappa {fmt(d['kappa'])}" if "kappa" in d else "", f"AUROC {fmt(d.get('auroc'))}") if x)
+        agree = [f"{col} " + ", ".join(x for x in (f"kappa {fmt(d['kappa'])}" if "kappa" in d else "", f"AUROC {fmt(d.get('auroc'))}",
+                                                   f"ECE {fmt(d['ece'])}, Brier {fmt(d['brier'])}" if "ece" in d else "") if x)
                  for col, d in (j.get("agreement_with_gold") or {}).items() if isinstance(d, dict)]
         rows.append([str(it["iteration"]), "; ".join(means),
                      ", ".join(f"{k} {100 * v:.1f}%" for k, v in (j.get("parse_failure_rate") or {}).items()),

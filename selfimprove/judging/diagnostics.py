@@ -13,7 +13,7 @@ from ..scoring import make_scorers
 from ..scoring.apply import score_samples
 from ..scoring.base import SummaryColumn
 from ..scoring.judge_base import bind_scorers
-from ..stats import auroc, bootstrap_ci, cohen_kappa, spearman
+from ..stats import auroc, bootstrap_ci, brier, cohen_kappa, ece, spearman
 from .rows import merge, prompt_and_samples
 
 
@@ -88,8 +88,9 @@ def length_bias(table: list[dict], scorers) -> dict:
 
 
 def agreement(table: list[dict], scorers, pass_threshold: float | None = None) -> dict:
-    """Per declared score column, against the gold verifier's `correct`: AUROC, and where the column has a pass
-    threshold, accuracy and Cohen's kappa of "score >= threshold"."""
+    """Per declared score column, against the gold verifier's `correct`: AUROC, where the column has a pass
+    threshold, accuracy and Cohen's kappa of "score >= threshold", and where it is a probability (P(True)), its
+    expected calibration error and Brier score."""
     rows = [r for r in table if r.get("correct") is not None]
     out: dict = {}
     if not rows:
@@ -105,6 +106,8 @@ def agreement(table: list[dict], scorers, pass_threshold: float | None = None) -
             pred = [p[0] >= spec.threshold for p in pts]
             gold = [p[1] for p in pts]
             d.update(threshold=spec.threshold, accuracy=sum(a == b for a, b in zip(pred, gold)) / len(pts), kappa=cohen_kappa(pred, gold))
+        if spec.probability:  # a claimed probability of being right: how well calibrated (P(True))
+            d.update(ece=ece([p[0] for p in pts], [p[1] for p in pts]), brier=brier([p[0] for p in pts], [p[1] for p in pts]))
         out[col] = d
     return out
 

@@ -34,12 +34,14 @@ class SummaryColumn:
     """A score a scorer writes that summaries, the run report and `judge --diagnose` describe: its histogram's range
     (None: the values' own), whether scores are whole numbers (a histogram bar per value), the threshold at or above
     which a score counts as passing (agreement with gold: accuracy and Cohen's kappa; None: AUROC only), and whether
-    its rank correlation with the response's length is reported (length bias)."""
+    its rank correlation with the response's length is reported (length bias), and whether it is a probability of being
+    right (P(True)): then its calibration against gold (ECE, Brier score) is reported too."""
 
     range: tuple[float, float] | None = None
     discrete: bool = False
     threshold: float | None = None
     length_bias: bool = True
+    probability: bool = False  # the value claims a probability of being right: calibration (ECE, Brier) is reported
 
 
 @dataclass

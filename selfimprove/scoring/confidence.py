@@ -6,6 +6,8 @@ from __future__ import annotations
 import math
 from typing import Literal
 
+from pydantic import Field
+
 from .base import ScoreResult, SummaryColumn
 from .judge_base import JudgeOptions, ModelScorer, response_of
 
@@ -13,6 +15,9 @@ from .judge_base import JudgeOptions, ModelScorer, response_of
 class PTrueOptions(JudgeOptions):
     template: str = "p_true"
     show: Literal["answer", "completion"] = "answer"
+    brainstorm: int = Field(0, ge=0, description="Show up to this many of the model's other samples of the same problem before "
+                                                  "the proposed answer (Kadavath et al.'s brainstorm variant: P(True) improves "
+                                                  "when the model sees its own alternatives); 0: none.")
     true_token: str = "True"
     false_token: str = "False"
 
@@ -35,7 +40,7 @@ class PTrue(ModelScorer):
 
     name = "p_true"
     writes = ("p_true",)
-    summary = {"p_true": SummaryColumn(range=(0.0, 1.0), threshold=0.5)}
+    summary = {"p_true": SummaryColumn(range=(0.0, 1.0), threshold=0.5, probability=True)}
     Options = PTrueOptions
 
     def __init__(self, task, options=None, where=None):
@@ -44,11 +49,16 @@ class PTrue(ModelScorer):
         self.show = self.options.show
         self.candidates = [self.options.true_token, self.options.false_token]
 
+    def shown(self, s: dict) -> str:
+        return (s.get("answer") if self.show == "answer" else None) or response_of(s)
+
     def score(self, prompts, samples, progress=None):
         msgs = []
-        for s in samples:
-            shown = (s.get("answer") if self.show == "answer" else None) or response_of(s)
-            msgs.append(self.user(self.template, question=prompts[s["prompt_id"]]["question"], answer=shown))
+        k = self.options.brainstorm
+        for i, s in enumerate(samples):
+            others = [self.shown(o) for j, o in enumerate(samples) if j != i and o["prompt_id"] == s["prompt_id"]
+                      and (o.get("turn") or 1) == (s.get("turn") or 1)][:k] if k else []
+            msgs.append(self.user(self.template, question=prompts[s["prompt_id"]]["question"], answer=self.shown(s), brainstorm=others))
         lps = self.next_token_cached(msgs, self.candidates)
         values, errors = [], []
         t, f = self.candidates
