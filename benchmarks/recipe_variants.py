@@ -21,7 +21,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPES = ["quickstart", "scpo", "ttrl", "iwsi", "self_rewarding", "self_correct", "bstar", "sharpening", "sharpening_rl", "scpo_semi",
-           "meta_rewarding"]
+           "meta_rewarding", "star", "critique_refine"]
 # None of these chose a recipe's settings. The base model's greedy accuracy on 64 problems of each (seed 12, max_tokens
 # 64; `selfimprove eval arithmetic --set task.options=...`): add1x3 7.8%, mixed2 7.8%, words2 0.0% (pass@4 9.4%),
 # sub2 1% (200 problems), against 19.5% on the tuning task.

@@ -252,7 +252,7 @@ def recipes(as_json: bool = typer.Option(False, "--json", help="Print the list a
 
     from rich.table import Table
 
-    from .recipes import list_recipes, recipes_dir
+    from .jobs.recipes import list_recipes, recipes_dir
 
     rows = list_recipes()
     if as_json:

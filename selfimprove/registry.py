@@ -116,6 +116,7 @@ SCORERS: Registry = Registry("scorer", "selfimprove.scoring.base:Scorer", {
     "self_loglik": "selfimprove.scoring.confidence:SelfLogLikelihood",
     "reward_model": "selfimprove.scoring.reward_model:RewardModel",
     "ds_weight": "selfimprove.scoring.ds_weight:DSWeight",
+    "critic": "selfimprove.scoring.critic:Critic",
 })
 
 ROW_BUILDERS: Registry = Registry("row builder", "selfimprove.builders.base:RowBuilder", {

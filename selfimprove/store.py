@@ -74,9 +74,13 @@ def read_json(path: Path) -> Any:
 
 
 def write_table(path: Path, rows: list[dict]) -> None:
-    """Write rows as a Parquet table (a `datasets`-loadable file), atomically."""
+    """Write rows as a Parquet table (a `datasets`-loadable file), atomically. Rows may differ in their keys (a
+    refinement's extra columns): every key of any row is a column, null where a row lacks it."""
     import datasets
 
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    if any(len(r) != len(keys) for r in rows):
+        rows = [{k: r.get(k) for k in keys} for r in rows]
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)

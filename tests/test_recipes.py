@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from selfimprove.cli import app
 from selfimprove.config import load_pipeline
-from selfimprove.recipes import list_recipes, recipes_dir
+from selfimprove.jobs.recipes import list_recipes, recipes_dir
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPES = sorted(p.name for p in (REPO / "pipelines").glob("*.yaml"))

@@ -13,13 +13,15 @@ def _gold(sample: dict) -> bool | None:
 
 
 def pair_prompt(prompts: dict[str, dict], sample: dict, by_id: dict[str, dict]) -> list[dict]:
-    """The conversation a sample answers: its prompt's messages, and for a revision (turn 2, `generate.revise`) the
-    first attempt (`by_id`: samples by sample_id) and the instruction after them, as the revision was sampled."""
+    """The conversation a sample answers: its prompt's messages, and for a revision (turn 2: `generate.revise`, or
+    `refine` with `as: revision`) the first attempt (from `by_id`, samples by sample_id, else the sample's own
+    `attempt` column) and the instruction after them, as the revision was sampled."""
     messages = list(prompts[sample["prompt_id"]]["messages"])
     if (sample.get("turn") or 1) > 1 and sample.get("parent_id"):
         first = by_id.get(sample["parent_id"])
-        if first is not None:
-            messages += [{"role": "assistant", "content": first["completion"]}, {"role": "user", "content": sample.get("revise_instruction") or ""}]
+        attempt = first["completion"] if first is not None else sample.get("attempt")
+        if attempt is not None:
+            messages += [{"role": "assistant", "content": attempt}, {"role": "user", "content": sample.get("revise_instruction") or ""}]
     return messages
 
 

@@ -1,4 +1,5 @@
-"""SFT row builder: prompt messages + the kept completion as the assistant turn."""
+"""SFT row builder: prompt messages + the kept completion as the assistant turn (for a revision, the conversation it
+revised: the problem, the attempt, the instruction)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from pydantic import Field
 from ..columns import Columns
 from ..options import Options
 from .base import RowBuilder
+from .pair_rows import pair_prompt
 
 
 class SFTRowOptions(Options):
@@ -34,11 +36,12 @@ class SFTRows(RowBuilder):
         col = self.options.weight_column
         rows = []
         no_weight = 0
+        by_id = {s["sample_id"]: s for s in samples}
         for s in samples:
             if col and not isinstance(s.get(col), (int, float)):
                 no_weight += 1  # e.g. a judge score that did not parse: no weight, no row
                 continue
-            prompt = list(prompts[s["prompt_id"]]["messages"])
+            prompt = pair_prompt(prompts, s, by_id)
             answer = [{"role": "assistant", "content": s["completion"]}]
             rows.append(
                 {

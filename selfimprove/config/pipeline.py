@@ -17,6 +17,7 @@ from .backend import BackendConfig, TransformersBackendConfig
 from .base import Strict, format_validation_error, load_config, plain_name
 from .control import DEV_METRICS, DEV_METRICS_TWO_TURN, ControlConfig
 from .ray import RayConfig
+from .refine import RefineConfig
 from .sampling import SamplingParams
 from .schedule import apply_values, normalise, values_at
 from .search import SearchConfig
@@ -118,6 +119,14 @@ class TopKPerPrompt(Strict):
     k: int = Field(1, gt=0)
 
 
+class GoldRows(Strict):
+    """The task's own solutions as SFT rows, added to every iteration's train set (critique-refine's gold SFT set)."""
+
+    template: str = Field(description="Renders a solution from `question`, `reference` and `answer` (the gold answer), e.g. "
+                                      "ds_valid_arithmetic: 'The answer is <gold>.'")
+    size: int | None = Field(None, gt=0, description="The first N train prompts (by id) with a gold answer; None: all of them.")
+
+
 class SelectConfig(Strict):
     correct_only: bool = Field(True, description="Keep samples whose `correct` column is true.")
     require_finished: bool = Field(True, description="Drop samples cut off by max_tokens.")
@@ -143,6 +152,8 @@ class SelectConfig(Strict):
                                                                             "concatenated (a `source` column names each row's): gold "
                                                                             "pairs with vote pairs (semi-supervised ScPO), actor with "
                                                                             "judge pairs (Meta-Rewarding).")
+    gold_rows: GoldRows | None = Field(None, description="Add the task's solutions of the train prompts as SFT rows (needs an "
+                                                         "SFT-row builder).")
     labelled_size: int | None = Field(None, gt=0, description="The first N train prompts (by id) with a gold answer are the labelled "
                                                                "ones (a semi-supervised run on a fully labelled task); None: every "
                                                                "prompt with a gold answer.")
@@ -251,6 +262,9 @@ class PipelineConfig(Strict):
                                                                               "rules, in-training evaluation, health monitors.")
     prompts_dir: str | None = Field(None, description="Extra folder searched for prompt templates before the bundled ones.")
     ray: RayConfig | None = Field(None, description="Run generate, score and eval shards on a pool of Ray actors (see config.ray).")
+    refine: RefineConfig | None = Field(None, description="A second generation after scoring for the samples a condition picks "
+                                                         "(critique-then-refine, STaR's rationalization), scored and added "
+                                                         "before select (see config.refine).")
     search: SearchConfig | None = Field(None, description="B-STaR: per iteration, choose generate.temperature and a reward "
                                                          "threshold (select.min_score) on a slice of the train prompts by "
                                                          "balance score (see config.search).")
@@ -369,6 +383,12 @@ class PipelineConfig(Strict):
             return type(self).model_validate(apply_values(data, values))
         except ValidationError as e:
             raise ValueError(format_validation_error(e, where).replace("\n", "\n  ")) from None
+
+    @model_validator(mode="after")
+    def _refine(self) -> "PipelineConfig":
+        if self.refine is not None and ("score" not in self.stages or "select" not in self.stages):
+            raise ValueError(f"refine: runs between the score and select stages, which this run leaves out (stages: {self.stages})")
+        return self
 
     @model_validator(mode="after")
     def _search(self) -> "PipelineConfig":

@@ -32,6 +32,7 @@ from .contracts import check_chain
 from .controller import Controller
 from .plan import Iteration, Plan, build_plan
 from .stages.data import PromptRows, load_prompt_rows, prompts_stage
+from .stages.refine import REFINE_COLUMNS
 from .stages.search import search_stage
 
 
@@ -67,14 +68,36 @@ class Prepared:
         return self.scheduled[max(due)] if due else self.plan
 
 
+def check_refine(cfg: PipelineConfig, scorers, generated: tuple[str, ...], prompts: PromptLibrary) -> None:
+    """The refine stage's template exists and what it reads (its condition, its variables) is scored before it."""
+    r = cfg.refine
+    if not prompts.exists(r.template):
+        raise ConfigError(f"refine.template: no template {r.template!r} (known: {prompts.names()})")
+    scored = set(check_chain(scorers, ["generate", "score"], generated=generated)["score"])
+    for key, col in [("refine.when.column", r.when.column), ("refine.when.prompt_without", r.when.prompt_without),
+                     *[(f"refine.variables[{i}]", v) for i, v in enumerate(r.variables)]]:
+        if col is not None and col not in scored:
+            raise ConfigError(f"{key}: no scorer in score: writes {col!r}; add the scorer that writes it (the critic writes "
+                              "critique and critic_verdict, gold writes correct)")
+
+
 def iteration_plan(cfg: PipelineConfig, task, prompts: PromptLibrary) -> Plan:
     """The plug-ins of one iteration's settings, built and checked against each other (no model loads)."""
     trainer = make_trainer(cfg.train)
     check_stages(cfg.stages, type(trainer).stages, cfg.train.method)
     scorers = make_scorers(cfg.score, task)
     builder = make_select_builder(cfg.select)
-    generated = SAMPLE_COLUMNS + (REVISION_COLUMNS if cfg.generate.revise is not None else ())
+    generated = SAMPLE_COLUMNS + (REVISION_COLUMNS if cfg.generate.revise is not None or cfg.refine is not None else ())
+    if cfg.refine is not None:
+        check_refine(cfg, scorers, generated, prompts)
+        generated += REFINE_COLUMNS
     check_chain(scorers, cfg.stages, filter_columns(cfg.select), builder, trainer, generated)
+    g = cfg.select.gold_rows
+    if g is not None:
+        if not {"prompt", "completion", "messages"} <= set(builder.columns().writes):
+            raise ConfigError(f"select.gold_rows adds SFT rows, but select.builder {builder.name} writes other rows; use the sft builder")
+        if not prompts.exists(g.template):
+            raise ConfigError(f"select.gold_rows.template: no template {g.template!r} (known: {prompts.names()})")
     if cfg.generate.revise is not None and not prompts.exists(cfg.generate.revise.template):
         raise ConfigError(f"generate.revise.template: no template {cfg.generate.revise.template!r} (known: {prompts.names()})")
     trainer.check(task)

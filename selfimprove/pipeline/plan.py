@@ -18,6 +18,7 @@ from ..runtime.context import RunContext
 from ..store import StageDir
 from .stages.evaluate import eval_stage
 from .stages.generate import generate_stage
+from .stages.refine import refine_stage
 from .stages.score import score_stage
 from .stages.select import select_stage
 from .stages.train import train_stage
@@ -86,6 +87,9 @@ def build_plan(cfg: PipelineConfig, trainer, scorers, builder) -> Plan:
     def score(ctx: RunContext, it: Iteration) -> StageDir:
         return score_stage(ctx, it.k, cfg.score, it.tables["prompts"], it.tables["samples"], it.model)
 
+    def refine(ctx: RunContext, it: Iteration) -> StageDir:
+        return refine_stage(ctx, it.k, cfg.refine, cfg.generate, cfg.score, it.tables["prompts"], it.tables["scored"], it.model)
+
     def select(ctx: RunContext, it: Iteration) -> StageDir:
         return select_stage(ctx, it.k, cfg.select, it.seed, it.tables["prompts"], it.tables["scored"], it.history.get("train_set", []),
                             builder)
@@ -109,6 +113,8 @@ def build_plan(cfg: PipelineConfig, trainer, scorers, builder) -> Plan:
         if name not in cfg.stages:
             break
         stages.append(known[name])
+        if name == "score" and cfg.refine is not None:  # the refinements join the scored table before select
+            stages.append(Stage("refine", "refine", ("prompts", "scored"), "scored", refine))
     ev = Stage("eval", "eval", ("eval_prompts",), None, evaluate) if "eval" in cfg.stages else None
     c = cfg.control
     after = (("dev",) if cfg.data.dev is not None else ()) + (("probe",) if c.probe is not None else ())

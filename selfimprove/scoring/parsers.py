@@ -3,7 +3,8 @@ counted), never a zero score.
 
 Rules: the score is the number after `Score:` (or `Points:`), any case, Unicode digits accepted
 (NFKC: `Score: ４` is 4); `4/5` reads as 4; several `Score:` lines must agree; the value must lie in
-the rubric's range. Pairwise verdicts read `Winner: A|B|tie`; meta-judge verdicts `Winner: Judgement A|B`.
+the rubric's range. Pairwise verdicts read `Winner: A|B|tie`; meta-judge verdicts `Winner: Judgement A|B`; a
+critic's `Verdict: correct|wrong`.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 # judge's output of many spaces those backtrack in polynomial time; these run in linear time.
 SCORE_RE = re.compile(r"(?:score|points)\s*[:=][\s*]*(-?\d+(?:\.\d+)?)(?:\s*/\s*\d+)?", re.I)
 WINNER_RE = re.compile(r"winner\s*[:=][\s*\[(]*(?:(?:response|assistant|answer)[\s(]*)?([ab]|tie)\b", re.I)
+VERDICT_RE = re.compile(r"verdict\s*[:=][\s*\[(]*(correct|incorrect|wrong|right)\b", re.I)
 META_RE = re.compile(r"winner\s*[:=][\s*\[(]*(?:judgement|judgment)[\s(]*([ab])\b", re.I)
 
 
@@ -73,3 +75,18 @@ def parse_pairwise(text: str) -> Parsed:
 def parse_meta(text: str) -> Parsed:
     """`A` or `B` from `Winner: Judgement A` / `Winner: Judgment B`."""
     return _one_of(META_RE, text, "Winner: Judgement A|B")
+
+
+def parse_verdict(text: str) -> Parsed:
+    """`correct` or `wrong` from a critique's last `Verdict: correct|wrong` (`right` / `incorrect` read the same);
+    several verdict lines must agree."""
+    t = _normalise(text)
+    if not t.strip():
+        return Parsed(None, "empty critique")
+    found = {"correct" if m.lower() in ("correct", "right") else "wrong" for m in VERDICT_RE.findall(t)}
+    if not found:
+        return Parsed(None, "no 'Verdict: correct|wrong' found")
+    if len(found) > 1:
+        return Parsed(None, "conflicting verdicts")
+    return Parsed(found.pop())
+

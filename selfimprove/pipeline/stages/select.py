@@ -12,6 +12,20 @@ from ...selection import select_samples
 from ...store import StageDir
 
 
+def gold_sft_rows(ctx: RunContext, g, prompts: dict[str, dict]) -> list[dict]:
+    """SFT rows of the task's own solutions: the first `g.size` train prompts (by id) with a gold answer, the reply
+    rendered by `g.template` from question, reference and answer."""
+    ids = sorted(pid for pid, p in prompts.items() if p.get("reference") not in (None, ""))
+    rows = []
+    for pid in ids[: g.size] if g.size is not None else ids:
+        p = prompts[pid]
+        reply = [{"role": "assistant", "content": ctx.prompts.render(g.template, question=p.get("question"), reference=p["reference"],
+                                                                     answer=p["reference"])}]
+        rows.append({"prompt_id": pid, "sample_id": f"{pid}/gold", "prompt": list(p["messages"]), "completion": reply,
+                     "messages": list(p["messages"]) + reply, "weight": 1.0, "model_ref": "gold"})
+    return rows
+
+
 def select_stage(ctx: RunContext, iteration: int, cfg: SelectConfig, seed: int, prompts_sd: StageDir, scored_sd: StageDir,
                  earlier: list[StageDir], builder: RowBuilder | None = None) -> StageDir:
     """Reads `prompts` and `scored`; writes the train set. `earlier` holds previous iterations' select stages, whose
@@ -39,9 +53,13 @@ def select_stage(ctx: RunContext, iteration: int, cfg: SelectConfig, seed: int, 
         report = builder.yield_report(built)
         emptied = {k[len("prompts_emptied_by_"):]: v for k, v in counts.items() if k.startswith("prompts_emptied_by_")}
         report["skipped"] = {**{f"filter {k}": v for k, v in emptied.items()}, **report["skipped"]}
+        if cfg.gold_rows is not None:
+            gold = gold_sft_rows(ctx, cfg.gold_rows, prompts)
+            counts["gold_rows"] = len(gold)
+            rows = rows + gold
         if accumulate:
-            for e in earlier:
-                rows = e.rows() + rows
+            for e in earlier:  # an earlier iteration's gold rows are this one's again: once each
+                rows = [r for r in e.rows() if cfg.gold_rows is None or r.get("model_ref") != "gold"] + rows
         counts["rows"] = len(rows)
         return rows, counts, {"yield": report, "builder": builder.name}
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 def recipes_dir() -> Path:
     """`pipelines/` of a source checkout, else the copy bundled in the installed package."""
-    here = Path(__file__).resolve().parent
+    here = Path(__file__).resolve().parents[1]
     for folder in (here.parent / "pipelines", here / "_bundled" / "pipelines"):
         if folder.is_dir():
             return folder
@@ -17,8 +17,8 @@ def recipes_dir() -> Path:
 
 def list_recipes(folder: Path | None = None) -> list[dict]:
     """One dict per recipe file, sorted by file name; a file that does not validate is listed with its error."""
-    from .config import load_pipeline
-    from .errors import ConfigError
+    from ..config import load_pipeline
+    from ..errors import ConfigError
 
     out = []
     for path in sorted((folder or recipes_dir()).glob("*.yaml")):
