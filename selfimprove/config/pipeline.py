@@ -362,7 +362,7 @@ class PipelineConfig(Strict):
         """Every iteration's config, with its scheduled values, must validate as a whole (named by iteration)."""
         if self.schedule:
             plan = normalise(self.schedule, self.iterations)
-            for k in sorted({k for by_k in plan.values() for k in by_k}):
+            for k in sorted({k for by_k in plan.values() for k in by_k if k <= self.iterations}):
                 self.at_iteration(k)
         return self
 

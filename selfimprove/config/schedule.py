@@ -5,7 +5,8 @@ trains its judge in early iterations only). Two spellings, mixable:
       2: {select.builder.options.tau: 0.5}          # from iteration 2 on (until a later entry changes it)
       train.learning_rate: [2.0e-4, 1.0e-4]         # iterations 1, 2, ...; the last value holds for later ones
 
-Only the sections an iteration's stages read may vary (generate, score, select, train); the model, data, eval and
+An entry for an iteration the run does not reach never applies (`--set iterations=1` on a recipe with a schedule
+for iteration 2 runs iteration 1 as scheduled). Only the sections an iteration's stages read may vary (generate, score, select, train); the model, data, eval and
 control stay fixed, so iterations stay comparable. A stage hashes the section it reads, so a scheduled value is part
 of that stage's manifest: changing it reruns exactly the stages that read it.
 """
@@ -51,8 +52,8 @@ def normalise(schedule: dict, iterations: int) -> dict[str, dict[int, Any]]:
         if head not in SCHEDULABLE or "." not in path:
             raise ValueError(f"schedule: {where}: {path!r} is not a key path under {', '.join(SCHEDULABLE)} (e.g. "
                              "select.builder.options.tau); the model, data, eval and control stay fixed across iterations")
-        if not 1 <= k <= iterations:
-            raise ValueError(f"schedule: {where}: iteration {k} is not one of this run's iterations 1..{iterations}")
+        if k < 1:
+            raise ValueError(f"schedule: {where}: iteration {k}: iterations count from 1 (0 is the base model's evaluation)")
         if k in out.setdefault(path, {}):
             raise ValueError(f"schedule: {path} is set twice for iteration {k}")
         out[path][k] = value
@@ -65,8 +66,6 @@ def normalise(schedule: dict, iterations: int) -> dict[str, dict[int, Any]]:
             for path, v in _flat(value).items():
                 put(path, k, v, f"{key}.{path}")
         elif isinstance(value, list) and value:
-            if len(value) > iterations:
-                raise ValueError(f"schedule: {key}: {len(value)} values for {iterations} iteration(s)")
             for i, v in enumerate(value):
                 put(str(key), i + 1, v, f"{key}[{i}]")
         else:

@@ -129,7 +129,7 @@ def prepare(cfg: PipelineConfig, console: Console | None = None) -> Prepared:
     check_trackers(cfg.report_to)
     plan = iteration_plan(cfg, task, prompts)
     scheduled = {}
-    for k in sorted({k for by_k in normalise(cfg.schedule, cfg.iterations).values() for k in by_k}):
+    for k in sorted({k for by_k in normalise(cfg.schedule, cfg.iterations).values() for k in by_k if k <= cfg.iterations}):
         try:
             scheduled[k] = iteration_plan(cfg.at_iteration(k), task, prompts)
         except ConfigError as e:

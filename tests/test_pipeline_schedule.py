@@ -1,0 +1,99 @@
+"""Per-iteration schedules and B-STaR's search on the tiny model: what each iteration runs with, what is hashed (a
+changed value reruns exactly what reads it), what the summary, report and dry run show, and the errors before any
+model loads. (Kept apart from test_pipeline_tiny.py, which the oldest-versions environment also runs: these exercise
+no library API the loop tests do not.)"""
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from selfimprove.cli import app
+from selfimprove.config import load_pipeline
+from selfimprove.pipeline.loop import run_pipeline
+from selfimprove.store import read_table
+
+
+@pytest.fixture
+def pipeline(tiny_pipeline):
+    return tiny_pipeline()
+
+
+def test_a_schedule_changes_one_iteration_and_reruns_only_what_reads_it(pipeline, tmp_path):
+    """`schedule:` sets select.max_per_prompt from iteration 2 on and a learning rate per iteration; each stage hashes
+    what it ran with, so changing iteration 2's value reruns iteration 2's select and what follows, nothing before."""
+    sets = ["schedule={2: {select.max_per_prompt: 1}, train.learning_rate: [0.001, 0.0005]}"]
+    summary = run_pipeline(load_pipeline(pipeline, sets))
+    root = tmp_path / "runs" / "tiny"
+    it1, it2 = summary["iterations"][1], summary["iterations"][2]
+    n = summary["data"]["train_prompts"]["counts"]["prompts"]
+    assert it1["stages"]["select"]["counts"]["kept"] == 2 * n and it2["stages"]["select"]["counts"]["kept"] == n
+    lr = [json.loads((root / f"iter_{k}" / "train" / "manifest.json").read_text())["config"]["train"]["learning_rate"] for k in (1, 2)]
+    assert lr == [0.001, 0.0005]
+    assert it1["schedule"] == {"train.learning_rate": 0.001}
+    assert it2["schedule"] == {"select.max_per_prompt": 1, "train.learning_rate": 0.0005}
+    assert "select.max_per_prompt=1" in (root / "report.html").read_text()  # the metrics table's settings column
+
+    again = run_pipeline(load_pipeline(pipeline, ["schedule={2: {select.max_per_prompt: 2}, train.learning_rate: [0.001, 0.0005]}"]))
+    ran = {(it["iteration"], name) for it in again["iterations"] for name, s in it["stages"].items() if not s.get("skipped_this_run")}
+    assert {(2, "select"), (2, "train"), (2, "eval")} <= ran and not {k for k, _ in ran} & {0, 1}
+    assert (2, "generate") not in ran and (2, "score") not in ran
+    assert again["iterations"][2]["stages"]["select"]["counts"]["kept"] == 2 * n
+
+
+def test_a_bad_scheduled_value_fails_before_any_model_loads(pipeline):
+    with pytest.raises(Exception, match="at iteration 2.*select.max_per_prompt"):
+        load_pipeline(pipeline, ["schedule={2: {select.max_per_prompt: 0}}"])
+    with pytest.raises(Exception, match="eval.n.*stay fixed"):
+        load_pipeline(pipeline, ["schedule={2: {eval.n: 4}}"])
+    from selfimprove.errors import ConfigError
+    from selfimprove.pipeline.loop import prepare
+
+    with pytest.raises(ConfigError, match="schedule, iteration 2.*bogus"):  # a builder's own options are checked per iteration too
+        prepare(load_pipeline(pipeline, ["schedule={2: {select.builder.options.bogus: 7}}"]))
+
+
+def test_dry_run_prints_each_iterations_schedule(pipeline):
+    res = CliRunner().invoke(app, ["run", str(pipeline), "--dry-run", "--set", "schedule={2: {select.max_per_prompt: 1}}"])
+    assert res.exit_code == 0, res.output
+    assert "iteration 2 schedule: select.max_per_prompt=1" in res.output and "iteration 1 schedule" not in res.output
+
+
+def test_bstar_search_chooses_the_iterations_temperature_and_threshold(pipeline, tmp_path):
+    """The search stage samples a slice at each temperature, sweeps tau, and the iteration's generate and select stages
+    run with the chosen pair (hashed like any setting); summary and report name it; a rerun skips the search."""
+    sets = ["iterations=1", "search={prompts: 3, n: 2, temperatures: [0.6, 1.0], thresholds: [-0.5, 0.5], n_star: 2}"]
+    summary = run_pipeline(load_pipeline(pipeline, sets))
+    root = tmp_path / "runs" / "tiny"
+    grid = read_table(root / "iter_1" / "search" / "table.parquet")
+    assert [(g["temperature"], g["tau"]) for g in grid] == [(0.6, -0.5), (0.6, 0.5), (1.0, -0.5), (1.0, 0.5)]
+    assert all(g["samples"] == 6 for g in grid) and all(g["kept"] <= g["samples"] for g in grid)
+    best = max(grid, key=lambda g: g["balance_score"])
+    m = json.loads((root / "iter_1" / "search" / "manifest.json").read_text())
+    assert m["chosen"] == {"generate.temperature": best["temperature"], "select.min_score": {"column": "correct", "tau": best["tau"], "strict": True}}
+    gen = json.loads((root / "iter_1" / "generate" / "manifest.json").read_text())["config"]["generate"]
+    sel = json.loads((root / "iter_1" / "select" / "manifest.json").read_text())["config"]["select"]
+    assert gen["temperature"] == best["temperature"] and sel["min_score"]["tau"] == best["tau"]
+    assert summary["iterations"][1]["search"]["chosen"] == m["chosen"]
+    assert "search (balance score" in (root / "report.html").read_text()
+    again = run_pipeline(load_pipeline(pipeline, sets))
+    assert again["iterations"][1]["stages"]["search"]["skipped_this_run"] and again["iterations"][1]["stages"]["generate"]["skipped_this_run"]
+
+
+def test_search_needs_what_it_searches(pipeline):
+    from selfimprove.errors import ConfigError
+    from selfimprove.pipeline.loop import prepare
+
+    with pytest.raises(ConfigError, match="search.column: no scorer"):
+        prepare(load_pipeline(pipeline, ["search={column: judge_score}"]))
+    with pytest.raises(ConfigError, match="what search: chooses"):
+        load_pipeline(pipeline, ["search={}", "schedule={2: {generate.temperature: 0.3}}"])
+    with pytest.raises(ConfigError, match="search: chooses the settings of the generate and select stages"):
+        load_pipeline(pipeline, ["search={}", "stages=[generate, score]"])
+
+
+def test_a_schedule_entry_beyond_the_runs_iterations_never_applies(pipeline):
+    cfg = load_pipeline(pipeline, ["iterations=1", "schedule={2: {select.max_per_prompt: 1}, train.learning_rate: [0.001, 0.0005]}"])
+    assert cfg.scheduled(1) == {"train.learning_rate": 0.001} and cfg.at_iteration(1).select.max_per_prompt == 2
+    with pytest.raises(Exception, match="iterations count from 1"):
+        load_pipeline(pipeline, ["schedule={0: {select.max_per_prompt: 1}}"])
