@@ -6,9 +6,10 @@ trains its judge in early iterations only). Two spellings, mixable:
       train.learning_rate: [2.0e-4, 1.0e-4]         # iterations 1, 2, ...; the last value holds for later ones
 
 An entry for an iteration the run does not reach never applies (`--set iterations=1` on a recipe with a schedule
-for iteration 2 runs iteration 1 as scheduled). Only the sections an iteration's stages read may vary (generate, score, select, train); the model, data, eval and
-control stay fixed, so iterations stay comparable. A stage hashes the section it reads, so a scheduled value is part
-of that stage's manifest: changing it reruns exactly the stages that read it.
+for iteration 2 runs iteration 1 as scheduled). Only the sections an iteration's stages read may vary (generate,
+score, select, train); the model, data, eval and control stay fixed, so iterations stay comparable. A stage hashes
+the section it reads, so a scheduled value is part of that stage's manifest: changing it reruns exactly the stages
+that read it.
 """
 
 from __future__ import annotations
