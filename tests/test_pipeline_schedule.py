@@ -97,3 +97,31 @@ def test_a_schedule_entry_beyond_the_runs_iterations_never_applies(pipeline):
     assert cfg.scheduled(1) == {"train.learning_rate": 0.001} and cfg.at_iteration(1).select.max_per_prompt == 2
     with pytest.raises(Exception, match="iterations count from 1"):
         load_pipeline(pipeline, ["schedule={0: {select.max_per_prompt: 1}}"])
+
+
+def test_parse_a_proposed_problem():
+    from selfimprove.pipeline.stages.propose import parse_problem
+
+    assert parse_problem("Sure!\nProblem: What is 12 + 7?\n\nAnswer: 19") == "What is 12 + 7?"
+    assert parse_problem("problem: A farmer has 3 cows.\nHow many legs?") == "A farmer has 3 cows.\nHow many legs?"
+    assert parse_problem("Problem:   ") is None and parse_problem("x" * 700) is None
+
+
+def test_proposed_problems_join_the_iterations_prompts_when_new_and_consistent(pipeline, tmp_path):
+    """Unfiltered, every parsed new proposal joins the prompts the iteration samples (no gold: `correct` None); with
+    the self-consistency filter a random model's proposals (no answers agree) are all dropped and counted."""
+    sets = ["iterations=1", "select.correct_only=false", "propose={size: 3, shots: 2, max_tokens: 12, min_top_share: null}"]
+    summary = run_pipeline(load_pipeline(pipeline, sets))
+    root = tmp_path / "runs" / "tiny"
+    c = summary["iterations"][1]["stages"]["propose"]["counts"]
+    assert c["requested"] == 3 and c["accepted"] + c["unparsed"] + c["duplicates"] == 3 and c["prompts"] == 6 + c["accepted"]
+    prompts = read_table(root / "iter_1" / "propose" / "table.parquet")
+    new = [p for p in prompts if p["prompt_id"].startswith("proposed/")]
+    assert len(new) == c["accepted"] and all(p["reference"] is None and json.loads(p["meta"])["proposed"] == 1 for p in new)
+    samples = read_table(root / "iter_1" / "generate" / "table.parquet")
+    assert len(samples) == 3 * len(prompts)  # generate.n = 3 for every prompt, proposals included
+    scored = read_table(root / "iter_1" / "score" / "table.parquet")
+    assert all(s["correct"] is None for s in scored if s["prompt_id"].startswith("proposed/"))
+    filtered = run_pipeline(load_pipeline(pipeline, sets[:2] + ["propose={size: 3, shots: 2, max_tokens: 12, votes: 2}"]))
+    f = filtered["iterations"][1]["stages"]["propose"]["counts"]
+    assert f["accepted"] == 0 and f["inconsistent"] == 3 - f["unparsed"] - f["duplicates"]

@@ -16,6 +16,7 @@ from ..registry import ROW_BUILDERS, SCORERS
 from .backend import BackendConfig, TransformersBackendConfig
 from .base import Strict, format_validation_error, load_config, plain_name
 from .control import DEV_METRICS, DEV_METRICS_TWO_TURN, ControlConfig
+from .propose import ProposeConfig
 from .ray import RayConfig
 from .refine import RefineConfig
 from .sampling import SamplingParams
@@ -262,6 +263,8 @@ class PipelineConfig(Strict):
                                                                               "rules, in-training evaluation, health monitors.")
     prompts_dir: str | None = Field(None, description="Extra folder searched for prompt templates before the bundled ones.")
     ray: RayConfig | None = Field(None, description="Run generate, score and eval shards on a pool of Ray actors (see config.ray).")
+    propose: ProposeConfig | None = Field(None, description="New train problems written by the model each iteration, kept when "
+                                                           "new and self-consistent (ScPO; see config.propose).")
     refine: RefineConfig | None = Field(None, description="A second generation after scoring for the samples a condition picks "
                                                          "(critique-then-refine, STaR's rationalization), scored and added "
                                                          "before select (see config.refine).")
@@ -383,6 +386,12 @@ class PipelineConfig(Strict):
             return type(self).model_validate(apply_values(data, values))
         except ValidationError as e:
             raise ValueError(format_validation_error(e, where).replace("\n", "\n  ")) from None
+
+    @model_validator(mode="after")
+    def _propose(self) -> "PipelineConfig":
+        if self.propose is not None and not ({"generate", "train"} & set(self.stages)):
+            raise ValueError("propose: adds train prompts for the generate (or GRPO's train) stage, which this run leaves out")
+        return self
 
     @model_validator(mode="after")
     def _refine(self) -> "PipelineConfig":

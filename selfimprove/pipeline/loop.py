@@ -88,6 +88,11 @@ def iteration_plan(cfg: PipelineConfig, task, prompts: PromptLibrary) -> Plan:
     scorers = make_scorers(cfg.score, task)
     builder = make_select_builder(cfg.select)
     generated = SAMPLE_COLUMNS + (REVISION_COLUMNS if cfg.generate.revise is not None or cfg.refine is not None else ())
+    if cfg.propose is not None:
+        if task.kind != "answer":
+            raise ConfigError(f"propose: votes on the proposed problems' answers; task {task.name} is judged by tests, not answers")
+        if not prompts.exists(cfg.propose.template):
+            raise ConfigError(f"propose.template: no template {cfg.propose.template!r} (known: {prompts.names()})")
     if cfg.refine is not None:
         check_refine(cfg, scorers, generated, prompts)
         generated += REFINE_COLUMNS

@@ -18,6 +18,7 @@ from ..runtime.context import RunContext
 from ..store import StageDir
 from .stages.evaluate import eval_stage
 from .stages.generate import generate_stage
+from .stages.propose import propose_stage
 from .stages.refine import refine_stage
 from .stages.score import score_stage
 from .stages.select import select_stage
@@ -87,6 +88,10 @@ def build_plan(cfg: PipelineConfig, trainer, scorers, builder) -> Plan:
     def score(ctx: RunContext, it: Iteration) -> StageDir:
         return score_stage(ctx, it.k, cfg.score, it.tables["prompts"], it.tables["samples"], it.model)
 
+    def propose(ctx: RunContext, it: Iteration) -> StageDir:
+        held = [t for t in (it.tables.get("eval_prompts"), it.tables.get("dev_prompts")) if t is not None]
+        return propose_stage(ctx, it.k, cfg.propose, it.seed, it.tables["prompts"], held, it.model, cfg.generate.shard_size)
+
     def refine(ctx: RunContext, it: Iteration) -> StageDir:
         return refine_stage(ctx, it.k, cfg.refine, cfg.generate, cfg.score, it.tables["prompts"], it.tables["scored"], it.model)
 
@@ -108,7 +113,7 @@ def build_plan(cfg: PipelineConfig, trainer, scorers, builder) -> Plan:
         "select": Stage("select", "select", ("prompts", "scored"), "train_set", select),
         "train": Stage("train", "train", ("train_set",) if "select" in type(trainer).stages else ("prompts",), None, train),
     }
-    stages = []
+    stages = [Stage("propose", "propose", ("prompts",), "prompts", propose)] if cfg.propose is not None else []
     for name in type(trainer).stages:
         if name not in cfg.stages:
             break
