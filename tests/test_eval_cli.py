@@ -194,3 +194,20 @@ def test_best_of_n_by_the_models_own_likelihood_on_the_tiny_model(tmp_path, tiny
     bad = suite(tmp_path, name="bad", task={"name": "arithmetic"}, data={"size": 4, "seed": 3}, eval={"n": 1, "best_of": {"column": "x"}})
     res = runner.invoke(app, ["eval", str(bad), "--model", str(tiny_model_path)])
     assert res.exit_code != 0 and "best_of chooses among the sampled completions" in res.output
+
+
+def test_test_time_critique_refine_on_the_tiny_model(tmp_path, tiny_model_path):
+    """Each sampled answer is critiqued and refined with its critique; the refinements' accuracy and majority vote are
+    reported beside the samples' (a random model: the plumbing, not the numbers)."""
+    s = suite(tmp_path, name="tiny", task={"name": "arithmetic"}, data={"size": 3, "seed": 3}, backend={"batch_size": 8},
+              eval={"greedy": False, "n": 2, "max_tokens": 8, "critique_refine": {"critic_options": {"max_tokens": 8}}})
+    out = tmp_path / "out"
+    m = eval_json(s, "--model", tiny_model_path, "-o", out)
+    assert {"refined_pass@1", "refined_pass@1_ci", "refined_maj@2", "pass@1"} <= set(m)
+    from selfimprove.store import read_table
+
+    rows = read_table(out / "results" / "table.parquet")
+    refined = [r for r in rows if r["mode"] == "refined"]
+    sampled = {r["sample_id"]: r for r in rows if r["mode"] == "sampled"}
+    assert len(refined) == len(sampled) == 6 and all(r["parent_id"] in sampled for r in refined)
+    assert m["refined_pass@1"] == pytest.approx(sum(bool(r["correct"]) for r in refined) / 6)

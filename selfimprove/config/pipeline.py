@@ -182,6 +182,15 @@ class BestOf(Strict):
     options: dict[str, Any] = Field(default_factory=dict, description="The scorer's options.")
 
 
+class CritiqueRefineEval(Strict):
+    """Test-time critique-then-refine (Xi et al.): each sampled answer is critiqued by the `critic` scorer (the
+    evaluated model unless `critic_options.judge` names another) and refined with its critique; reports the
+    refinements' accuracy and their majority vote."""
+
+    template: str = Field("refine_with_critique", description="The refinement prompt (gets `critique`).")
+    critic_options: dict[str, Any] = Field(default_factory=dict, description="Options of the critic scorer (template, judge, max_tokens).")
+
+
 class EvalConfig(Strict):
     greedy: bool = Field(True, description="Greedy decoding -> accuracy.")
     n: int = Field(0, ge=0, description="Sampled completions per problem for pass@k / maj@k (0 = none).")
@@ -195,6 +204,9 @@ class EvalConfig(Strict):
     bootstrap: int = Field(1000, gt=0, description="Bootstrap resamples for the 95% intervals.")
     revise_template: str | None = Field(None, description="Two-turn self-correction: template of the turn-2 instruction (e.g. self_correct); needs greedy.")
     revise_max_tokens: int | None = Field(None, gt=0, description="max_tokens of the revision turn (default: max_tokens).")
+    critique_refine: CritiqueRefineEval | None = Field(None, description="Also critique and refine each sampled answer: "
+                                                                         "`refined_pass@1` (the refinements' accuracy) and "
+                                                                         "`refined_maj@n` (their majority vote); needs n >= 1.")
     best_of: BestOf | None = Field(None, description="Also report `best_of@n`: the accuracy of each problem's sample with the "
                                                      "highest `column` (inference-time sharpening; needs n >= 2).")
     gold_slice: int | None = Field(None, ge=2, description="Also estimate accuracy as if only the first N problems (by id) had gold "
@@ -221,6 +233,8 @@ class EvalConfig(Strict):
             raise ValueError("eval needs greedy: true or n > 0")
         if self.revise_template and not self.greedy:
             raise ValueError("revise_template needs greedy: true (the revision turn revises the greedy attempt)")
+        if self.critique_refine is not None and self.n < 1:
+            raise ValueError("critique_refine refines the sampled completions: set eval.n to 1 or more")
         if self.best_of is not None and self.n < 2:
             raise ValueError("best_of chooses among the sampled completions: set eval.n to 2 or more")
         if self.gold_slice and not (self.greedy and self.n >= 2):

@@ -31,6 +31,27 @@ def revision_prompts(prompts: PromptLibrary, e: EvalConfig, prompt_rows: list[di
     ]
 
 
+def critique_and_refine(ctx: RunContext, e: EvalConfig, prompts: dict[str, dict], sampled: list[dict], model: ModelRef, label: str,
+                        iteration: int, sd: StageDir) -> list[dict]:
+    """Test-time critique-then-refine: the critic critiques each sampled answer, the model refines it with the critique
+    in context (one refinement per answer, at the eval's temperature); the refinements, scored like the samples."""
+    c = e.critique_refine
+    critic = ctx.models.bound_scorers([ScorerConfig(name="critic", options=c.critic_options)], reachable(model), "eval.critique_refine")
+    critiqued = score_samples(critic, ctx.task, prompts, sampled, f"{label} critique", ctx.progress)
+    requests = [{"prompt_id": s["sample_id"], "messages": list(prompts[s["prompt_id"]]["messages"]) + [
+        {"role": "assistant", "content": s["completion"]},
+        {"role": "user", "content": ctx.prompts.render(c.template, critique=s.get("critique") or "")}]} for s in critiqued]
+    params = SamplingParams(n=1, temperature=e.temperature, top_p=e.top_p, max_tokens=e.max_tokens, stop=tuple(e.stop), seed=e.seed + 1)
+    part = StageDir(sd.path / "refined", "eval_refined", {"params": params.to_dict(), "critique_refine": c.model_dump()}, sd.inputs)
+    out = generate_sharded(ctx, part, requests, model, params, e.shard_size, iteration, f"{label} refine")
+    parent = {s["sample_id"]: s for s in critiqued}
+    rows = [dict(r, prompt_id=parent[r["prompt_id"]]["prompt_id"], parent_id=r["prompt_id"], sample_id=f"{r['prompt_id']}/refined")
+            for r in out]
+    rows = score_samples(eval_scorers(ctx.task), ctx.task, prompts, rows, f"{label} refined score", ctx.progress)
+    return [dict(r, mode="refined", turn=2, question=prompts[r["prompt_id"]]["question"],
+                 critic_verdict=parent[r["parent_id"]].get("critic_verdict")) for r in rows]
+
+
 def evaluate(ctx: RunContext, sd: StageDir, prompt_rows: list[dict], model: ModelRef, e: EvalConfig, label: str, iteration: int = 0,
              per_problem_out: dict | None = None) -> tuple[list[dict], dict]:
     """Generate (resumable shards under `sd`), score, and compute metrics; returns (rows, metrics). `per_problem_out`
@@ -56,6 +77,11 @@ def evaluate(ctx: RunContext, sd: StageDir, prompt_rows: list[dict], model: Mode
         scored["sampled"] = rows
     if e.revise_template:
         run_mode("revision", revision_prompts(ctx.prompts, e, prompt_rows, scored["greedy"]), e.revision_params(), 2)
+    refined_metrics = {}
+    if e.critique_refine is not None and scored.get("sampled"):
+        scored["refined"] = critique_and_refine(ctx, e, prompts, scored["sampled"], model, label, iteration, sd)
+        m = compute_metrics(None, scored["refined"], resamples=e.bootstrap, seed=e.seed)
+        refined_metrics = {f"refined_{k}": v for k, v in m.items() if k in ("pass@1", "pass@1_ci") or k.startswith("maj@")}
     metrics = compute_metrics(scored.get("greedy"), scored.get("sampled"), revision=scored.get("revision"), prompts=prompts,
                               resamples=e.bootstrap, seed=e.seed, per_problem_out=per_problem_out,
                               best_of=e.best_of.column if e.best_of is not None else None)
@@ -65,6 +91,7 @@ def evaluate(ctx: RunContext, sd: StageDir, prompt_rows: list[dict], model: Mode
                                    lambda pairs: [ok for ok, _ in task.check([a for a, _ in pairs], [b for _, b in pairs])])
         if est is not None:
             metrics["accuracy_estimates"] = est
+    metrics.update(refined_metrics)
     metrics["model_ref"] = model.ref
     return [r for mode in scored for r in scored[mode]], metrics
 
