@@ -117,6 +117,7 @@ SCORERS: Registry = Registry("scorer", "selfimprove.scoring.base:Scorer", {
     "reward_model": "selfimprove.scoring.reward_model:RewardModel",
     "ds_weight": "selfimprove.scoring.ds_weight:DSWeight",
     "critic": "selfimprove.scoring.critic:Critic",
+    "prm": "selfimprove.scoring.prm:ProcessRewardModel",
 })
 
 ROW_BUILDERS: Registry = Registry("row builder", "selfimprove.builders.base:RowBuilder", {
