@@ -7,6 +7,7 @@ Each rendered template's name and content hash go into the stage manifest.
 from __future__ import annotations
 
 import hashlib
+import re
 from functools import lru_cache
 from pathlib import Path
 
@@ -22,6 +23,11 @@ def bundled_prompts_dir() -> Path:
     raise FileNotFoundError("bundled prompts/ folder not found; reinstall selfimprove")
 
 
+def regex_replace(text: str, pattern: str, replacement: str) -> str:
+    """The templates' `regex_replace` filter: `re.sub` (e.g. GSM8K's <<calculator>> annotations out of a solution)."""
+    return re.sub(pattern, replacement, str(text))
+
+
 class PromptLibrary:
     """Finds and renders templates; `StrictUndefined` turns a missing variable into an error."""
 
@@ -33,12 +39,14 @@ class PromptLibrary:
         self.env = self._environment()
 
     def _environment(self) -> jinja2.Environment:
-        return jinja2.Environment(
+        env = jinja2.Environment(
             loader=jinja2.FileSystemLoader([str(d) for d in self.dirs]),
             undefined=jinja2.StrictUndefined,
             keep_trailing_newline=False,
             autoescape=False,
         )
+        env.filters["regex_replace"] = regex_replace
+        return env
 
     def __getstate__(self) -> dict:
         """Pickles without the Jinja environment (its template cache holds locks); it is rebuilt on unpickling."""

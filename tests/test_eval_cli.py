@@ -211,3 +211,16 @@ def test_test_time_critique_refine_on_the_tiny_model(tmp_path, tiny_model_path):
     sampled = {r["sample_id"]: r for r in rows if r["mode"] == "sampled"}
     assert len(refined) == len(sampled) == 6 and all(r["parent_id"] in sampled for r in refined)
     assert m["refined_pass@1"] == pytest.approx(sum(bool(r["correct"]) for r in refined) / 6)
+
+
+def test_best_of_a_column_the_samples_do_not_have_is_refused_before_generating():
+    from selfimprove.config import EvalConfig
+    from selfimprove.config.pipeline import EVAL_SAMPLE_COLUMNS
+    from selfimprove.scoring.base import SAMPLE_COLUMNS
+    from selfimprove.scoring.consistency import MajorityVote
+    from selfimprove.scoring.verifier import GoldVerifier
+
+    with pytest.raises(ValueError, match="best_of.column: the eval samples have no 'logprob_summ'"):
+        EvalConfig(n=4, best_of={"column": "logprob_summ"})
+    assert EvalConfig(n=4, best_of={"column": "logprob_sum"}).best_of.column == "logprob_sum"
+    assert set(EVAL_SAMPLE_COLUMNS) <= set(SAMPLE_COLUMNS) | set(MajorityVote.writes) | set(GoldVerifier.writes)

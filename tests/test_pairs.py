@@ -224,5 +224,12 @@ def test_meta_judge_pairs_train_the_judge_on_its_best_and_worst_judgment():
     assert a["elo_gap"] == 200.0 and a["chosen_score"] == 4.0 and a["weight"] == 1.0
     assert {k: counts[k] for k in ("same_score", "too_long", "not_meta_judged", "pairs")} == {"same_score": 1, "too_long": 1,
                                                                                            "not_meta_judged": 1, "pairs": 2}
-    capped, counts = MetaJudgePairs({"max_class_share": 0.5}).build(samples, {})
-    assert len(capped) == 1 and counts["class_cap"] == 1  # both chosen judgments give 4: one class, at most half of 2
+    more = samples + [s(f"f{i}/0", [f"Score: {v}", "Score: 0"], [float(v), 0.0], 0, 1) for i, v in enumerate([4, 4, 2, 3])]
+    capped, counts = MetaJudgePairs({"max_class_share": 0.4}).build(more, {})
+    # chosen scores 4, 4, 4, 4, 2, 3 (6 pairs): 4s at most 40% of what is kept -> 1 four, the 2, the 3 (each 1/3 <= 0.4)
+    assert sorted(r["chosen_score"] for r in capped) == [2.0, 3.0, 4.0] and counts["class_cap"] == 3
+    from selfimprove.builders.meta_judge_pairs import class_counts
+
+    assert class_counts([10, 1], 0.4) == [0, 0] and class_counts([3, 3, 3], 0.4) == [3, 3, 3]
+    unparsed = [s("g/0", ["Score: ?", "Score: 1"], [None, 1.0], 0, 1)]
+    assert MetaJudgePairs().build(unparsed, {})[1]["unscored"] == 1

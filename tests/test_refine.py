@@ -122,3 +122,17 @@ def test_refine_and_gold_rows_are_checked_before_any_model_loads(tiny_pipeline, 
                                      "select.gold_rows={template: ds_valid_arithmetic}"]))
     with pytest.raises(ConfigError, match="refine: runs between the score and select stages"):
         load_pipeline(path, ["refine={template: x, when: {prompt_without: correct}}", "stages=[generate, score]"])
+
+
+def test_gsm8k_gold_rows_train_on_the_datasets_worked_solution(tmp_path, shared_data, no_model_loads):
+    """GSM8K keeps its worked solution in meta; gsm8k_solution renders it without calculator annotations and with
+    the answer line math_cot asks for."""
+    from selfimprove.config import SplitConfig, TaskConfig
+    from selfimprove.pipeline.stages.select import gold_sft_rows
+    from selfimprove.tasks import make_task
+
+    task = make_task(TaskConfig(name="gsm8k"), PromptLibrary())
+    rows = task.load(SplitConfig(source=str(shared_data / "gsm8k" / "train.jsonl"), size=2), "data.train")
+    gold = gold_sft_rows(Ctx(), type("G", (), {"template": "gsm8k_solution", "size": None})(), {r["prompt_id"]: r for r in rows})
+    text = gold[0]["completion"][0]["content"]
+    assert "<<" not in text and "####" not in text and text.endswith(f"The answer is {rows[0]['reference']}.")

@@ -121,3 +121,16 @@ def test_balance_score_is_b_stars_formula():
     assert counts["balance_score"] == round((1.0 + 0.5 + 0) / 3, 4)
     no_gold = [{k: v for k, v in r.items() if k != "correct"} for r in _scored(SCORED)]
     assert "balance_score" not in select_samples(no_gold, SelectConfig(correct_only=False), seed=0)[1]
+
+
+def test_target_size_ranks_a_zero_score_above_negative_ones():
+    """Signed scores (a reward, a log-likelihood): 0.0 is better than -0.5 and worse than 0.3; a missing value is last."""
+    from selfimprove.selection.filters import grow_cap_to
+
+    rows = [{"prompt_id": "a", "sample_id": f"a/{i}", "s": v} for i, v in enumerate([-0.5, 0.0, None, 0.3])]
+    import random
+
+    kept, cap = grow_cap_to(rows, 2, random.Random(0), "s")
+    assert cap == 2 and [r["sample_id"] for r in kept] == ["a/3", "a/1"]
+    kept, _ = grow_cap_to(rows, 4, random.Random(0), "s")
+    assert [r["sample_id"] for r in kept] == ["a/3", "a/1", "a/0", "a/2"]

@@ -26,6 +26,14 @@ class RowBuilder(DeclaresColumns, ABC):
     # selection criterion); the select stage reports them as `yield`, and the run report shows them as they are
     skip_reasons: ClassVar[dict[str, str]] = {}
     audit: ClassVar[dict[str, str]] = {}
+    # raised when the rows built from the same samples and options change, so a resumed run rebuilds them
+    version: ClassVar[int] = 1
+
+    def identity(self) -> dict:
+        """What the select stage hashes: the builder, its options with their defaults filled in, its version (a changed
+        default or a changed rule then rebuilds the rows instead of reusing ones built by the old rule)."""
+        opts = self.options.model_dump() if hasattr(self.options, "model_dump") else self.options
+        return {"name": self.name, "options": opts, "version": self.version}
 
     def yield_report(self, counts: dict) -> dict:
         """This build's yield as the run report shows it: `skipped` (reason -> count, the non-zero ones), `audit`."""

@@ -3,7 +3,7 @@
 best-rated judgment is chosen and the worst rejected, so DPO trains the model as a judge. As in the paper, a pair
 whose judgments give the same score is dropped (`same_score`), and so is one with a judgment longer than
 `max_words` (`too_long`: long judgments are how a judge games a meta-judge); `max_class_share` caps the pairs whose
-chosen judgment gives any one score at that share of the pairs built (NeMo's 0.4: the meta-judge prefers generous judgments, and the judge drifts
+chosen judgment gives any one score at that share of the pairs kept (NeMo's 0.4: the meta-judge prefers generous judgments, and the judge drifts
 to 5 otherwise). Mix them with actor pairs in `select.builders`, capped at a share (NeMo keeps judge pairs under 15%).
 
 Rows: the pair columns plus `chosen_score`, `rejected_score` (the judgments' own scores) and `elo_gap`.
@@ -32,18 +32,31 @@ def _number(v) -> float | None:
     return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and not math.isnan(float(v)) else None
 
 
+def class_counts(sizes: list[int], share: float) -> list[int]:
+    """How many pairs each score class keeps so that none is over `share` of the pairs kept: the largest total N with
+    N = sum(min(n_c, floor(share N))), found by iterating down from all of them (0 when no such set exists, e.g. two
+    classes under a share below one half)."""
+    total = sum(sizes)
+    while True:
+        keep = [min(n, math.floor(share * total)) for n in sizes]
+        if sum(keep) == total:
+            return keep
+        total = sum(keep)
+
+
 class MetaJudgePairs(RowBuilder):
     name = "meta_judge_pairs"
     reads = ("prompt_id", "sample_id", "model_ref", "judge_prompt", "judge_raw", "judge_scores", "meta_chosen", "meta_rejected")
     optional_reads = ("meta_elo",)
     writes = PAIR_COLUMNS + ("chosen_score", "rejected_score", "elo_gap")
-    skip_reasons = {"not_meta_judged": "the meta-judge ranked none of its judgments", "same_score": "both judgments give the same score",
+    skip_reasons = {"not_meta_judged": "the meta-judge ranked none of its judgments", "unscored": "a judgment's score did not parse",
+                    "same_score": "both judgments give the same score",
                     "too_long": "a judgment is longer than max_words", "class_cap": "its score class is over max_class_share"}
     Options = MetaJudgePairOptions
 
     def build(self, samples: list[dict], prompts: dict[str, dict]) -> tuple[list[dict], dict]:
         o = self.options
-        counts = {"samples_in": len(samples), "not_meta_judged": 0, "same_score": 0, "too_long": 0, "class_cap": 0}
+        counts = {"samples_in": len(samples), "not_meta_judged": 0, "unscored": 0, "same_score": 0, "too_long": 0, "class_cap": 0}
         rows = []
         for s in samples:
             c, r = s.get("meta_chosen"), s.get("meta_rejected")
@@ -51,7 +64,10 @@ class MetaJudgePairs(RowBuilder):
                 counts["not_meta_judged"] += 1
                 continue
             raws, scores = list(s["judge_raw"]), list(s["judge_scores"])
-            if _number(scores[c]) is None or scores[c] == scores[r]:
+            if _number(scores[c]) is None or _number(scores[r]) is None:
+                counts["unscored"] += 1
+                continue
+            if scores[c] == scores[r]:
                 counts["same_score"] += 1
                 continue
             if o.max_words is not None and max(len(raws[c].split()), len(raws[r].split())) > o.max_words:
@@ -68,8 +84,7 @@ class MetaJudgePairs(RowBuilder):
         if o.max_class_share is not None and rows:
             classes = sorted({row["chosen_score"] for row in rows})
             by = {k: [row for row in rows if row["chosen_score"] == k] for k in classes}
-            cap = max(1, math.floor(o.max_class_share * len(rows)))  # a share of the pairs built
-            keep = [min(len(by[k]), cap) for k in classes]
+            keep = class_counts([len(by[k]) for k in classes], o.max_class_share)
             rng = random.Random(o.seed)
             kept = []
             for k, n in zip(classes, keep):

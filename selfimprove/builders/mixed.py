@@ -63,6 +63,9 @@ class MixedRows(RowBuilder):
     def weighted(self) -> bool:
         return any(b.weighted for b in self.builders) or any(s.weight != 1.0 for s in self.sources)
 
+    def identity(self) -> dict:
+        return {"name": self.name, "sources": [b.identity() for b in self.builders], "seed": self.seed}
+
     def labelled(self, prompts: dict[str, dict]) -> set[str]:
         """Prompts with a gold answer, the first `labelled_size` of them by id when it is set."""
         ids = sorted(pid for pid, p in prompts.items() if p.get("reference") not in (None, ""))

@@ -24,6 +24,7 @@ class SFTRows(RowBuilder):
     reads = ("prompt_id", "sample_id", "completion", "model_ref")
     writes = ("prompt_id", "sample_id", "prompt", "completion", "messages", "weight", "model_ref")
     Options = SFTRowOptions
+    version = 2  # 2: a revision's row holds the conversation it revised
 
     def columns(self) -> Columns:
         return Columns(self.reads + ((self.options.weight_column,) if self.options.weight_column else ()), self.optional_reads, self.writes)

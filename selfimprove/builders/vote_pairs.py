@@ -42,6 +42,7 @@ class VotePairs(RowBuilder):
                     "tie": "two answers share the top: no majority", "no_answer": "no sample has an answer"}
     audit = AUDIT
     Options = VotePairOptions
+    version = 2  # 2: the least-voted answer is rejected ahead of an unanswered sample (ScPO's rule)
 
     @property
     def weighted(self) -> bool:

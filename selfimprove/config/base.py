@@ -94,9 +94,36 @@ def load_yaml(path: str | Path) -> dict:
     return data
 
 
+def deep_merge(base: dict, over: dict) -> dict:
+    """`over` on top of `base`: mappings merge key by key, anything else (lists included) replaces."""
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def load_with_extends(path: str | Path, seen: tuple[Path, ...] = ()) -> dict:
+    """A YAML file, on top of the file its `extends:` names (a path relative to it; chains allowed, cycles refused):
+    a GPU-scale variant of a recipe states only what differs."""
+    p = Path(path).resolve()
+    if p in seen:
+        raise ConfigError(f"{path}: extends: forms a cycle ({' -> '.join(str(x) for x in (*seen, p))})")
+    data = load_yaml(p)
+    parent = data.pop("extends", None)
+    if parent is None:
+        return data
+    if not isinstance(parent, str):
+        raise ConfigError(f"{path}: extends: expected the path of another YAML file, got {parent!r}")
+    base_path = (p.parent / parent).resolve()
+    if not base_path.is_file():
+        raise ConfigError(f"{path}: extends: {parent} not found (looked for {base_path})")
+    return deep_merge(load_with_extends(base_path, (*seen, p)), data)
+
+
 def load_config(path: str | Path, model: type[BaseModel], overrides: list[str] | None = None):
-    """Read a YAML file (pipeline, eval suite, judge job), apply `--set` overrides, validate it as `model`."""
-    data = load_yaml(path)
+    """Read a YAML file (pipeline, eval suite, judge job; on top of the file its `extends:` names), apply `--set`
+    overrides, validate it as `model`."""
+    data = load_with_extends(path)
     for text in overrides or []:
         key, value = parse_override(text)
         apply_override(data, key, value)

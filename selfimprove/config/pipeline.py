@@ -171,6 +171,11 @@ class SelectConfig(Strict):
         return self
 
 
+# what an eval's sampled rows carry without a best_of scorer: the generator's columns and the eval scorers' (gold,
+# majority_vote); kept in step with scoring.base.SAMPLE_COLUMNS by tests/test_eval_cli.py
+EVAL_SAMPLE_COLUMNS = ("num_tokens", "logprob_sum", "correct", "vote_count", "vote_share", "top_share", "vote_margin")
+
+
 class BestOf(Strict):
     """Inference-time best-of-N: among each problem's `eval.n` samples, the one with the highest `column`."""
 
@@ -237,6 +242,9 @@ class EvalConfig(Strict):
             raise ValueError("critique_refine refines the sampled completions: set eval.n to 1 or more")
         if self.best_of is not None and self.n < 2:
             raise ValueError("best_of chooses among the sampled completions: set eval.n to 2 or more")
+        if self.best_of is not None and self.best_of.scorer is None and self.best_of.column not in EVAL_SAMPLE_COLUMNS:
+            raise ValueError(f"best_of.column: the eval samples have no {self.best_of.column!r} of their own (they have "
+                             f"{list(EVAL_SAMPLE_COLUMNS)}); name the scorer that writes it in best_of.scorer")
         if self.gold_slice and not (self.greedy and self.n >= 2):
             raise ValueError("gold_slice compares the greedy answer with the majority of n samples: needs greedy: true and n >= 2")
         return self

@@ -47,3 +47,10 @@ class RefineConfig(Strict):
     max_tokens: int | None = Field(None, gt=0, description="Default: generate.max_tokens.")
 
     model_config = {"extra": "forbid", "populate_by_name": True, "protected_namespaces": ()}
+
+    @model_validator(mode="after")
+    def _revision_needs_the_attempt(self) -> "RefineConfig":
+        if self.as_ == "revision" and self.context == "question":
+            raise ValueError("refine: as: revision trains the refinement after its attempt, but context: question samples it without "
+                             "the attempt; use context: attempt, or as: answer")
+        return self

@@ -71,6 +71,8 @@ class Prepared:
 def check_refine(cfg: PipelineConfig, scorers, generated: tuple[str, ...], prompts: PromptLibrary) -> None:
     """The refine stage's template exists and what it reads (its condition, its variables) is scored before it."""
     r = cfg.refine
+    if r.hint and cfg.task.name in ("humaneval", "mbpp"):
+        raise ConfigError("refine.hint: this task's reference is its tests, not an answer to hint at")
     if not prompts.exists(r.template):
         raise ConfigError(f"refine.template: no template {r.template!r} (known: {prompts.names()})")
     scored = set(check_chain(scorers, ["generate", "score"], generated=generated)["score"])
@@ -98,6 +100,8 @@ def iteration_plan(cfg: PipelineConfig, task, prompts: PromptLibrary) -> Plan:
         generated += REFINE_COLUMNS
     check_chain(scorers, cfg.stages, filter_columns(cfg.select), builder, trainer, generated)
     g = cfg.select.gold_rows
+    if g is not None and task.kind != "answer":
+        raise ConfigError(f"select.gold_rows: task {task.name} has tests, not answers, as gold; its reference is no solution to train on")
     if g is not None:
         if not {"prompt", "completion", "messages"} <= set(builder.columns().writes):
             raise ConfigError(f"select.gold_rows adds SFT rows, but select.builder {builder.name} writes other rows; use the sft builder")
@@ -121,6 +125,16 @@ def iteration_plan(cfg: PipelineConfig, task, prompts: PromptLibrary) -> Plan:
             raise ConfigError(f"search.column: no scorer in score: writes {cfg.search.column!r} (the gold scorer writes `correct`)")
         if "correct" not in scored:
             raise ConfigError("search: the balance score counts the right samples it keeps: add the gold scorer to score:")
+        if cfg.select.correct_only:
+            raise ConfigError("search: sweeps a threshold over the samples' scores, but select.correct_only keeps only the right "
+                              "ones whatever the threshold; set select.correct_only: false (the searched threshold selects)")
+        from .stages.search import chosen_settings
+
+        probe = chosen_settings(cfg.search.temperatures[0], cfg.search.thresholds[0], cfg.search.column)
+        try:  # what the search will set must make a valid iteration
+            cfg.with_values(probe, f"with the search's settings ({probe})")
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
     return build_plan(cfg, trainer, scorers, builder)
 
 

@@ -67,6 +67,7 @@ class Scorer(DeclaresColumns, ABC):
     summary: ClassVar[dict[str, SummaryColumn]] = {}  # its score columns, as summaries and diagnostics describe them
     task_kinds: ClassVar[tuple[str, ...]] = ("answer", "code")  # `Task.kind`s it can score; others are refused when it is built
     unsupported_hint: ClassVar[str] = ""  # what to use instead, for the refusal's message
+    version: ClassVar[int] = 1  # raised when its columns change for the same options: the score stage then scores again
 
     def __init__(self, task: Task, options: dict | BaseModel | None = None, where: str | None = None):
         where = where or f"score[{self.name}].options"

@@ -55,9 +55,11 @@ class PTrue(ModelScorer):
     def score(self, prompts, samples, progress=None):
         msgs = []
         k = self.options.brainstorm
+        groups: dict[tuple, list[int]] = {}
         for i, s in enumerate(samples):
-            others = [self.shown(o) for j, o in enumerate(samples) if j != i and o["prompt_id"] == s["prompt_id"]
-                      and (o.get("turn") or 1) == (s.get("turn") or 1)][:k] if k else []
+            groups.setdefault((s["prompt_id"], s.get("turn") or 1), []).append(i)
+        for i, s in enumerate(samples):
+            others = [self.shown(samples[j]) for j in groups[(s["prompt_id"], s.get("turn") or 1)] if j != i][:k] if k else []
             msgs.append(self.user(self.template, question=prompts[s["prompt_id"]]["question"], answer=self.shown(s), brainstorm=others))
         lps = self.next_token_cached(msgs, self.candidates)
         values, errors = [], []

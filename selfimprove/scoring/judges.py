@@ -76,6 +76,7 @@ class PointwiseJudge(ModelScorer):
 
     name = "pointwise_judge"
     writes = ("judge_score", "judge_var", "judge_scores", "judge_raw", "judge_parse_failures", "judge_prompt")
+    version = 2  # 2: writes judge_prompt
     summary = {"judge_score": SummaryColumn(discrete=True, threshold=PASS_THRESHOLD)}
     Options = PointwiseOptions
 

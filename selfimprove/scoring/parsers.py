@@ -78,8 +78,8 @@ def parse_meta(text: str) -> Parsed:
 
 
 def parse_verdict(text: str) -> Parsed:
-    """`correct` or `wrong` from a critique's last `Verdict: correct|wrong` (`right` / `incorrect` read the same);
-    several verdict lines must agree."""
+    """`correct` or `wrong` from a critique's `Verdict: correct|wrong` (`right` / `incorrect` read the same); where
+    there are several verdict lines they must agree."""
     t = _normalise(text)
     if not t.strip():
         return Parsed(None, "empty critique")

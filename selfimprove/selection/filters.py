@@ -72,7 +72,11 @@ def grow_cap_to(rows: list[dict], target: int, rng: random.Random, column: str |
     groups = by_prompt(rows, turns=False)
     if not groups:
         return [], 0
-    ordered = {pid: sorted(g, key=lambda r: -(_value(r, column) or -math.inf)) if column else rng.sample(g, len(g)) for pid, g in groups.items()}
+    def best_first(r: dict) -> float:
+        v = _value(r, column)
+        return -v if v is not None else math.inf  # a missing value last; a 0 is a value like any other
+
+    ordered = {pid: sorted(g, key=best_first) if column else rng.sample(g, len(g)) for pid, g in groups.items()}
     largest = max(len(g) for g in groups.values())
     cap = next((c for c in range(1, largest + 1) if sum(min(len(g), c) for g in groups.values()) >= target), largest)
     return [r for g in ordered.values() for r in g[:cap]], cap

@@ -49,7 +49,9 @@ class GSM8KTask(DatasetTask):
                 gold = gold_answer(str(v["answer"]))
             except ValueError as e:
                 raise ConfigError(f"{where}: row {row['_row_index']}: {e}") from None
-            items.append({"prompt_id": self.row_id(row), "question": str(v["question"]), "reference": gold})
+            # the worked solution too: select.gold_rows can train on it (critique-in-the-loop's original SFT data)
+            items.append({"prompt_id": self.row_id(row), "question": str(v["question"]), "reference": gold,
+                          "meta": {"solution": str(v["answer"])}})
         return items
 
     def extract_answer(self, completion: str) -> str | None:

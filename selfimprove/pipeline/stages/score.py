@@ -57,6 +57,9 @@ def score_stage(ctx: RunContext, iteration: int, cfg: list[ScorerConfig], prompt
     scorers = make_scorers(cfg, task)
     judges = bind_scorers(scorers, ctx.models, policy)
     config = {"score": [s.model_dump() for s in cfg], "task": task.cfg.model_dump(), "shard_size": shard_size}
+    versions = {sc.name: sc.version for sc in scorers if sc.version != 1}
+    if versions:  # a scorer whose columns changed scores again on resume (left out at 1, so older runs keep their hashes)
+        config["versions"] = versions
     inputs = {"prompts": prompts_sd.fingerprint, "samples": samples_sd.fingerprint, **{f"judge:{k}": v for k, v in judges.items()}}
     sd = ctx.store.stage(iteration, "score", config, inputs)
 

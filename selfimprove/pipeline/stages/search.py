@@ -30,7 +30,7 @@ def search_stage(ctx: RunContext, iteration: int, cfg: PipelineConfig, prompts_s
     """Reads `prompts`; writes the grid table and, in its manifest's extra, `chosen` (see the module docstring)."""
     s = cfg.search
     config = {"search": s.model_dump(), "generate": cfg.generate.model_dump(), "score": [c.model_dump() for c in cfg.score],
-              "select": cfg.select.model_dump(), "backend": ctx.backend.identity()}
+              "select": cfg.select.model_dump(), "backend": ctx.backend.identity(), "seed": cfg.seed}
     sd = ctx.store.stage(iteration, "search", config, {"prompts": prompts_sd.fingerprint, "model": model.fingerprint})
 
     def work(sd: StageDir):

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import json
+
 from ...builders import RowBuilder
 from ...builders.mixed import make_select_builder
 from ...config import SelectConfig
@@ -14,13 +16,14 @@ from ...store import StageDir
 
 def gold_sft_rows(ctx: RunContext, g, prompts: dict[str, dict]) -> list[dict]:
     """SFT rows of the task's own solutions: the first `g.size` train prompts (by id) with a gold answer, the reply
-    rendered by `g.template` from question, reference and answer."""
+    rendered by `g.template` from question, reference, answer and the prompt's meta fields (GSM8K's `solution`)."""
     ids = sorted(pid for pid, p in prompts.items() if p.get("reference") not in (None, ""))
     rows = []
     for pid in ids[: g.size] if g.size is not None else ids:
         p = prompts[pid]
-        reply = [{"role": "assistant", "content": ctx.prompts.render(g.template, question=p.get("question"), reference=p["reference"],
-                                                                     answer=p["reference"])}]
+        meta = json.loads(p["meta"]) if isinstance(p.get("meta"), str) and p["meta"] else {}
+        reply = [{"role": "assistant", "content": ctx.prompts.render(g.template, **{**meta, "question": p.get("question"),
+                                                                                    "reference": p["reference"], "answer": p["reference"]})}]
         rows.append({"prompt_id": pid, "sample_id": f"{pid}/gold", "prompt": list(p["messages"]), "completion": reply,
                      "messages": list(p["messages"]) + reply, "weight": 1.0, "model_ref": "gold"})
     return rows
@@ -36,7 +39,7 @@ def select_stage(ctx: RunContext, iteration: int, cfg: SelectConfig, seed: int, 
     inputs = {"prompts": prompts_sd.fingerprint, "scored": scored_sd.fingerprint}
     if accumulate:
         inputs.update({f"select_{i}": e.fingerprint for i, e in enumerate(earlier)})
-    config = {"select": cfg.model_dump(), "seed": seed}
+    config = {"select": cfg.model_dump(), "seed": seed, "builder": builder.identity()}
     sd = ctx.store.stage(iteration, "select", config, inputs)
 
     def work(sd: StageDir):
