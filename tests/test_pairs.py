@@ -228,8 +228,8 @@ def test_meta_judge_pairs_train_the_judge_on_its_best_and_worst_judgment():
     capped, counts = MetaJudgePairs({"max_class_share": 0.4}).build(more, {})
     # chosen scores 4, 4, 4, 4, 2, 3 (6 pairs): 4s at most 40% of what is kept -> 1 four, the 2, the 3 (each 1/3 <= 0.4)
     assert sorted(r["chosen_score"] for r in capped) == [2.0, 3.0, 4.0] and counts["class_cap"] == 3
-    from selfimprove.builders.meta_judge_pairs import class_counts
+    from selfimprove.builders.mixed import shared_counts
 
-    assert class_counts([10, 1], 0.4) == [0, 0] and class_counts([3, 3, 3], 0.4) == [3, 3, 3]
+    assert shared_counts([10, 1], [0.4, 0.4]) == [0, 0] and shared_counts([3, 3, 3], [0.4] * 3) == [3, 3, 3]
     unparsed = [s("g/0", ["Score: ?", "Score: 1"], [None, 1.0], 0, 1)]
     assert MetaJudgePairs().build(unparsed, {})[1]["unscored"] == 1

@@ -18,6 +18,7 @@ from pydantic import Field
 
 from ..options import Options
 from .base import RowBuilder
+from .mixed import shared_counts
 from .pair_rows import PAIR_COLUMNS
 
 
@@ -30,18 +31,6 @@ class MetaJudgePairOptions(Options):
 
 def _number(v) -> float | None:
     return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and not math.isnan(float(v)) else None
-
-
-def class_counts(sizes: list[int], share: float) -> list[int]:
-    """How many pairs each score class keeps so that none is over `share` of the pairs kept: the largest total N with
-    N = sum(min(n_c, floor(share N))), found by iterating down from all of them (0 when no such set exists, e.g. two
-    classes under a share below one half)."""
-    total = sum(sizes)
-    while True:
-        keep = [min(n, math.floor(share * total)) for n in sizes]
-        if sum(keep) == total:
-            return keep
-        total = sum(keep)
 
 
 class MetaJudgePairs(RowBuilder):
@@ -84,7 +73,7 @@ class MetaJudgePairs(RowBuilder):
         if o.max_class_share is not None and rows:
             classes = sorted({row["chosen_score"] for row in rows})
             by = {k: [row for row in rows if row["chosen_score"] == k] for k in classes}
-            keep = class_counts([len(by[k]) for k in classes], o.max_class_share)
+            keep = shared_counts([len(by[k]) for k in classes], [o.max_class_share] * len(classes))  # 0 when no set can comply
             rng = random.Random(o.seed)
             kept = []
             for k, n in zip(classes, keep):
