@@ -56,23 +56,12 @@ class ProcessRewardModel(Scorer):
         self._model = None
 
     def _load(self):
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        from ..devices import pick_device
-        from ..errors import ConfigError, ModelError
-        from ..models import resolve_model
+        from ..errors import ConfigError
+        from .own_model import load_own_model
 
         o = self.options
-        path = resolve_model(o.model)
-        dev = pick_device(o.device)
-        try:
-            tok = AutoTokenizer.from_pretrained(path)
-            model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32 if dev.type == "cpu" else torch.bfloat16)
-        except OSError as e:
-            raise ModelError(f"cannot load PRM {path}: {e}") from None
-        if tok.pad_token is None:
-            tok.pad_token = tok.eos_token
+        model, tok, dev = load_own_model(o.model, o.device, "AutoModelForCausalLM", "PRM")
+        path = o.model
         ids = {}
         for key, text in (("step_tag", " " + o.step_tag), ("good_token", o.good_token), ("bad_token", o.bad_token)):
             enc = tok.encode(text, add_special_tokens=False)  # the tag as it follows a step: after a space
@@ -80,7 +69,7 @@ class ProcessRewardModel(Scorer):
                 raise ConfigError(f"score: prm option {key} {getattr(o, key)!r} is {len(enc)} tokens for {path}'s tokenizer "
                                   f"({'after a space, ' if key == 'step_tag' else ''}it must be one)")
             ids[key] = enc[0]
-        self._model = (model.to(dev).eval(), tok, dev, ids)
+        self._model = (model, tok, dev, ids)
 
     def close(self) -> None:
         self._model = None

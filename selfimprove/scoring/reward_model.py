@@ -31,25 +31,12 @@ class RewardModel(Scorer):
         self._model = None
 
     def _load(self):
-        import torch
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+        from .own_model import load_own_model
 
-        from ..devices import pick_device
-        from ..errors import ModelError
-        from ..models import resolve_model
-
-        path = resolve_model(self.options.model)
-        dev = pick_device(self.options.device)
-        try:
-            tok = AutoTokenizer.from_pretrained(path)
-            model = AutoModelForSequenceClassification.from_pretrained(path, dtype=torch.float32 if dev.type == "cpu" else torch.bfloat16)
-        except OSError as e:
-            raise ModelError(f"cannot load reward model {path}: {e}") from None
-        if tok.pad_token is None:
-            tok.pad_token = tok.eos_token
+        model, tok, dev = load_own_model(self.options.model, self.options.device, "AutoModelForSequenceClassification", "reward model")
         model.config.pad_token_id = tok.pad_token_id
         tok.padding_side = "right"
-        self._model = (model.to(dev).eval(), tok, dev)
+        self._model = (model, tok, dev)
 
     def close(self) -> None:
         self._model = None
