@@ -263,7 +263,8 @@ def recipes(as_json: bool = typer.Option(False, "--json", help="Print the list a
         if "error" in r:
             table.add_row(r["file"], "[red]invalid[/red]", "", "", "", r["error"])
         else:
-            table.add_row(r["file"], r["method"], r["paper"], r["labels"], f"{r['train']} x {r['iterations']}", r["summary"])
+            table.add_row(r["file"] + (f"\n(GPU: {r['gpu']})" if r.get("gpu") else ""), r["method"], r["paper"], r["labels"],
+                          f"{r['train']} x {r['iterations']}", r["summary"])
     console.print(table)
     console.print("run one: selfimprove run pipelines/<recipe>.yaml (--dry-run to check it); docs/methods.md describes each")
 

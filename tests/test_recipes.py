@@ -21,6 +21,7 @@ def test_recipes_are_listed_with_what_they_are():
     for r in rows:
         assert "error" not in r, r
         assert r["method"] and r["summary"] and r["labels"] in ("gold", "label-free", "few labels"), r
+        assert r["gpu"] == (None if r["file"] == "gsm8k_star.yaml" else f"gpu/{r['file']}")
     res = CliRunner().invoke(app, ["recipes", "--json"])
     assert res.exit_code == 0 and [r["file"] for r in json.loads(res.stdout)] == RECIPES
 

@@ -1,5 +1,5 @@
 """The shipped recipes (`pipelines/*.yaml`) as a list: file, method, paper, label use and one line each, read from
-each file's `about:` section (`selfimprove recipes`)."""
+each file's `about:` section, and its GPU-scale variant in `pipelines/gpu/` (`selfimprove recipes`)."""
 
 from __future__ import annotations
 
@@ -21,7 +21,8 @@ def list_recipes(folder: Path | None = None) -> list[dict]:
     from ..errors import ConfigError
 
     out = []
-    for path in sorted((folder or recipes_dir()).glob("*.yaml")):
+    folder = folder or recipes_dir()
+    for path in sorted(folder.glob("*.yaml")):
         try:
             cfg = load_pipeline(path)
         except ConfigError as e:
@@ -30,5 +31,6 @@ def list_recipes(folder: Path | None = None) -> list[dict]:
         a = cfg.about
         out.append({"file": path.name, "name": cfg.name, "method": a.method if a else "", "paper": (a.paper if a else None) or "",
                     "labels": a.labels if a else "", "summary": a.summary if a else "", "train": cfg.train.method,
-                    "iterations": cfg.iterations, "model": cfg.model})
+                    "iterations": cfg.iterations, "model": cfg.model,
+                    "gpu": f"gpu/{path.name}" if (folder / "gpu" / path.name).is_file() else None})
     return out
