@@ -76,10 +76,11 @@ def run(
             console.print(f"config OK: {len(train_rows)} train prompts, {len(eval_rows)} eval prompts{dev}, run folder {prepared.ctx.store.root}")
             base = ", after the base model's eval" if prepared.plan.eval is not None else ""
             console.print(f"each of {cfg.iterations} iteration(s){base}: {prepared.plan.describe()}", highlight=False, markup=False)
+            from .config.schedule import describe
+
             for k in range(1, cfg.iterations + 1):
-                if cfg.scheduled(k):
-                    console.print(f"iteration {k} schedule: " + ", ".join(f"{key}={v}" for key, v in cfg.scheduled(k).items()),
-                                  highlight=False, markup=False)
+                if values := cfg.scheduled(k):
+                    console.print(f"iteration {k} schedule: {describe(values)}", highlight=False, markup=False)
             return
         summary = run_pipeline(cfg, console)
     except SelfImproveError as e:
@@ -93,8 +94,9 @@ def find_config(path: Path, kind: str = "evals") -> Path:
     """A YAML file, or the name of a bundled one (`gsm8k` -> evals/gsm8k.yaml shipped with the package)."""
     if path.exists():
         return path
-    here = Path(__file__).resolve().parent
-    for folder in (here.parent / kind, here / "_bundled" / kind):
+    from .prompts import shipped_dirs
+
+    for folder in shipped_dirs(kind):
         cand = folder / (path.name if path.suffix else f"{path.name}.yaml")
         if cand.is_file():
             return cand

@@ -14,10 +14,22 @@ from pathlib import Path
 import jinja2
 
 
+def after_attempt(messages: list[dict], attempt: str, instruction: str) -> list[dict]:
+    """A conversation continued after the model's attempt: the messages, the attempt as the assistant's turn, then the
+    instruction as the user's (a revision turn, a critique to refine with)."""
+    return list(messages) + [{"role": "assistant", "content": attempt}, {"role": "user", "content": instruction}]
+
+
+def shipped_dirs(kind: str) -> tuple[Path, Path]:
+    """Where a shipped folder (prompts, pipelines, evals, judges, jobs) can be: a source checkout's (editable install),
+    then the copy packed into the wheel."""
+    here = Path(__file__).resolve().parent
+    return here.parent / kind, here / "_bundled" / kind
+
+
 def bundled_prompts_dir() -> Path:
     """`prompts/` of a source checkout (editable install) or the copy packed into the wheel."""
-    here = Path(__file__).resolve().parent
-    for cand in (here.parent / "prompts", here / "_bundled" / "prompts"):
+    for cand in shipped_dirs("prompts"):
         if cand.is_dir():
             return cand
     raise FileNotFoundError("bundled prompts/ folder not found; reinstall selfimprove")

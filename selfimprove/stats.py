@@ -64,6 +64,16 @@ def paired_diff_ci(after: np.ndarray, before: np.ndarray, resamples: int = 1000,
     return float(diff.mean()) if len(diff) else float("nan"), lo, hi
 
 
+def as_number(v, verdicts: bool = False) -> float | None:
+    """`v` as a float, or None for anything that is no number (None, text, NaN); a bool is no number unless `verdicts`
+    (then True/False count 1/0: a gold verdict as an outcome score)."""
+    if isinstance(v, bool) and not verdicts:
+        return None
+    if not isinstance(v, (int, float)) or v != v:
+        return None
+    return float(v)
+
+
 def brier(probs: list[float], labels: list[bool]) -> float:
     """Mean squared error of probabilities against 0/1 outcomes (0 is perfect; always saying 0.5 scores 0.25)."""
     p, y = np.asarray(probs, dtype=float), np.asarray(labels, dtype=float)

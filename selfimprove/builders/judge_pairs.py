@@ -12,7 +12,6 @@ Rows: the pair columns (`pair_rows.PAIR_COLUMNS`) plus `chosen_score`, `rejected
 
 from __future__ import annotations
 
-import math
 from typing import Literal
 
 from pydantic import Field
@@ -20,6 +19,7 @@ from pydantic import Field
 from ..columns import Columns
 from ..groups import by_prompt
 from ..options import Options
+from ..stats import as_number
 from .base import RowBuilder
 from .pair_rows import AUDIT, PAIR_COLUMNS, audit_counts, pair_prompt, pair_row
 
@@ -35,10 +35,7 @@ class JudgePairOptions(Options):
 
 
 def _score(s: dict, column: str) -> float | None:
-    v = s.get(column)
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or math.isnan(float(v)):
-        return None
-    return float(v)
+    return as_number(s.get(column))
 
 
 class JudgePairs(RowBuilder):

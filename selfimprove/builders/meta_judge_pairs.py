@@ -11,12 +11,12 @@ Rows: the pair columns plus `chosen_score`, `rejected_score` (the judgments' own
 
 from __future__ import annotations
 
-import math
 import random
 
 from pydantic import Field
 
 from ..options import Options
+from ..stats import as_number
 from .base import RowBuilder
 from .mixed import shared_counts
 from .pair_rows import PAIR_COLUMNS
@@ -27,10 +27,6 @@ class MetaJudgePairOptions(Options):
     max_class_share: float | None = Field(None, gt=0, le=1, description="At most this share of the pairs may have a chosen "
                                                                         "judgment giving one score (NeMo: 0.4); None: no cap.")
     seed: int = 0
-
-
-def _number(v) -> float | None:
-    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and not math.isnan(float(v)) else None
 
 
 class MetaJudgePairs(RowBuilder):
@@ -53,7 +49,7 @@ class MetaJudgePairs(RowBuilder):
                 counts["not_meta_judged"] += 1
                 continue
             raws, scores = list(s["judge_raw"]), list(s["judge_scores"])
-            if _number(scores[c]) is None or _number(scores[r]) is None:
+            if as_number(scores[c]) is None or as_number(scores[r]) is None:
                 counts["unscored"] += 1
                 continue
             if scores[c] == scores[r]:
@@ -63,13 +59,13 @@ class MetaJudgePairs(RowBuilder):
                 counts["too_long"] += 1
                 continue
             elo = s.get("meta_elo") or []
-            gap = (elo[c] - elo[r]) if len(elo) > max(c, r) and _number(elo[c]) is not None and _number(elo[r]) is not None else None
+            gap = (elo[c] - elo[r]) if len(elo) > max(c, r) and as_number(elo[c]) is not None and as_number(elo[r]) is not None else None
             rows.append({"prompt_id": s["prompt_id"], "prompt": list(s["judge_prompt"]),
                          "chosen": [{"role": "assistant", "content": raws[c]}], "rejected": [{"role": "assistant", "content": raws[r]}],
                          "weight": 1.0, "margin": float(gap) if gap is not None else 0.0,
                          "chosen_id": f"{s['sample_id']}/judgment{c}", "rejected_id": f"{s['sample_id']}/judgment{r}",
                          "label_correct": None, "rejected_correct": None, "model_ref": s["model_ref"],
-                         "chosen_score": float(scores[c]), "rejected_score": _number(scores[r]), "elo_gap": gap})
+                         "chosen_score": float(scores[c]), "rejected_score": as_number(scores[r]), "elo_gap": gap})
         if o.max_class_share is not None and rows:
             classes = sorted({row["chosen_score"] for row in rows})
             by = {k: [row for row in rows if row["chosen_score"] == k] for k in classes}

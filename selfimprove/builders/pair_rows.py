@@ -3,6 +3,8 @@ lineage), and the gold audit of a set of pairs: audit columns and counts only, n
 
 from __future__ import annotations
 
+from ..prompts import after_attempt
+
 PAIR_COLUMNS = ("prompt_id", "prompt", "chosen", "rejected", "weight", "margin", "chosen_id", "rejected_id", "label_correct",
                 "rejected_correct", "model_ref")
 
@@ -21,7 +23,7 @@ def pair_prompt(prompts: dict[str, dict], sample: dict, by_id: dict[str, dict]) 
         first = by_id.get(sample["parent_id"])
         attempt = first["completion"] if first is not None else sample.get("attempt")
         if attempt is not None:
-            messages += [{"role": "assistant", "content": attempt}, {"role": "user", "content": sample.get("revise_instruction") or ""}]
+            messages = after_attempt(messages, attempt, sample.get("revise_instruction") or "")
     return messages
 
 

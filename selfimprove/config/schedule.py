@@ -85,6 +85,11 @@ def values_at(schedule: dict[str, dict[int, Any]], k: int) -> dict[str, Any]:
     return out
 
 
+def describe(values: dict[str, Any]) -> str:
+    """`key=value, ...`: how the console, the dry run and the report show scheduled or searched settings."""
+    return ", ".join(f"{k}={v}" for k, v in values.items())
+
+
 def apply_values(data: dict, values: dict[str, Any]) -> dict:
     """A copy of the config dict `data` with each `a.b.c` (a number indexes a list: `score.1.options.n`) set."""
     data = copy.deepcopy(data)

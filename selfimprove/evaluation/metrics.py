@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..groups import by_prompt
-from ..stats import bootstrap_ci
+from ..stats import as_number, bootstrap_ci
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
@@ -80,12 +80,6 @@ def breakdown(rows: list[dict], prompts: dict[str, dict], key: str) -> dict[str,
     return {v: {"n": len(d), "accuracy": float(np.mean([np.mean(x) for x in d.values()]))} for v, d in sorted(per.items())}
 
 
-def _number(v) -> float | None:
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or v != v:
-        return None
-    return float(v)
-
-
 def compute_metrics(
     greedy: list[dict] | None,
     samples: list[dict] | None,
@@ -140,7 +134,7 @@ def compute_metrics(
         if best_of is not None:
             vals = []
             for pid in pids:
-                g = [r for r in sorted(groups[pid], key=lambda r: r["sample_id"])[:n] if _number(r.get(best_of)) is not None]
+                g = [r for r in sorted(groups[pid], key=lambda r: r["sample_id"])[:n] if as_number(r.get(best_of)) is not None]
                 vals.append(bool(max(g, key=lambda r: r[best_of]).get("correct")) if g else False)
             per_problem[f"best_of@{n}"] = np.array(vals, dtype=float)
             ids[f"best_of@{n}"] = pids

@@ -13,7 +13,7 @@ import io
 import json
 from pathlib import Path
 
-from ..config.schedule import normalise, values_at
+from ..config.schedule import describe, normalise, values_at
 from ..store import MANIFEST, atomic_write_bytes, atomic_write_json, read_json
 from .metrics import format_metric
 
@@ -52,14 +52,15 @@ def build_summary(root: Path, reports=None) -> dict:
     summary["heldout"] = heldout_summary(summary["data"])
     iters = []
     last = cfg.get("iterations")
+    schedule = normalise(cfg["schedule"], last or 0) if cfg.get("schedule") else None
     for d in sorted(root.glob("iter_*"), key=lambda p: int(p.name.split("_")[1])):
         k = int(d.name.split("_")[1])
         if last is not None and k > last:  # left over from an earlier run with more iterations
             continue
         ms = _manifests(d)
         entry: dict = {"iteration": k, "model_ref": cfg.get("model") if k == 0 else f"iter_{k}", "stages": {}}
-        if k > 0 and cfg.get("schedule"):
-            entry["schedule"] = values_at(normalise(cfg["schedule"], cfg.get("iterations") or k), k)
+        if k > 0 and schedule:
+            entry["schedule"] = values_at(schedule, k)
         for stage, m in ms.items():
             entry["stages"][stage] = _stage_entry(m, skipped.get((k, stage)))
             if stage == "eval":
@@ -335,8 +336,7 @@ def metrics_rows(summary: dict) -> tuple[list[str], list[list[str]]]:
         searched = it.get("search") or {}
         parts = [f"{k}={v}" for k, v in (it.get("schedule") or {}).items()]
         if searched.get("chosen"):
-            parts.append(f"search (balance score {searched.get('balance_score')}): "
-                         + ", ".join(f"{k}={v}" for k, v in searched["chosen"].items()))
+            parts.append(f"search (balance score {searched.get('balance_score')}): {describe(searched['chosen'])}")
         sched = ["; ".join(parts)] if scheduled else []
         rows.append([str(it["iteration"]), it["model_ref"] or ""] + [format_metric(m[n], m.get(f"{n}_ci")) if n in m else "" for n in names] + sched)
     return ["iteration", "model"] + names + (["settings (schedule, search)"] if scheduled else []), rows

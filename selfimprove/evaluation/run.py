@@ -4,7 +4,7 @@ from ..config import EvalConfig, ScorerConfig
 from ..errors import ConfigError
 from ..generation import SamplingParams
 from ..models import ModelRef, reachable
-from ..prompts import PromptLibrary
+from ..prompts import PromptLibrary, after_attempt
 from ..runtime.context import RunContext
 from ..runtime.generate_shards import generate_sharded
 from ..scoring import make_scorers
@@ -25,7 +25,7 @@ def revision_prompts(prompts: PromptLibrary, e: EvalConfig, prompt_rows: list[di
     attempt = {r["prompt_id"]: r["completion"] for r in first}
     instruction = prompts.render(e.revise_template)
     return [
-        dict(p, messages=list(p["messages"]) + [{"role": "assistant", "content": attempt[p["prompt_id"]]}, {"role": "user", "content": instruction}])
+        dict(p, messages=after_attempt(p["messages"], attempt[p["prompt_id"]], instruction))
         for p in prompt_rows
         if p["prompt_id"] in attempt
     ]
@@ -38,9 +38,9 @@ def critique_and_refine(ctx: RunContext, e: EvalConfig, prompts: dict[str, dict]
     c = e.critique_refine
     critic = ctx.models.bound_scorers([ScorerConfig(name="critic", options=c.critic_options)], reachable(model), "eval.critique_refine")
     critiqued = score_samples(critic, ctx.task, prompts, sampled, f"{label} critique", ctx.progress)
-    requests = [{"prompt_id": s["sample_id"], "messages": list(prompts[s["prompt_id"]]["messages"]) + [
-        {"role": "assistant", "content": s["completion"]},
-        {"role": "user", "content": ctx.prompts.render(c.template, critique=s.get("critique") or "")}]} for s in critiqued]
+    requests = [{"prompt_id": s["sample_id"], "messages": after_attempt(prompts[s["prompt_id"]]["messages"], s["completion"],
+                                                                         ctx.prompts.render(c.template, critique=s.get("critique") or ""))}
+                for s in critiqued]
     params = SamplingParams(n=1, temperature=e.temperature, top_p=e.top_p, max_tokens=e.max_tokens, stop=tuple(e.stop), seed=e.seed + 1)
     part = StageDir(sd.path / "refined", "eval_refined", {"params": params.to_dict(), "critique_refine": c.model_dump()}, sd.inputs)
     out = generate_sharded(ctx, part, requests, model, params, e.shard_size, iteration, f"{label} refine")

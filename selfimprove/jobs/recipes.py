@@ -5,14 +5,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..prompts import shipped_dirs
+
 
 def recipes_dir() -> Path:
     """`pipelines/` of a source checkout, else the copy bundled in the installed package."""
-    here = Path(__file__).resolve().parents[1]
-    for folder in (here.parent / "pipelines", here / "_bundled" / "pipelines"):
-        if folder.is_dir():
-            return folder
-    return here.parent / "pipelines"
+    candidates = shipped_dirs("pipelines")
+    return next((folder for folder in candidates if folder.is_dir()), candidates[0])
 
 
 def list_recipes(folder: Path | None = None) -> list[dict]:

@@ -15,7 +15,7 @@ from rich.console import Console
 
 from ..builders.mixed import make_select_builder
 from ..config import PipelineConfig
-from ..config.schedule import normalise
+from ..config.schedule import describe, normalise
 from ..errors import ConfigError
 from ..generation import check_backend
 from ..optional import require
@@ -68,14 +68,14 @@ class Prepared:
         return self.scheduled[max(due)] if due else self.plan
 
 
-def check_refine(cfg: PipelineConfig, scorers, generated: tuple[str, ...], prompts: PromptLibrary) -> None:
-    """The refine stage's template exists and what it reads (its condition, its variables) is scored before it."""
+def check_refine(cfg: PipelineConfig, scored: set[str], prompts: PromptLibrary) -> None:
+    """The refine stage's template exists and what it reads (its condition, its variables) is among the `scored`
+    columns."""
     r = cfg.refine
     if r.hint and cfg.task.name in ("humaneval", "mbpp"):
         raise ConfigError("refine.hint: this task's reference is its tests, not an answer to hint at")
     if not prompts.exists(r.template):
         raise ConfigError(f"refine.template: no template {r.template!r} (known: {prompts.names()})")
-    scored = set(check_chain(scorers, ["generate", "score"], generated=generated)["score"])
     for key, col in [("refine.when.column", r.when.column), ("refine.when.prompt_without", r.when.prompt_without),
                      *[(f"refine.variables[{i}]", v) for i, v in enumerate(r.variables)]]:
         if col is not None and col not in scored:
@@ -90,13 +90,14 @@ def iteration_plan(cfg: PipelineConfig, task, prompts: PromptLibrary) -> Plan:
     scorers = make_scorers(cfg.score, task)
     builder = make_select_builder(cfg.select)
     generated = SAMPLE_COLUMNS + (REVISION_COLUMNS if cfg.generate.revise is not None or cfg.refine is not None else ())
+    scored = set(check_chain(scorers, ["generate", "score"], generated=generated)["score"])  # what refine and search may read
     if cfg.propose is not None:
         if task.kind != "answer":
             raise ConfigError(f"propose: votes on the proposed problems' answers; task {task.name} is judged by tests, not answers")
         if not prompts.exists(cfg.propose.template):
             raise ConfigError(f"propose.template: no template {cfg.propose.template!r} (known: {prompts.names()})")
     if cfg.refine is not None:
-        check_refine(cfg, scorers, generated, prompts)
+        check_refine(cfg, scored, prompts)
         generated += REFINE_COLUMNS
     check_chain(scorers, cfg.stages, filter_columns(cfg.select), builder, trainer, generated)
     g = cfg.select.gold_rows
@@ -120,7 +121,6 @@ def iteration_plan(cfg: PipelineConfig, task, prompts: PromptLibrary) -> Plan:
         raise ConfigError("control.eval_every_steps evaluates during the train stage, which stages: leaves out")
     check_trackers(cfg.train.report_to, "train.report_to")
     if cfg.search is not None:
-        scored = check_chain(scorers, ["generate", "score"], generated=generated)["score"]
         if cfg.search.column not in scored:
             raise ConfigError(f"search.column: no scorer in score: writes {cfg.search.column!r} (the gold scorer writes `correct`)")
         if "correct" not in scored:
@@ -161,7 +161,7 @@ def searched_plan(ctx: RunContext, k: int, cfg: PipelineConfig, train_sd, model)
     """B-STaR: run iteration k's search stage with `model`, then the plan of `cfg` with the settings it chose."""
     sd = search_stage(ctx, k, cfg, train_sd, model)
     chosen = (sd.manifest() or {})["chosen"]
-    ctx.console.print(f"[dim]iteration {k}[/dim] search chose: " + ", ".join(f"{key}={v}" for key, v in chosen.items()))
+    ctx.console.print(f"[dim]iteration {k}[/dim] search chose: {describe(chosen)}")
     try:
         return iteration_plan(cfg.with_values(chosen, f"at iteration {k} (search chose {chosen})"), ctx.task, ctx.prompts)
     except ValueError as e:
@@ -188,13 +188,13 @@ def run_pipeline(cfg: PipelineConfig, console: Console | None = None) -> dict:
         history: dict[str, list] = {}
         current = base
         for k in range(1, cfg.iterations + 1 if plan.stages else 1):
-            plan, init = p.plan_for(k), cfg.at_iteration(k).train.init
-            if cfg.scheduled(k):
-                ctx.console.print(f"[dim]iteration {k}[/dim] schedule: " + ", ".join(f"{key}={v}" for key, v in cfg.scheduled(k).items()))
+            plan, cfg_k, values = p.plan_for(k), cfg.at_iteration(k), cfg.scheduled(k)
+            if values:
+                ctx.console.print(f"[dim]iteration {k}[/dim] schedule: {describe(values)}")
             if cfg.search is not None:
-                plan = searched_plan(ctx, k, cfg.at_iteration(k), train_sd, current)
+                plan = searched_plan(ctx, k, cfg_k, train_sd, current)
             it = Iteration(k, cfg.seed + k, {"prompts": train_sd, "eval_prompts": eval_sd, "dev_prompts": tables.dev}, current,
-                           base if init == "base" else current, history)
+                           base if cfg_k.train.init == "base" else current, history)
             for stage in plan.stages:
                 out = stage.run(ctx, it)
                 if stage.output is not None:

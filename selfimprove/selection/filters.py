@@ -13,6 +13,7 @@ import re
 
 from ..config import SelectConfig
 from ..groups import by_prompt
+from ..stats import as_number
 
 
 def _norm(text: str) -> str:
@@ -47,10 +48,7 @@ def keep_quantile(rows: list[dict], column: str, q: float) -> list[dict]:
 
 def _value(r: dict, column: str) -> float | None:
     """A row's number in `column` (a verdict counts 1 or 0: `correct` as an outcome score); None when it has none."""
-    v = r.get(column)
-    if not isinstance(v, (int, float)) or math.isnan(float(v)):
-        return None
-    return float(v)
+    return as_number(r.get(column), verdicts=True)
 
 
 def keep_min_score(rows: list[dict], column: str, tau: float, strict: bool = False) -> list[dict]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from ...config import GenerateConfig
 from ...generation import SamplingParams
 from ...models import ModelRef
+from ...prompts import after_attempt
 from ...runtime.context import RunContext
 from ...runtime.generate_shards import generate_sharded
 from ...runtime.runner import run_stage
@@ -23,8 +24,7 @@ def revise_turn(ctx: RunContext, sd: StageDir, cfg: GenerateConfig, prompt_rows:
     r = cfg.revise
     instruction = ctx.prompts.render(r.template)
     messages = {p["prompt_id"]: p["messages"] for p in prompt_rows}
-    requests = [{"prompt_id": s["sample_id"], "messages": list(messages[s["prompt_id"]]) + [{"role": "assistant", "content": s["completion"]},
-                                                                                           {"role": "user", "content": instruction}]}
+    requests = [{"prompt_id": s["sample_id"], "messages": after_attempt(messages[s["prompt_id"]], s["completion"], instruction)}
                 for s in first]
     rparams = SamplingParams(**{**params.to_dict(), "stop": tuple(params.stop), "n": r.n,
                                 "temperature": params.temperature if r.temperature is None else r.temperature,

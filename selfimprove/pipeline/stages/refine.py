@@ -17,6 +17,7 @@ from ...config.refine import RefineConfig
 from ...generation import SamplingParams
 from ...groups import by_prompt
 from ...models import ModelRef, reachable
+from ...prompts import after_attempt
 from ...runtime.context import RunContext
 from ...runtime.generate_shards import generate_sharded
 from ...runtime.runner import run_stage
@@ -45,7 +46,7 @@ def refine_messages(ctx: RunContext, cfg: RefineConfig, prompt: dict, sample: di
     if cfg.context == "question":
         i = max(i for i, m in enumerate(prompt["messages"]) if m["role"] == "user")
         return list(prompt["messages"][:i]) + [{"role": "user", "content": text}] + list(prompt["messages"][i + 1:]), text
-    return list(prompt["messages"]) + [{"role": "assistant", "content": sample["completion"]}, {"role": "user", "content": text}], text
+    return after_attempt(prompt["messages"], sample["completion"], text), text
 
 
 def refine_stage(ctx: RunContext, iteration: int, cfg: RefineConfig, gen: GenerateConfig, scorers: list[ScorerConfig],
