@@ -125,3 +125,54 @@ def test_proposed_problems_join_the_iterations_prompts_when_new_and_consistent(p
     filtered = run_pipeline(load_pipeline(pipeline, sets[:2] + ["propose={size: 3, shots: 2, max_tokens: 12, votes: 2}"]))
     f = filtered["iterations"][1]["stages"]["propose"]["counts"]
     assert f["accepted"] == 0 and f["inconsistent"] == 3 - f["unparsed"] - f["duplicates"]
+
+
+def test_the_problem_judge_keeps_what_it_rates_high_enough():
+    """Self-Rewarding's self-instruct filter: the model as a judge rates each proposed problem (judge_problem
+    template: the problem, not an answer); a problem is kept at or above min_judge_score, an unparsed judgment drops
+    it, and the kept ones carry their score."""
+    from selfimprove.config import TaskConfig
+    from selfimprove.config.propose import ProposeConfig
+    from selfimprove.generation.base import Completion, Generator, GeneratorInfo
+    from selfimprove.pipeline.stages.propose import judge_problems, problem_judge
+    from selfimprove.prompts import PromptLibrary
+    from selfimprove.tasks import make_task
+
+    class Rates(Generator):
+        info = GeneratorInfo("scripted", "scripted")
+        seen: list[str] = []
+
+        def generate(self, requests, params, progress=None):
+            texts = [r.messages[-1]["content"] for r in requests]
+            self.seen.extend(texts)
+            verdict = {"What is 2 + 2?": "Clear. Score: 5", "What is 2 +?": "Missing a number. Score: 1"}
+            return [[Completion(next((v for q, v in verdict.items() if f"Problem: {q}\n" in t), "no idea"), 3, None, "stop")]
+                    for t in texts]
+
+    task = make_task(TaskConfig(name="arithmetic"), PromptLibrary())
+    cfg = ProposeConfig(judge={}, min_judge_score=3)
+    gen = Rates()
+    judge = problem_judge(task, cfg).use(gen)
+    cands = [{"prompt_id": f"proposed/1/{i}", "question": q, "reference": None, "messages": task.messages(q), "meta": "{\"proposed\": 1}"}
+             for i, q in enumerate(["What is 2 + 2?", "What is 2 +?", "Tell me a story"])]
+    kept, dropped = judge_problems(task, judge, cands, cfg.min_judge_score)
+    assert [c["question"] for c in kept] == ["What is 2 + 2?"] and dropped == 2
+    assert json.loads(kept[0]["meta"]) == {"proposed": 1, "judge_score": 5.0}
+    assert all("additive 5-point" in t and "exercise" in t for t in gen.seen)  # the problem rubric, not the answer rubric
+    with pytest.raises(ValueError, match="go together"):
+        ProposeConfig(judge={})
+
+
+def test_the_problem_judge_runs_in_the_loop_and_its_options_fail_at_load(pipeline):
+    """On the tiny model with the log-prob judge: threshold 0 keeps every new proposal, threshold 5 (an expected
+    score never quite reaches it) keeps none and counts them; a bad judge option fails before any model loads."""
+    from selfimprove.errors import ConfigError
+
+    base = ["iterations=1", "select.correct_only=false"]
+    judged = "propose={size: 3, shots: 2, max_tokens: 12, min_top_share: null, judge: {mode: logprobs}, min_judge_score: %s}"
+    keep = run_pipeline(load_pipeline(pipeline, base + [judged % 0]))["iterations"][1]["stages"]["propose"]["counts"]
+    assert keep["judged_out"] == 0 and keep["accepted"] == 3 - keep["unparsed"] - keep["duplicates"]
+    drop = run_pipeline(load_pipeline(pipeline, base + [judged % 5]))["iterations"][1]["stages"]["propose"]["counts"]
+    assert drop["accepted"] == 0 and drop["judged_out"] == keep["accepted"] > 0
+    with pytest.raises(ConfigError, match="propose.judge.*template"):
+        run_pipeline(load_pipeline(pipeline, base + ["propose={size: 3, judge: {template: nope}, min_judge_score: 3}"]))

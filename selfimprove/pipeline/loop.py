@@ -32,6 +32,7 @@ from .contracts import check_chain
 from .controller import Controller
 from .plan import Iteration, Plan, build_plan
 from .stages.data import PromptRows, load_prompt_rows, prompts_stage
+from .stages.propose import problem_judge
 from .stages.refine import REFINE_COLUMNS
 from .stages.search import search_stage
 
@@ -96,6 +97,8 @@ def iteration_plan(cfg: PipelineConfig, task, prompts: PromptLibrary) -> Plan:
             raise ConfigError(f"propose: votes on the proposed problems' answers; task {task.name} is judged by tests, not answers")
         if not prompts.exists(cfg.propose.template):
             raise ConfigError(f"propose.template: no template {cfg.propose.template!r} (known: {prompts.names()})")
+        if cfg.propose.judge is not None:
+            problem_judge(task, cfg.propose)  # its options and template, before any model loads
     if cfg.refine is not None:
         check_refine(cfg, scored, prompts)
         generated += REFINE_COLUMNS

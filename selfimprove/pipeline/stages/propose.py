@@ -2,7 +2,8 @@
 them (few-shot from the train pool), and a problem joins this iteration's prompts when it is new (its normalised text
 is not a train, eval or dev question nor an earlier proposal: the held-out guard holds for what the model writes too)
 and, with `min_top_share`, when the model's own `votes` answers to it agree enough (ScPO's self-consistency filter:
-the majority_vote scorer's top share, answers compared by equivalence).
+the majority_vote scorer's top share, answers compared by equivalence) and, with `judge`, when the model as a judge
+rates the problem itself at least `min_judge_score` (Self-Rewarding's self-instruct filter; `prompts/judge_problem`).
 Proposed problems have no gold answer (`reference` None, `meta.proposed` = the iteration): label-free scorers use
 them, the gold scorer leaves them unscored.
 
@@ -24,6 +25,7 @@ from ...runtime.generate_shards import generate_sharded
 from ...runtime.runner import run_stage
 from ...scoring import make_scorers
 from ...scoring.apply import score_samples
+from ...scoring.judges import PointwiseJudge
 from ...store import StageDir
 from ...tasks.base import normalize_question
 
@@ -81,7 +83,31 @@ def propose_stage(ctx: RunContext, iteration: int, cfg: ProposeConfig, seed: int
             counts["inconsistent"] = len(candidates) - len(accepted)
             for c in accepted:
                 c["meta"] = json.dumps({**json.loads(c["meta"]), "top_share": round(share[c["prompt_id"]], 4)}, sort_keys=True)
+        if cfg.judge is not None and accepted:
+            judge = problem_judge(ctx.task, cfg)
+            judge.bind(ctx.models, model)
+            accepted, dropped = judge_problems(ctx.task, judge, accepted, cfg.min_judge_score, f"iter {iteration} propose", ctx.progress)
+            counts["judged_out"] = dropped
         counts.update(accepted=len(accepted), prompts=len(train) + len(accepted))
         return train + accepted, counts, {}
 
     return run_stage(ctx, iteration, sd, work)
+
+
+def problem_judge(task, cfg: ProposeConfig) -> PointwiseJudge:
+    """The pointwise judge that rates proposed problems (checked at load: its template and options)."""
+    return PointwiseJudge(task, cfg.judge_options(), where="propose.judge")
+
+
+def judge_problems(task, judge: PointwiseJudge, candidates: list[dict], min_score: float, label: str = "propose",
+                   progress=None) -> tuple[list[dict], int]:
+    """The candidates the (bound) judge scores at least `min_score` (all judgments unparsed: dropped), each with its
+    `judge_score` in meta; and how many it dropped."""
+    rows = score_samples([judge], task, {c["prompt_id"]: c for c in candidates},
+                         [{"prompt_id": c["prompt_id"], "completion": ""} for c in candidates], label, progress)
+    kept = []
+    for c, score in zip(candidates, (r["judge_score"] for r in rows)):
+        if score is not None and score >= min_score:
+            c["meta"] = json.dumps({**json.loads(c["meta"]), "judge_score": round(score, 4)}, sort_keys=True)
+            kept.append(c)
+    return kept, len(candidates) - len(kept)
