@@ -77,6 +77,13 @@ class PromptLibrary:
     def exists(self, name: str) -> bool:
         return any((d / f"{name}.jinja").is_file() for d in self.dirs)
 
+    def require(self, name: str | None, field: str) -> None:
+        """Raise a ConfigError naming the config `field` when template `name` (None: not set) is in none of the folders."""
+        if name is not None and not self.exists(name):
+            from .errors import ConfigError
+
+            raise ConfigError(f"{field}: no template {name!r} in {[str(d) for d in self.dirs]} (known: {self.names()})")
+
     def source(self, name: str) -> str:
         for d in self.dirs:
             p = d / f"{name}.jinja"

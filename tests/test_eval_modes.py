@@ -82,3 +82,17 @@ def test_best_of_a_column_the_samples_do_not_have_is_refused_before_generating()
     assert EvalConfig(n=4, best_of={"column": "logprob_sum"}).best_of.column == "logprob_sum"
     assert set(EVAL_SAMPLE_COLUMNS) <= set(SAMPLE_COLUMNS) | set(MajorityVote.writes) | set(GoldVerifier.writes)
 
+
+
+@pytest.mark.usefixtures("no_model_loads")
+def test_an_eval_modes_bad_template_or_option_fails_before_any_model_loads(tmp_path, tiny_pipeline):
+    """`selfimprove eval` and `selfimprove run` check the eval's critique-refine template, its critic's options and
+    best-of's scorer before anything loads (a missing template used to fail after every sample was generated)."""
+    for e, msg in [({"critique_refine": {"template": "nope"}}, "eval.critique_refine.template: no template 'nope'"),
+                   ({"critique_refine": {"critic_options": {"bogus": 1}}}, "bogus"),
+                   ({"best_of": {"scorer": "self_loglik", "column": "loglik_sum", "options": {"bogus": 1}}}, "bogus")]:
+        s = suite(tmp_path, name="tiny", task={"name": "arithmetic"}, data={"size": 3, "seed": 3}, eval={"greedy": False, "n": 2, **e})
+        res = runner.invoke(app, ["eval", str(s), "--model", "builtin:smollm2-135m-instruct", "-o", str(tmp_path / "o")])
+        assert res.exit_code == 2 and msg in res.output, res.output
+    res = runner.invoke(app, ["run", str(tiny_pipeline()), "--set", "eval.n=2", "--set", "eval.critique_refine={template: nope}"])
+    assert res.exit_code == 2 and "eval.critique_refine.template: no template 'nope'" in res.output, res.output

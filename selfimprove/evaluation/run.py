@@ -20,6 +20,16 @@ def eval_scorers(task: Task):
     return make_scorers([{"name": n} for n in names], task)
 
 
+def check_eval(e: EvalConfig, task: Task) -> None:
+    """The eval's templates and its critic's or chooser's options, before any model loads."""
+    task.prompts.require(e.revise_template or None, "eval.revise_template")
+    if e.critique_refine is not None:
+        task.prompts.require(e.critique_refine.template, "eval.critique_refine.template")
+        make_scorers([ScorerConfig(name="critic", options=e.critique_refine.critic_options)], task)
+    if e.best_of is not None and e.best_of.scorer:
+        make_scorers([ScorerConfig(name=e.best_of.scorer, options=e.best_of.options)], task)
+
+
 def revision_prompts(prompts: PromptLibrary, e: EvalConfig, prompt_rows: list[dict], first: list[dict]) -> list[dict]:
     """Turn-2 prompts: the problem, the model's first attempt, then the self-correction instruction."""
     attempt = {r["prompt_id"]: r["completion"] for r in first}

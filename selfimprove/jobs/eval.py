@@ -14,7 +14,7 @@ from ..config import EvalSuiteConfig
 from ..errors import ConfigError
 from ..evaluation.metrics import compute_metrics, format_metric
 from ..evaluation.predictions import read_predictions
-from ..evaluation.run import eval_scorers, evaluate
+from ..evaluation.run import check_eval, eval_scorers, evaluate
 from ..generation import check_backend
 from ..prompts import PromptLibrary
 from ..runtime.context import RunContext
@@ -43,8 +43,7 @@ def run_suite(cfg: EvalSuiteConfig, console: Console, *, output: Path | None = N
     prompts = PromptLibrary(cfg.prompts_dir)
     task = make_task(cfg.task, prompts)
     check_backend(cfg.backend)
-    if cfg.eval.revise_template and not prompts.exists(cfg.eval.revise_template):
-        raise ConfigError(f"eval.revise_template: no template {cfg.eval.revise_template!r} (known: {prompts.names()})")
+    check_eval(cfg.eval, task)
     split = cfg.data
     if limit is not None and predictions is None:
         split = split.model_copy(update={"size": min(limit, split.size or limit)})

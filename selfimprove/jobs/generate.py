@@ -35,8 +35,7 @@ def request_rows(cfg: GenerateJobConfig, prompts: PromptLibrary) -> list[dict]:
     if unknown:
         raise ConfigError(f"input.fields: unknown field(s) {sorted(unknown)}; known: {list(FIELDS)}")
     col = {f: cfg.input.fields.get(f, f) for f in FIELDS}
-    if cfg.template is not None and not prompts.exists(cfg.template):
-        raise ConfigError(f"template: no template {cfg.template!r} (known: {prompts.names()})")
+    prompts.require(cfg.template, "template")
     out, seen = [], set()
     for i, raw in enumerate(load_split_rows(cfg.input, "input")):
         index = raw.get("_row_index", i)  # the row's number in the input (before input.shuffle / input.size)

@@ -17,6 +17,7 @@ from ..builders.mixed import make_select_builder
 from ..config import PipelineConfig
 from ..config.schedule import describe, normalise
 from ..errors import ConfigError
+from ..evaluation.run import check_eval
 from ..generation import check_backend
 from ..optional import require
 from ..prompts import PromptLibrary
@@ -75,8 +76,7 @@ def check_refine(cfg: PipelineConfig, scored: set[str], prompts: PromptLibrary) 
     r = cfg.refine
     if r.hint and cfg.task.name in ("humaneval", "mbpp"):
         raise ConfigError("refine.hint: this task's reference is its tests, not an answer to hint at")
-    if not prompts.exists(r.template):
-        raise ConfigError(f"refine.template: no template {r.template!r} (known: {prompts.names()})")
+    prompts.require(r.template, "refine.template")
     for key, col in [("refine.when.column", r.when.column), ("refine.when.prompt_without", r.when.prompt_without),
                      *[(f"refine.variables[{i}]", v) for i, v in enumerate(r.variables)]]:
         if col is not None and col not in scored:
@@ -95,8 +95,7 @@ def iteration_plan(cfg: PipelineConfig, task, prompts: PromptLibrary) -> Plan:
     if cfg.propose is not None:
         if task.kind != "answer":
             raise ConfigError(f"propose: votes on the proposed problems' answers; task {task.name} is judged by tests, not answers")
-        if not prompts.exists(cfg.propose.template):
-            raise ConfigError(f"propose.template: no template {cfg.propose.template!r} (known: {prompts.names()})")
+        prompts.require(cfg.propose.template, "propose.template")
         if cfg.propose.judge is not None:
             problem_judge(task, cfg.propose)  # its options and template, before any model loads
     if cfg.refine is not None:
@@ -109,10 +108,9 @@ def iteration_plan(cfg: PipelineConfig, task, prompts: PromptLibrary) -> Plan:
     if g is not None:
         if not {"prompt", "completion", "messages"} <= set(builder.columns().writes):
             raise ConfigError(f"select.gold_rows adds SFT rows, but select.builder {builder.name} writes other rows; use the sft builder")
-        if not prompts.exists(g.template):
-            raise ConfigError(f"select.gold_rows.template: no template {g.template!r} (known: {prompts.names()})")
-    if cfg.generate.revise is not None and not prompts.exists(cfg.generate.revise.template):
-        raise ConfigError(f"generate.revise.template: no template {cfg.generate.revise.template!r} (known: {prompts.names()})")
+        prompts.require(g.template, "select.gold_rows.template")
+    if cfg.generate.revise is not None:
+        prompts.require(cfg.generate.revise.template, "generate.revise.template")
     trainer.check(task)
     if cfg.train.distributed is not None:
         require("deepspeed", "train.distributed")
@@ -149,6 +147,7 @@ def prepare(cfg: PipelineConfig, console: Console | None = None) -> Prepared:
     task = make_task(cfg.task, prompts)
     check_backend(cfg.backend)
     check_trackers(cfg.report_to)
+    check_eval(cfg.eval, task)
     plan = iteration_plan(cfg, task, prompts)
     scheduled = {}
     for k in sorted({k for by_k in normalise(cfg.schedule, cfg.iterations).values() for k in by_k if k <= cfg.iterations}):

@@ -111,9 +111,7 @@ class ModelScorer(Scorer):
         self.models: ModelAccess | None = None
         self.model: ModelRef | None = None
         for key in [k for k in type(o).model_fields if k.endswith("template")]:
-            name = getattr(o, key)
-            if name is not None and not task.prompts.exists(name):
-                raise ConfigError(f"{where or 'score[' + self.name + '].options'}.{key}: no template {name!r} (known: {task.prompts.names()})")
+            task.prompts.require(getattr(o, key), f"{where or 'score[' + self.name + '].options'}.{key}")
 
     def bind(self, models: ModelAccess, policy: ModelRef) -> None:
         """Resolve the judge model (the policy, an earlier iteration, or any model reference) and how to reach it."""

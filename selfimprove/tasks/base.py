@@ -41,9 +41,8 @@ class Task(ABC):
         self.cfg = cfg  # the `task:` section it was built from (part of stage configs)
         self.template = cfg.prompt_template or self.default_template
         self.system_template = cfg.system_prompt_template or self.default_system_template
-        for key, name in (("task.prompt_template", self.template), ("task.system_prompt_template", self.system_template)):
-            if name is not None and not prompts.exists(name):
-                raise ConfigError(f"{key}: no template {name!r} in {[str(d) for d in prompts.dirs]} (known: {prompts.names()})")
+        prompts.require(self.template, "task.prompt_template")
+        prompts.require(self.system_template, "task.system_prompt_template")
 
     def template_info(self) -> dict:
         info = {"template": self.template, "template_sha": self.prompts.digest(self.template)}
