@@ -72,7 +72,7 @@ def test_test_time_critique_refine_on_the_tiny_model(tmp_path, tiny_model_path):
 
 def test_best_of_a_column_the_samples_do_not_have_is_refused_before_generating():
     from selfimprove.config import EvalConfig
-    from selfimprove.config.pipeline import EVAL_SAMPLE_COLUMNS
+    from selfimprove.config.eval import EVAL_SAMPLE_COLUMNS
     from selfimprove.scoring.base import SAMPLE_COLUMNS
     from selfimprove.scoring.consistency import MajorityVote
     from selfimprove.scoring.verifier import GoldVerifier

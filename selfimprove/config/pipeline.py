@@ -12,16 +12,18 @@ from typing import Any, Literal
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from ..errors import ConfigError
-from ..registry import ROW_BUILDERS, SCORERS
+from ..registry import SCORERS
 from .backend import BackendConfig, TransformersBackendConfig
 from .base import Strict, format_validation_error, load_config, plain_name
 from .control import DEV_METRICS, DEV_METRICS_TWO_TURN, ControlConfig
+from .eval import EVAL_SAMPLE_COLUMNS, BestOf, CritiqueRefineEval, EvalConfig  # noqa: F401 (re-exported)
 from .propose import ProposeConfig
 from .ray import RayConfig
 from .refine import RefineConfig
 from .sampling import SamplingParams
 from .schedule import apply_values, normalise, values_at
 from .search import SearchConfig
+from .select import BuilderConfig, BuilderSource, GoldRows, QuantileFilter, ScoreThreshold, SelectConfig, TopKPerPrompt  # noqa: F401
 from .train import SFTTrainConfig, TrainConfig
 
 
@@ -85,169 +87,6 @@ class GenerateConfig(SamplingConfig):
 class ScorerConfig(Strict):
     name: str = Field(description=f"Registered scorer ({', '.join(SCORERS.names())}) or 'package.module:Class'.")
     options: dict[str, Any] = Field(default_factory=dict)
-
-
-class BuilderConfig(Strict):
-    name: str = Field("sft", description=f"Registered row builder ({', '.join(ROW_BUILDERS.names())}) or 'package.module:Class'.")
-    options: dict[str, Any] = Field(default_factory=dict, description="Validated by the builder's `Options` model.")
-
-
-class BuilderSource(BuilderConfig):
-    """One of several row builders of a select stage (`select.builders`): its rows, weighted, on a subset of prompts,
-    capped at a share of the train set."""
-
-    prompts: Literal["all", "labelled", "unlabelled"] = Field("all", description="Which prompts this source builds from: "
-                                                                                "labelled = those with a gold answer, within "
-                                                                                "select.labelled_size when it is set.")
-    weight: float = Field(1.0, gt=0, description="Multiplies the weight of every row of this source.")
-    share: float | None = Field(None, gt=0, lt=1, description="At most this share of the train set (rows over it are dropped "
-                                                              "at random, seeded); at least one source must have no share.")
-
-
-class QuantileFilter(Strict):
-    column: str = Field(description="A numeric sample column, e.g. ds_deviation.")
-    q: float = Field(gt=0, le=1, description="Keep values at or below this quantile (1 keeps every sample with a value).")
-
-
-class ScoreThreshold(Strict):
-    column: str = Field(description="A numeric sample column, e.g. judge_score, reward, self_loglik.")
-    tau: float = Field(description="Keep samples whose value is at least tau (above it with strict: true).")
-    strict: bool = Field(False, description="Keep only values above tau (B-STaR keeps score > tau).")
-
-
-class TopKPerPrompt(Strict):
-    column: str = Field(description="A numeric sample column; the k highest values of each prompt are kept (best-of-N).")
-    k: int = Field(1, gt=0)
-
-
-class GoldRows(Strict):
-    """The task's own solutions as SFT rows, added to every iteration's train set (critique-refine's gold SFT set)."""
-
-    template: str = Field(description="Renders a solution from `question`, `reference` and `answer` (the gold answer), e.g. "
-                                      "ds_valid_arithmetic: 'The answer is <gold>.'")
-    size: int | None = Field(None, gt=0, description="The first N train prompts (by id) with a gold answer; None: all of them.")
-
-
-class SelectConfig(Strict):
-    correct_only: bool = Field(True, description="Keep samples whose `correct` column is true.")
-    require_finished: bool = Field(True, description="Drop samples cut off by max_tokens.")
-    min_vote_share: float | None = Field(None, ge=0, le=1, description="Keep samples whose answer has at least this vote share.")
-    majority_only: bool = Field(False, description="Keep samples whose answer is their prompt's majority answer (`is_majority`; "
-                                                   "IWSI's self-consistency filter, label-free).")
-    keep_quantile: QuantileFilter | None = Field(None, description="Keep samples whose `column` is at most its q-quantile over the "
-                                                                   "samples kept so far (IWSI: ds_deviation, q 0.79).")
-    min_score: ScoreThreshold | None = Field(None, description="Keep samples whose `column` reaches `tau` (a score threshold).")
-    dedup: bool = Field(True, description="Drop repeated (prompt, completion) pairs (whitespace-normalised).")
-    top_k_per_prompt: TopKPerPrompt | None = Field(None, description="Keep each prompt's k best samples by `column` (best-of-N; "
-                                                                     "sharpening: self_loglik).")
-    max_per_prompt: int | None = Field(4, gt=0, description="Cap kept samples per prompt.")
-    target_size: int | None = Field(None, gt=0, description="Grow a per-prompt cap 1, 2, ... until the kept set reaches this many "
-                                                            "samples (B-STaR, RFT); best first by min_score's or top_k_per_prompt's "
-                                                            "column when one is set, else in a seeded random order.")
-    balance_n: int = Field(8, gt=0, description="n* of the `balance_score` count (B-STaR), recorded where gold (`correct`) exists.")
-    balance: bool = Field(False, description="Keep the same number per prompt (the smallest kept count, at least 1).")
-    accumulate: bool = Field(False, description="The train set is this iteration's rows after every earlier iteration's (with "
-                                                "train.init: base, the base model retrains on all of them).")
-    builder: BuilderConfig = Field(default_factory=BuilderConfig, description="Turns the kept samples into training rows (sft: prompt + completion).")
-    builders: list[BuilderSource] = Field(default_factory=list, description="Several row builders instead of `builder`, their rows "
-                                                                            "concatenated (a `source` column names each row's): gold "
-                                                                            "pairs with vote pairs (semi-supervised ScPO), actor with "
-                                                                            "judge pairs (Meta-Rewarding).")
-    gold_rows: GoldRows | None = Field(None, description="Add the task's solutions of the train prompts as SFT rows (needs an "
-                                                         "SFT-row builder).")
-    labelled_size: int | None = Field(None, gt=0, description="The first N train prompts (by id) with a gold answer are the labelled "
-                                                               "ones (a semi-supervised run on a fully labelled task); None: every "
-                                                               "prompt with a gold answer.")
-
-    @model_validator(mode="after")
-    def _one_way_to_build(self) -> "SelectConfig":
-        if self.builders:
-            if self.builder != BuilderConfig():  # (a dumped config carries the default builder: only a changed one conflicts)
-                raise ValueError("give select.builder or select.builders, not both")
-            if all(b.share is not None for b in self.builders):
-                raise ValueError("select.builders: a share is a part of what the other sources give; leave one source without a share")
-        elif self.labelled_size is not None:
-            raise ValueError("select.labelled_size picks the prompts of select.builders' labelled/unlabelled sources: add builders")
-        return self
-
-
-# what an eval's sampled rows carry without a best_of scorer: the generator's columns and the eval scorers' (gold,
-# majority_vote); kept in step with scoring.base.SAMPLE_COLUMNS by tests/test_eval_cli.py
-EVAL_SAMPLE_COLUMNS = ("num_tokens", "logprob_sum", "correct", "vote_count", "vote_share", "top_share", "vote_margin")
-
-
-class BestOf(Strict):
-    """Inference-time best-of-N: among each problem's `eval.n` samples, the one with the highest `column`."""
-
-    column: str = Field(description="The sample column to choose by: a scorer's (loglik_sum, judge_score, p_true, reward) or "
-                                    "the generator's `logprob_sum`.")
-    scorer: str | None = Field(None, description="The scorer that writes `column`, run on the eval samples with the evaluated "
-                                                 "model as its judge (self_loglik: maximum-likelihood sharpening); None: a "
-                                                 "column the samples already have (logprob_sum).")
-    options: dict[str, Any] = Field(default_factory=dict, description="The scorer's options.")
-
-
-class CritiqueRefineEval(Strict):
-    """Test-time critique-then-refine (Xi et al.): each sampled answer is critiqued by the `critic` scorer (the
-    evaluated model unless `critic_options.judge` names another) and refined with its critique; reports the
-    refinements' accuracy and their majority vote."""
-
-    template: str = Field("refine_with_critique", description="The refinement prompt (gets `critique`).")
-    critic_options: dict[str, Any] = Field(default_factory=dict, description="Options of the critic scorer (template, judge, max_tokens).")
-
-
-class EvalConfig(Strict):
-    greedy: bool = Field(True, description="Greedy decoding -> accuracy.")
-    n: int = Field(0, ge=0, description="Sampled completions per problem for pass@k / maj@k (0 = none).")
-    sample_problems: int | None = Field(None, gt=0, description="Sample only the first N held-out problems (sampling all is n times the cost of greedy).")
-    temperature: float = Field(0.7, ge=0)
-    top_p: float = Field(1.0, gt=0, le=1)
-    max_tokens: int = Field(128, gt=0)
-    stop: list[str] = Field(default_factory=list)
-    seed: int = 1234
-    shard_size: int = Field(64, gt=0)
-    bootstrap: int = Field(1000, gt=0, description="Bootstrap resamples for the 95% intervals.")
-    revise_template: str | None = Field(None, description="Two-turn self-correction: template of the turn-2 instruction (e.g. self_correct); needs greedy.")
-    revise_max_tokens: int | None = Field(None, gt=0, description="max_tokens of the revision turn (default: max_tokens).")
-    critique_refine: CritiqueRefineEval | None = Field(None, description="Also critique and refine each sampled answer: "
-                                                                         "`refined_pass@1` (the refinements' accuracy) and "
-                                                                         "`refined_maj@n` (their majority vote); needs n >= 1.")
-    best_of: BestOf | None = Field(None, description="Also report `best_of@n`: the accuracy of each problem's sample with the "
-                                                     "highest `column` (inference-time sharpening; needs n >= 2).")
-    gold_slice: int | None = Field(None, ge=2, description="Also estimate accuracy as if only the first N problems (by id) had gold "
-                                                           "answers: gold only, pseudo-labels only (the greedy answer agrees with the "
-                                                           "sampled majority) and PPI++ combining both (needs greedy and n >= 2).")
-
-    def mode_params(self) -> dict[str, SamplingParams]:
-        """The first-turn modes this config asks for: `greedy` and/or `sampled`, as sampling parameters."""
-        out = {}
-        if self.greedy:
-            out["greedy"] = SamplingParams(n=1, temperature=0.0, max_tokens=self.max_tokens, stop=tuple(self.stop), seed=self.seed)
-        if self.n:
-            out["sampled"] = SamplingParams(n=self.n, temperature=self.temperature, top_p=self.top_p, max_tokens=self.max_tokens,
-                                            stop=tuple(self.stop), seed=self.seed)
-        return out
-
-    def revision_params(self) -> SamplingParams:
-        """The revision turn: greedy, `revise_max_tokens` (default max_tokens)."""
-        return SamplingParams(n=1, temperature=0.0, max_tokens=self.revise_max_tokens or self.max_tokens, stop=tuple(self.stop), seed=self.seed)
-
-    @model_validator(mode="after")
-    def _something_to_do(self) -> "EvalConfig":
-        if not self.greedy and self.n == 0:
-            raise ValueError("eval needs greedy: true or n > 0")
-        if self.revise_template and not self.greedy:
-            raise ValueError("revise_template needs greedy: true (the revision turn revises the greedy attempt)")
-        if self.critique_refine is not None and self.n < 1:
-            raise ValueError("critique_refine refines the sampled completions: set eval.n to 1 or more")
-        if self.best_of is not None and self.n < 2:
-            raise ValueError("best_of chooses among the sampled completions: set eval.n to 2 or more")
-        if self.best_of is not None and self.best_of.scorer is None and self.best_of.column not in EVAL_SAMPLE_COLUMNS:
-            raise ValueError(f"best_of.column: the eval samples have no {self.best_of.column!r} of their own (they have "
-                             f"{list(EVAL_SAMPLE_COLUMNS)}); name the scorer that writes it in best_of.scorer")
-        if self.gold_slice and not (self.greedy and self.n >= 2):
-            raise ValueError("gold_slice compares the greedy answer with the majority of n samples: needs greedy: true and n >= 2")
-        return self
 
 
 STAGES = ("generate", "score", "select", "train", "eval")

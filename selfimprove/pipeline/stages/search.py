@@ -10,7 +10,7 @@ its manifest's `chosen` holds the settings the iteration then runs with (`genera
 from __future__ import annotations
 
 from ...config import PipelineConfig
-from ...config.pipeline import ScoreThreshold
+from ...config.select import ScoreThreshold
 from ...models import ModelRef, reachable
 from ...runtime.context import RunContext
 from ...runtime.generate_shards import generate_sharded
