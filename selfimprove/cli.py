@@ -37,7 +37,8 @@ def _table(title: str, headers, rows: list, fold: bool = True, always: bool = Fa
 
 
 def print_summary(summary: dict) -> None:
-    from .evaluation.report import CONTROL_HEADERS, SIGNAL_HEADERS, control_line, control_rows, metrics_rows, signal_rows, stage_rows
+    from .evaluation.report import SIGNAL_HEADERS, metrics_rows, signal_rows, stage_rows
+    from .evaluation.report_control import CONTROL_HEADERS, control_line, control_rows
 
     headers, rows = metrics_rows(summary)
     _table(f"{summary['name']}: held-out metrics (%, ± half 95% CI)", headers, rows, fold=False)

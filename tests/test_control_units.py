@@ -130,7 +130,7 @@ def test_summary_names_rollbacks_and_ends_where_the_run_stopped(tmp_path):
     assert [it["iteration"] for it in s["iterations"]] == [1, 2, 3]
     c = s["control"]
     assert c["chosen"]["iteration"] == 2 and c["rolled_back"] == [1] and c["clearly_worse"] == [1, 3]
-    from selfimprove.evaluation.report import control_line
+    from selfimprove.evaluation.report_control import control_line
 
     line = control_line(s)
     assert "rolled back after iteration(s) [1]" in line and "iteration(s) [3] clearly worse on dev: not chosen" in line
