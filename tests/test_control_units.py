@@ -211,12 +211,12 @@ def test_in_training_evaluation_keeps_the_best_checkpoint(tiny_model_path, tmp_p
     scripted = iter([0.5, 1.0, 0.0, 0.0, 0.0])  # steps 0, 1 (the best), 2, 3, 4
     snapshots = []
 
-    def fake_dev_accuracy(model, tokenizer, control):
+    def fake_dev_metrics(model, tokenizer, control):
         snapshots.append({n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad})
         acc = next(scripted)
-        return {f"d{i}": float(i < 4 * acc) for i in range(4)}
+        return {"accuracy": {f"d{i}": float(i < 4 * acc) for i in range(4)}}
 
-    monkeypatch.setattr(control_mod, "dev_accuracy", fake_dev_accuracy)
+    monkeypatch.setattr(control_mod, "dev_metrics", fake_dev_metrics)
     rows = [{"prompt": [{"role": "user", "content": f"{i} + 1?"}], "completion": [{"role": "assistant", "content": f"The answer is {i + 1}."}]}
             for i in range(8)]
     cfg = SFTTrainConfig(epochs=2, batch_size=4, learning_rate=5e-2, device="cpu", lora={"r": 4, "alpha": 8, "dropout": 0.0})

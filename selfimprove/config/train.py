@@ -85,6 +85,29 @@ class RewardConfig(Strict):
     options: dict[str, Any] = Field(default_factory=dict, description="The scorer's options, as in `score:`.")
 
 
+class TurnsConfig(Strict):
+    """Two-turn rollouts in GRPO (SCoRe): the model answers, a fixed instruction (template) asks it to correct its
+    answer, it revises; the loss covers both of its turns, never the instruction. Each `train.rewards` entry scores
+    each turn (r1 on the attempt, r2 on the revision); the trajectory's reward is
+    `first * r1 + second * r2 + shaping * (r2 - r1)`; the KL to the reference is weighted per turn (`kl`)."""
+
+    template: str = Field("self_correct", description="Prompt template of the instruction after the attempt (prompts/).")
+    first: float = Field(0.0, description="Weight of the attempt's reward (SCoRe stage I: 0; stage II: 1).")
+    second: float = Field(1.0, description="Weight of the revision's reward.")
+    shaping: float = Field(0.0, ge=0, description="SCoRe's bonus alpha * (r2 - r1): rewards wrong->right, penalises right->wrong "
+                                                  "(stage II: 10).")
+    kl: tuple[float, float] | None = Field(None, description="KL coefficient per turn [attempt, revision] (SCoRe stage I: a "
+                                                             "strong one on the attempt only, [0.1, 0.01]); default train.beta "
+                                                             "on both.")
+
+    @field_validator("kl")
+    @classmethod
+    def _kl_nonnegative(cls, v):
+        if v is not None and min(v) < 0:
+            raise ValueError("KL coefficients are >= 0")
+        return v
+
+
 class GRPOTrainConfig(TrainBase):
     """GRPO on TRL's GRPOTrainer with selfimprove scorers as reward functions: the trainer samples `num_generations`
     completions per train prompt itself (no generate/score/select stages), so rows are the train prompts. Batch sizes
@@ -111,6 +134,12 @@ class GRPOTrainConfig(TrainBase):
         None, ge=0, le=1, description="Stop training when the audited pseudo-label accuracy (majority answer vs gold, where gold exists; "
                                       "never a reward) falls below this for `stop_patience` logged steps in a row.")
     stop_patience: int = Field(2, ge=1)
+    turns: TurnsConfig | None = Field(None, description="Two-turn rollouts (attempt -> instruction -> revision) with per-turn "
+                                                        "rewards and KL (SCoRe); None: one turn.")
+
+    def kl_per_turn(self) -> tuple[float, float]:
+        """The KL coefficients of the attempt and the revision."""
+        return tuple(self.turns.kl) if self.turns is not None and self.turns.kl is not None else (self.beta, self.beta)
 
     @model_validator(mode="after")
     def _groups_fit(self):
@@ -125,6 +154,8 @@ class GRPOTrainConfig(TrainBase):
         if self.trained_per_group is not None and self.trained_per_group >= self.num_generations:
             raise ValueError(f"train.trained_per_group ({self.trained_per_group}) must be below train.num_generations "
                              f"({self.num_generations}), the pool every completion of which votes; drop it to train on all")
+        if self.turns is not None and self.trained_per_group is not None:
+            raise ValueError("train.turns and train.trained_per_group do not combine: a two-turn trajectory is trained whole")
         return self
 
 

@@ -145,8 +145,10 @@ def training_curves_plot(summary: dict) -> bytes | None:
                     series.setdefault(key, ([], []))[0].append(offset + s["step"])
                     series[key][1].append(s[key])
         for c in train.get("dev_curve") or []:
-            series.setdefault("dev accuracy", ([], []))[0].append(offset + c["step"])
-            series["dev accuracy"][1].append(c["accuracy"])
+            for key, name in (("accuracy", "dev accuracy"), ("acc@t2", "dev acc@t2")):
+                if isinstance(c.get(key), (int, float)):
+                    series.setdefault(name, ([], []))[0].append(offset + c["step"])
+                    series[name][1].append(c[key])
         offset += train.get("steps") or 0
     if not any(len(v[0]) > 1 for v in series.values()):
         return None
@@ -157,7 +159,7 @@ def training_curves_plot(summary: dict) -> bytes | None:
 
     fig, ax = plt.subplots(figsize=(6, 3.6), dpi=110)
     for name, (xs, ys) in series.items():
-        ax.plot(xs, ys, marker="o" if name == "dev accuracy" else None, label=name, linewidth=2 if name == "dev accuracy" else 1)
+        ax.plot(xs, ys, marker="o" if name.startswith("dev ") else None, label=name, linewidth=2 if name.startswith("dev ") else 1)
     ax.set_xlabel("training step (over all iterations)")
     ax.set_title("training reward, label audit and dev accuracy per step")
     ax.grid(alpha=0.3)

@@ -72,6 +72,8 @@ class Trainer(DeclaresColumns, ABC):
             best = stats.get("best_step")
             out.append("dev accuracy " + " -> ".join(f"{c['accuracy']:.3f}@{c['step']}" for c in curve)
                        + (f"; kept step {best} (the best)" if stats.get("restored_best") else ""))
+            if "acc@t2" in curve[0]:
+                out.append("dev acc@t2 " + " -> ".join(f"{c['acc@t2']:.3f}@{c['step']}" for c in curve))
         if stats.get("stopped_early"):
             out.append(f"stopped: {stats['stopped_early'].get('reason')}")
         return out

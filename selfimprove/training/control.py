@@ -31,20 +31,25 @@ class TrainingControl:
     max_tokens: int = 128
     stop: tuple[str, ...] = ()
     batch_size: int = 64
+    revise: str | None = None  # two-turn: the instruction after the greedy attempt (eval.revise_template, rendered)
+    revise_max_tokens: int | None = None
+    metric: str = "accuracy"  # what chooses the best checkpoint: accuracy, or acc@t2 with `revise`
 
     @property
     def evaluates(self) -> bool:
         return bool(self.every and self.dev_rows)
 
 
-def dev_accuracy(model, tokenizer, control: TrainingControl) -> dict[str, float]:
-    """Greedy accuracy of the in-memory `model` on the dev rows: each prompt id's 0/1 (the eval stage's decoding)."""
+def dev_metrics(model, tokenizer, control: TrainingControl) -> dict[str, dict[str, float]]:
+    """Greedy accuracy of the in-memory `model` on the dev rows, each prompt id's 0/1 (the eval stage's decoding):
+    `accuracy`, and with `control.revise` `acc@t2`, the revision's after the instruction (two-turn self-correction)."""
     import copy
 
     import torch
 
     from ..generation import Request, SamplingParams
     from ..generation.hf import TransformersGenerator
+    from ..prompts import after_attempt
 
     tok = copy.copy(tokenizer)
     tok.padding_side = "left"
@@ -55,13 +60,22 @@ def dev_accuracy(model, tokenizer, control: TrainingControl) -> dict[str, float]
         params = SamplingParams(n=1, temperature=0.0, max_tokens=control.max_tokens, stop=control.stop, seed=0)
         with torch.no_grad():
             outs = gen.generate([Request(str(r["prompt_id"]), list(r["messages"])) for r in control.dev_rows], params)
+            turns = {"accuracy": [o[0].text for o in outs]}
+            if control.revise is not None:
+                again = SamplingParams(n=1, temperature=0.0, max_tokens=control.revise_max_tokens or control.max_tokens, stop=control.stop, seed=0)
+                second = gen.generate([Request(str(r["prompt_id"]), after_attempt(r["messages"], t, control.revise))
+                                       for r, t in zip(control.dev_rows, turns["accuracy"])], again)
+                turns["acc@t2"] = [o[0].text for o in second]
     finally:
         if was_training:
             model.train()
     task = control.task
-    answers = [task.read_answer(o[0].text, r) for o, r in zip(outs, control.dev_rows)]
-    verdicts = task.check_detailed([str(r["reference"]) for r in control.dev_rows], answers)
-    return {str(r["prompt_id"]): float(bool(v["correct"])) for r, v in zip(control.dev_rows, verdicts)}
+    out = {}
+    for metric, texts in turns.items():
+        answers = [task.read_answer(t, r) for t, r in zip(texts, control.dev_rows)]
+        verdicts = task.check_detailed([str(r["reference"]) for r in control.dev_rows], answers)
+        out[metric] = {str(r["prompt_id"]): float(bool(v["correct"])) for r, v in zip(control.dev_rows, verdicts)}
+    return out
 
 
 def control_callback(control: TrainingControl, tokenizer, stats: dict):
@@ -72,7 +86,7 @@ def control_callback(control: TrainingControl, tokenizer, stats: dict):
     class _Control(TrainerCallback):
         def __init__(self):
             self.tracker = RuleTracker(control.rules)
-            self.best: tuple[int, float, dict, dict] | None = None  # step, accuracy, per problem, trainable weights
+            self.best: tuple[int, float, dict, dict] | None = None  # step, chosen metric, per metric per problem, weights
             self.pending: dict[str, float] = {}
             self.last_eval_step = -1
             stats.update(dev_curve=[], best_step=None, restored_best=False, stopped_early=None)
@@ -85,25 +99,26 @@ def control_callback(control: TrainingControl, tokenizer, stats: dict):
 
         def _evaluate(self, step: int, model, control_flow) -> None:
             t0 = time.time()
-            per = dev_accuracy(model, tokenizer, control)
-            acc = float(np.mean(list(per.values()))) if per else float("nan")
-            stats["dev_curve"].append({"step": step, "accuracy": acc, "seconds": round(time.time() - t0, 2)})
-            self.pending["dev/accuracy"] = acc
+            per = dev_metrics(model, tokenizer, control)
+            means = {m: float(np.mean(list(v.values()))) if v else float("nan") for m, v in per.items()}
+            stats["dev_curve"].append({"step": step, **means, "seconds": round(time.time() - t0, 2)})
+            self.pending.update({f"dev/{m}": v for m, v in means.items()})
             self.last_eval_step = step
+            acc = means.get(control.metric, means["accuracy"])
             drops = set()
-            if self.best is not None:
-                pids = sorted(per)
-                _, _, hi = paired_diff_ci(np.array([per[p] for p in pids]), np.array([self.best[2][p] for p in pids]))
+            for m, values in per.items() if self.best is not None else ():
+                pids = sorted(values)
+                _, _, hi = paired_diff_ci(np.array([values[p] for p in pids]), np.array([self.best[2][m][p] for p in pids]))
                 if hi < 0:
-                    drops.add("dev.accuracy")
+                    drops.add(f"dev.{m}")
             if self.best is None or acc > self.best[1]:
                 weights = {n: p.detach().to("cpu", copy=True) for n, p in model.named_parameters() if p.requires_grad}
                 self.best = (step, acc, per, weights)
                 stats["best_step"] = step
             if step > 0:
-                self._stop(self.tracker.observe(step, {"dev.accuracy": acc}, drops), control_flow)
+                self._stop(self.tracker.observe(step, {f"dev.{m}": v for m, v in means.items()}, drops), control_flow)
             else:
-                self.tracker.baseline({"dev.accuracy": acc})  # the start: a baseline, never a stop
+                self.tracker.baseline({f"dev.{m}": v for m, v in means.items()})  # the start: a baseline, never a stop
 
         def on_train_begin(self, args, state, control_flow, model=None, **kw):
             if control.evaluates:
@@ -134,7 +149,7 @@ def control_callback(control: TrainingControl, tokenizer, stats: dict):
                     for name, value in self.best[3].items():
                         params[name].copy_(value.to(params[name].device))
                 stats["restored_best"] = True
-                log.info("restored the best checkpoint on dev: step %s (accuracy %.3f)", self.best[0], self.best[1])
+                log.info("restored the best checkpoint on dev: step %s (%s %.3f)", self.best[0], control.metric, self.best[1])
 
     return _Control()
 

@@ -13,6 +13,9 @@ gold answers, `pseudo_label_accuracy`: how often the majority answer is right. T
 `stop_below_label_accuracy` stops training when it falls (majority rewards can lock onto a consistent wrong answer):
 the rule `{metric: train.pseudo_label_accuracy, below: x, patience: n}` of `control.stop_if`. Each step also logs the
 groups' label-free health (answer entropy, distinct answers, all agree, vote margin), which need no gold.
+
+With `train.turns` a rollout is two turns, attempt -> correction instruction -> revision (SCoRe; `two_turn.py`):
+each reward scores both turns and the KL is weighted per turn.
 """
 
 from __future__ import annotations
@@ -23,12 +26,13 @@ from pathlib import Path
 from ..errors import ConfigError
 from .base import Monitor, Trainer
 from .common import fit_and_save, load_model_and_tokenizer, peft_config, progress_callback, require_rows, total_steps, training_setup, trl_args
+from .two_turn import TURN_MONITORS
 
 # columns a reward batch has: TRL's completions, the prompt rows' ids (see scoring.rewards.trl_batch)
 REWARD_COLUMNS = ("prompt_id", "sample_id", "completion", "answer", "num_tokens", "finish_reason")
 HEALTH_KEYS = ("answer_entropy", "distinct_answers", "all_agree", "vote_margin")  # control.health, per logged step
 STEP_MONITORS = ("reward", "reward_std", "frac_reward_zero_std", "pseudo_label_accuracy", "reward_accuracy", "majority_abstain", "kl",
-                 "completions/mean_length", "completions/clipped_ratio", "loss", "dev/accuracy") + HEALTH_KEYS
+                 "completions/mean_length", "completions/clipped_ratio", "loss", "dev/accuracy") + HEALTH_KEYS + TURN_MONITORS
 
 
 def grpo_config(cfg, out_dir: Path, *, on_cpu: bool, bf16: bool, total_steps: int):
@@ -37,7 +41,7 @@ def grpo_config(cfg, out_dir: Path, *, on_cpu: bool, bf16: bool, total_steps: in
     from trl import GRPOConfig
 
     semantics = dict(bf16=bf16, fp16=False, use_cpu=on_cpu, num_generations=cfg.num_generations, max_completion_length=cfg.max_completion_length,
-                     temperature=cfg.temperature, top_p=cfg.top_p, beta=cfg.beta, epsilon=cfg.epsilon, loss_type=cfg.loss_type,
+                     temperature=cfg.temperature, top_p=cfg.top_p, beta=max(cfg.kl_per_turn()), epsilon=cfg.epsilon, loss_type=cfg.loss_type,
                      scale_rewards=cfg.scale_rewards, use_vllm=False, remove_unused_columns=False)
     extra = {"max_steps": cfg.max_steps} if cfg.max_steps else {}
     return trl_args(GRPOConfig, cfg, out_dir, semantics, total_steps, reward_weights=[r.weight for r in cfg.rewards], **extra)
@@ -139,7 +143,10 @@ class GRPOTrainer(Trainer):
         keys = sorted({k for s in steps for k in s if k.startswith("rewards/") and k.endswith("/mean")})
         if len(keys) > 1:
             out += [d for k in keys if (d := Monitor(k, "trend", k[len("rewards/"):-len("/mean")]).describe(stats))]
-        return out
+        turns = [Monitor("turn1_reward", "trend", "turn-1 reward"), Monitor("turn2_reward", "trend", "turn-2 reward"),
+                 Monitor("i_to_c", "trend", "wrong -> right"), Monitor("c_to_i", "trend", "right -> wrong"),
+                 Monitor("kl_turn1", "trend", "turn-1 KL")]
+        return out + [d for m in turns if (d := m.describe(stats))]
 
     def step_rules(self) -> list:
         """`stop_below_label_accuracy` as the stop rule it is."""
@@ -156,6 +163,8 @@ class GRPOTrainer(Trainer):
     def _scorers(self, task) -> list:
         from ..scoring import make_scorer
 
+        if self.cfg.turns is not None:
+            task.prompts.require(self.cfg.turns.template, "train.turns.template")
         out = []
         for i, r in enumerate(self.cfg.rewards):
             where = f"train.rewards[{i}]"
@@ -180,6 +189,7 @@ class GRPOTrainer(Trainer):
         from ..scoring.judge_base import Models, bind_scorers
         from ..scoring.rewards import as_reward_func
         from .sft import train_sft
+        from .two_turn import TurnReward, TwoTurnRollout, two_turn_trainer_class
 
         cfg = self.cfg
         if self.task is None:
@@ -198,12 +208,19 @@ class GRPOTrainer(Trainer):
         trained = (cfg.num_generations, cfg.trained_per_group) if cfg.trained_per_group else None
         for i, (r, sc) in enumerate(zip(cfg.rewards, scorers)):
             audit = group_audit(self.task, voting[i]) if i == audited else None
-            funcs.append(as_reward_func(sc, r.column, eos_token_id=eos_ids(model, tok), on_result=audit, trained=trained))
+            func = as_reward_func(sc, r.column, eos_token_id=eos_ids(model, tok), on_result=audit, trained=trained)
+            if cfg.turns is not None:
+                func = TurnReward(func, cfg.turns.first, cfg.turns.second, cfg.turns.shaping, monitor=i == 0)
+            funcs.append(func)
         ds = datasets.Dataset.from_list([{"prompt": list(r["messages"]), "prompt_id": str(r["prompt_id"]),
                                           "reference": str(r.get("reference") or "")} for r in rows])
         callbacks = [progress_callback(progress)]
-        trainer = trl_trainer_class(cfg.trained_per_group)(model=model, reward_funcs=funcs, args=args, train_dataset=ds, processing_class=tok,
-                                 peft_config=peft_config(cfg.lora), callbacks=callbacks)
+        cls, extra = trl_trainer_class(cfg.trained_per_group), {}
+        if cfg.turns is not None:
+            cls = two_turn_trainer_class(cls, cfg.kl_per_turn())
+            extra["rollout_func"] = TwoTurnRollout(self.task.prompts.render(cfg.turns.template))
+        trainer = cls(model=model, reward_funcs=funcs, args=args, train_dataset=ds, processing_class=tok, peft_config=peft_config(cfg.lora),
+                      callbacks=callbacks, **extra)
         control = self.control
         if self.step_rules():
             from .control import TrainingControl

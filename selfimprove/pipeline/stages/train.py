@@ -38,10 +38,13 @@ def training_control(ctx: RunContext, control: ControlConfig | None, dev_sd: Sta
     dev_rows = dev_sd.rows() if (dev_sd is not None and control.eval_every_steps) else []
     if control.dev_slice:
         dev_rows = sorted(dev_rows, key=lambda r: str(r["prompt_id"]))[: control.dev_slice]
+    revise = ctx.prompts.render(eval_cfg.revise_template) if eval_cfg.revise_template else None  # two-turn: acc@t2 too
     tc = TrainingControl(ctx.task, dev_rows, control.eval_every_steps, control.step_rules(), eval_cfg.max_tokens, tuple(eval_cfg.stop),
-                         getattr(ctx.backend, "batch_size", 64))
+                         getattr(ctx.backend, "batch_size", 64), revise, eval_cfg.revise_max_tokens, control.metric)
     config = {"eval_every_steps": control.eval_every_steps, "dev_slice": control.dev_slice, "max_tokens": eval_cfg.max_tokens,
               "stop": list(eval_cfg.stop), "rules": [r.model_dump(exclude_none=True) for r in control.step_rules()]}
+    if revise is not None:  # only then: other runs keep their fingerprints
+        config.update(revise=revise, revise_max_tokens=eval_cfg.revise_max_tokens, metric=control.metric)
     return tc, {"control": config}, ({"dev": dev_sd.fingerprint} if dev_rows else {})
 
 

@@ -1,0 +1,151 @@
+"""Two-turn GRPO (`train.turns`, SCoRe) on TRL's rollout_func: the completion TRL trains on is attempt + instruction +
+revision with the instruction masked out of the loss, each reward scores both turns and combines them by SCoRe's
+formula, and the KL is weighted per turn (zero for a policy equal to its reference)."""
+
+import pytest
+import torch
+
+from selfimprove.config import ConfigError, GRPOTrainConfig, TaskConfig
+from selfimprove.prompts import PromptLibrary
+from selfimprove.tasks import make_task
+from selfimprove.training import two_turn
+from selfimprove.training.grpo import GRPOTrainer
+from selfimprove.training.two_turn import PerTokenBeta, TurnReward, TwoTurnRollout, turn_monitors, turn_reward
+
+
+@pytest.fixture(scope="module")
+def task():
+    return make_task(TaskConfig(name="arithmetic"), PromptLibrary())
+
+
+def test_scores_shaping_bonus_changes_the_reward_as_its_formula_says():
+    """SCoRe stage II, alpha 10: wrong -> right earns 1 + alpha, right -> wrong 1 - alpha; stage I (revision only)
+    ignores the attempt; an unscored turn counts 0 beside a scored one, and two unscored give no reward."""
+    assert turn_reward(0.0, 1.0, 1, 1, 10) == 11.0 and turn_reward(1.0, 0.0, 1, 1, 10) == -9.0
+    assert turn_reward(1.0, 1.0, 1, 1, 10) == 2.0 and turn_reward(0.0, 0.0, 1, 1, 10) == 0.0
+    assert turn_reward(1.0, 0.0, 0, 1, 0) == 0.0 and turn_reward(0.0, 1.0, 0, 1, 0) == 1.0
+    assert turn_reward(None, 1.0, 1, 1, 10) == 11.0 and turn_reward(None, None, 1, 1, 10) is None
+    m = turn_monitors([0.0, 1.0, 1.0, 0.0, None], [1.0, 0.0, 1.0, 0.0, 1.0])
+    assert m == {"turn1_reward": 0.5, "turn2_reward": 0.5, "turn_delta": 0.0, "i_to_c": 0.25, "c_to_i": 0.25}
+
+
+def test_a_turn_reward_scores_the_attempt_and_the_revision_and_logs_the_turns():
+    calls, logged = [], {}
+
+    def inner(prompts, completions, completion_ids=None, log_metric=None, **columns):
+        calls.append((list(completions), log_metric is not None))
+        return [1.0 if c == "right" else 0.0 for c in completions]
+
+    inner.__name__ = inner.__doc__ = "gold:correct"
+    reward = TurnReward(inner, first=1, second=1, shaping=10, monitor=True)
+    out = reward(["p"] * 3, ["whole"] * 3, None, attempt=["wrong", "right", "right"], revision=["right", "wrong", "right"],
+                 attempt_ids=[[1]] * 3, revision_ids=[[2]] * 3, log_metric=logged.__setitem__, prompt_id=["a", "a", "a"])
+    assert out == [11.0, -9.0, 2.0]
+    assert calls == [(["wrong", "right", "right"], False), (["right", "wrong", "right"], True)]  # the audit sees final answers
+    assert logged["i_to_c"] == pytest.approx(1 / 3) and logged["c_to_i"] == pytest.approx(1 / 3) and reward.__name__ == "gold:correct"
+
+
+def test_per_token_beta_weights_each_turns_kl():
+    kl = torch.tensor([[0.5, 0.5, 0.0, 0.25], [1.0, 0.0, 2.0, 0.0]])
+    t1 = torch.tensor([[1.0, 1.0, 0.0, 0.0], [1.0, 0.0, 0.0, 0.0]])
+    t2 = torch.tensor([[0.0, 0.0, 0.0, 1.0], [0.0, 0.0, 1.0, 1.0]])
+    rec = {}
+    beta = PerTokenBeta(0.1 * t1 + 0.01 * t2, (t1, t2), rec.__setitem__)
+    assert beta != 0.0 and torch.allclose(beta * kl, 0.1 * t1 * kl + 0.01 * t2 * kl)
+    assert rec["kl_turn1"] == pytest.approx(2.0 / 3) and rec["kl_turn2"] == pytest.approx(2.25 / 3)
+    assert not (PerTokenBeta(0 * t1, (t1, t2), rec.__setitem__) != 0.0)
+
+
+def test_two_turn_rollouts_on_the_tiny_model(tiny_model_path, tmp_path, task, monkeypatch):
+    """The completion is the attempt's ids, the instruction (the chat template's close of the turn, the instruction as
+    the user's turn, the generation prompt; env_mask 0) and the revision's ids; the turn masks the loss sees cover
+    the two turns' tokens; the per-turn KL is zero at the first step (policy = reference) and logged per turn."""
+    rollouts, betas = [], []
+    call, init = TwoTurnRollout.__call__, PerTokenBeta.__init__
+
+    def spy(self, prompts, trainer):
+        out = call(self, prompts, trainer)
+        rollouts.append((out, trainer.processing_class))
+        return out
+
+    def spy_init(self, weights, masks, record):
+        betas.append((weights.clone(), masks[0].clone(), masks[1].clone()))
+        init(self, weights, masks, record)
+
+    monkeypatch.setattr(TwoTurnRollout, "__call__", spy)
+    monkeypatch.setattr(PerTokenBeta, "__init__", spy_init)
+    cfg = GRPOTrainConfig(rewards=[{"scorer": "gold"}], num_generations=4, batch_size=8, max_completion_length=8, max_steps=2, device="cpu",
+                          lora={"r": 4, "alpha": 8, "dropout": 0.0}, turns={"first": 1, "shaping": 2, "kl": [0.5, 0.0]})
+    rows = [{"prompt_id": f"p{i}", "messages": task.messages(f"What is {i} + {i}?"), "reference": str(2 * i)} for i in range(4)]
+    stats = GRPOTrainer(cfg).attach(task).train(tiny_model_path, rows, tmp_path)
+    instruction = task.prompts.render("self_correct")
+    assert len(rollouts) == 2 and len(betas) == 2
+    for (out, tok), (weights, t1, t2) in zip(rollouts, betas):
+        firsts, seconds = [], []
+        for ids, a, b, mask in zip(out["completion_ids"], out["attempt_ids"], out["revision_ids"], out["env_mask"]):
+            m = ids[len(a):len(ids) - len(b)]
+            assert ids[:len(a)] == a and ids[len(ids) - len(b):] == b and len(m) > 0
+            assert mask == [1] * len(a) + [0] * len(m) + [1] * len(b)
+            text = tok.decode(m)
+            assert instruction in text and text.endswith("<|im_start|>assistant\n") and text.count("<|im_start|>user") == 1
+            firsts.append(len(a))
+            seconds.append(len(b))
+        assert sorted(t1.sum(1).tolist()) == sorted(firsts) and sorted(t2.sum(1).tolist()) == sorted(seconds)
+        assert torch.equal(weights, 0.5 * t1)
+    steps = stats["per_step"]
+    assert steps[0]["kl_turn1"] == pytest.approx(0.0, abs=1e-6) and "kl_turn2" in steps[0]
+    assert {"turn1_reward", "turn2_reward", "turn_delta", "i_to_c", "c_to_i"} <= set(steps[0])
+
+
+def test_turns_fail_before_any_model_loads(task):
+    with pytest.raises(ConfigError, match="train.turns.template: no template 'nope'"):
+        GRPOTrainer(GRPOTrainConfig(rewards=[{"scorer": "gold"}], batch_size=8, turns={"template": "nope"})).check(task)
+    with pytest.raises(ValueError, match="do not combine"):
+        GRPOTrainConfig(rewards=[{"scorer": "majority_vote"}], num_generations=4, trained_per_group=2, batch_size=8, turns={})
+    assert GRPOTrainConfig(rewards=[{"scorer": "gold"}], batch_size=8, beta=0.05, turns={}).kl_per_turn() == (0.05, 0.05)
+    assert two_turn.MARK not in task.prompts.render("self_correct")
+
+
+def test_the_instruction_closes_the_attempt_once(tiny_model_path, task):
+    """An attempt that ended with the end-of-turn token is not closed again; a cut-off one is closed by the template;
+    either way attempt + instruction reads as the chat template renders the two-turn conversation."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_path)
+    msgs, instruction = task.messages("What is 2 + 2?"), task.prompts.render("self_correct")
+    end = tok.convert_tokens_to_ids("<|im_end|>")
+    prompt = tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+    whole = tok.apply_chat_template(msgs + [{"role": "assistant", "content": "4"}, {"role": "user", "content": instruction}],
+                                    tokenize=False, add_generation_prompt=True)
+    attempt = tok("4", add_special_tokens=False)["input_ids"]
+    closed = two_turn.instruction_ids(tok, msgs, instruction, end)
+    cut = two_turn.instruction_ids(tok, msgs, instruction, None)
+    assert prompt + tok.decode(attempt + [end] + closed) == whole
+    assert prompt + tok.decode(attempt + cut) == whole and cut[0] == end and closed[0] != end
+
+
+def test_score_recipe_runs_both_stages_with_two_turn_dev_control(tiny_model_path, tmp_path):
+    """pipelines/score.yaml on the tiny model: iteration 1 is stage I, iteration 2 stage II (the schedule: r1 weight 1,
+    shaping 10, weak KL on both turns); the in-training dev evaluation measures turn 1 and acc@t2 and chooses by acc@t2;
+    the per-turn monitors reach the summary."""
+    from pathlib import Path
+
+    from selfimprove.config import load_pipeline
+    from selfimprove.pipeline.loop import run_pipeline
+    from selfimprove.store import read_json
+
+    repo = Path(__file__).resolve().parents[1]
+    cfg = load_pipeline(repo / "pipelines" / "score.yaml", [
+        f"model={tiny_model_path}", f"run_dir={tmp_path}", "data.train.size=4", "data.eval.size=2", "data.dev.size=3", "eval.bootstrap=20",
+        "eval.max_tokens=6", "control.probe=null", "control.eval_every_steps=1", "control.rollback=false", "control.stop_if=[]",
+        "train.max_steps=1", "train.num_generations=2", "train.batch_size=2", "train.max_completion_length=6"])
+    summary = run_pipeline(cfg)
+    root = tmp_path / "score"
+    turns = [read_json(root / f"iter_{k}" / "train" / "manifest.json")["config"]["train"]["turns"] for k in (1, 2)]
+    assert turns[0] | {"template": None} == {"template": None, "first": 0.0, "second": 1.0, "shaping": 0.0, "kl": [0.1, 0.01]}
+    assert turns[1] | {"template": None} == {"template": None, "first": 1.0, "second": 1.0, "shaping": 10.0, "kl": [0.01, 0.01]}
+    for k in (1, 2):
+        train = summary["iterations"][k]["stages"]["train"]["train"]
+        assert all({"accuracy", "acc@t2"} <= set(c) for c in train["dev_curve"]) and len(train["dev_curve"]) == 2
+        assert {"kl_turn1", "turn2_reward"} <= set(train["per_step"][0])
+    assert summary["control"]["metric"] == "acc@t2"
