@@ -1,7 +1,8 @@
 """Supervised fine-tuning on selected samples with TRL's `SFTTrainer`, LoRA through PEFT, each row's loss
 multiplied by its `weight` (TRL 1.16 has no per-row weights: `WeightedSFTTrainer` adds them).
 
-Rows are conversational prompt-completion pairs, so the loss covers the assistant turn only. The loss is
+Rows are conversational prompt-completion pairs, so the loss covers the assistant turn only (a completion of several
+turns: every assistant turn in it, see `turn_masks.py`). The loss is
 TRL's: the sum of completion-token losses divided by the completion tokens of the whole (accumulated) batch;
 a weight scales its row's token losses, so with every weight 1 it is TRL's loss exactly, and a row of weight 0
 adds no gradient of its own (its tokens still count in the denominator, as TRL counts every completion token).
@@ -15,6 +16,7 @@ from pathlib import Path
 
 from .base import Trainer
 from .common import check_weights, fit_and_save, load_model_and_tokenizer, peft_config, progress_callback, require_rows, total_steps, training_setup, trl_args
+from .turn_masks import is_multi_turn, tokenize_turns
 from .weights import WEIGHT, keep_weight_column
 
 
@@ -81,7 +83,6 @@ def train_sft(model_path, rows: list[dict], out_dir: Path, cfg, device: str = "a
 
     Returns training stats (steps, loss, seconds, trainable parameters) for the manifest.
     """
-    import datasets
     import torch
 
     require_rows(rows, cfg.min_rows)
@@ -89,13 +90,22 @@ def train_sft(model_path, rows: list[dict], out_dir: Path, cfg, device: str = "a
     dev, dtype, on_cpu = training_setup(device)
     args = sft_config(cfg, out_dir, on_cpu=on_cpu, bf16=dtype == torch.bfloat16, total_steps=total_steps(len(rows), cfg))  # before the model (ZeRO-3)
     model, tok = load_model_and_tokenizer(model_path, torch.float32 if on_cpu else dtype)
-    ds = datasets.Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"], WEIGHT: float(r.get(WEIGHT, 1.0))} for r in rows])
     trainer = weighted_sft_trainer_class()(
         model=model,
         args=args,
-        train_dataset=ds,
+        train_dataset=sft_dataset(rows, tok),
         processing_class=tok,
         peft_config=peft_config(cfg.lora),
         callbacks=[progress_callback(progress)],
     )
     return fit_and_save(trainer, tok, out_dir, lora=cfg.lora is not None, rows=len(rows), dev=dev, dtype=dtype, control=control)
+
+
+def sft_dataset(rows: list[dict], tok):
+    """The rows as TRL's dataset: prompt-completion chat pairs with their weights; where a completion holds several
+    turns, every row tokenized with its assistant turns' mask (`turn_masks`), which TRL turns into labels."""
+    import datasets
+
+    if is_multi_turn(rows):
+        return datasets.Dataset.from_list([{**tokenize_turns(tok, r["prompt"], r["completion"]), WEIGHT: float(r.get(WEIGHT, 1.0))} for r in rows])
+    return datasets.Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"], WEIGHT: float(r.get(WEIGHT, 1.0))} for r in rows])
