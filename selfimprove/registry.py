@@ -127,6 +127,7 @@ ROW_BUILDERS: Registry = Registry("row builder", "selfimprove.builders.base:RowB
     "correctness_pairs": "selfimprove.builders.correctness_pairs:CorrectnessPairs",
     "meta_judge_pairs": "selfimprove.builders.meta_judge_pairs:MetaJudgePairs",
     "correction_trajectories": "selfimprove.builders.trajectories:CorrectionTrajectories",
+    "self_verify_trajectories": "selfimprove.builders.self_verify:SelfVerifyTrajectories",
 })
 
 TRAINERS: Registry = Registry("trainer", "selfimprove.training.base:Trainer", {

@@ -3,7 +3,7 @@
 that a recipe's pieces fit together, not what they learn (the README's recipe table does that on the real model).
 A random model is never right and writes no parsable answer: where a recipe keeps only right samples the smoke run
 relaxes that filter, and where its rows need answers that agree or parse (vote pairs, gold pairs, written judgments,
-majority-filtered SFT, correction trajectories) the run must reach the select stage and stop at training with the
+majority-filtered SFT, correction trajectories, self-verified trajectories) the run must reach the select stage and stop at training with the
 error that names the select counts and the knobs to turn."""
 
 from pathlib import Path
@@ -23,7 +23,7 @@ SMALL = ["iterations=1", "data.train.size=8", "data.eval.size=3", "data.dev.size
 NEVER_RIGHT = {"quickstart": ["select.correct_only=false"], "star": ["select.correct_only=false"],
                "critique_refine": ["select.correct_only=false"],
                "bstar": ["search={prompts: 2, n: 2, temperatures: [0.5, 1.0], thresholds: [-0.5], n_star: 2}", "select.target_size=8"]}
-NO_ROWS_ON_RANDOM = {"scpo", "scpo_semi", "meta_rewarding", "iwsi", "self_correct", "self_rewarding"}
+NO_ROWS_ON_RANDOM = {"scpo", "scpo_semi", "meta_rewarding", "iwsi", "self_correct", "self_rewarding", "self_verify_correct"}
 # the recipes' model scorers, shorter (their judgments and critiques cannot parse on a random model anyway)
 FASTER = {"meta_rewarding": ["score=[{name: pointwise_judge, options: {n: 2, temperature: 0.7, max_tokens: 8}}, "
                              "{name: meta_judge, options: {max_tokens: 8}}, {name: gold}]"],
@@ -44,7 +44,7 @@ def test_recipe_runs_every_stage_on_the_tiny_model(recipe, tmp_path, tiny_model_
     if recipe in NO_ROWS_ON_RANDOM:
         with pytest.raises(StageError, match="0 training rows .* the select stage counted"):
             run_pipeline(cfg)
-        for stage in ("generate", "score", "select") + (("refine",) if cfg.refine is not None else ()):
+        for stage in ("generate", "score", "select") + (("refine",) if cfg.refine is not None else ()) + (("verify",) if cfg.verify is not None else ()):
             assert (tmp_path / cfg.name / "iter_1" / stage / "manifest.json").exists(), (recipe, stage)
         return
     summary = run_pipeline(cfg)

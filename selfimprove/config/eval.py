@@ -33,6 +33,16 @@ class CritiqueRefineEval(Strict):
     critic_options: dict[str, Any] = Field(default_factory=dict, description="Options of the critic scorer (template, judge, max_tokens).")
 
 
+class SelfVerifyEval(Strict):
+    """Self-rewarding correction at inference (Xiong et al.): after the greedy attempt the model evaluates it (ending in
+    `[VERIFY] correct|wrong`) and revises only after "wrong" (at most once); acc@t2 is the final answer's accuracy,
+    beside the self-verification rates per class and the share revised."""
+
+    template: str = Field("self_verify", description="The self-evaluation instruction.")
+    correct_template: str = Field("correct_after_verify", description="The correction instruction after 'wrong'.")
+    max_tokens: int = Field(96, gt=0, description="Length of the self-evaluation.")
+
+
 class EvalConfig(Strict):
     greedy: bool = Field(True, description="Greedy decoding -> accuracy.")
     n: int = Field(0, ge=0, description="Sampled completions per problem for pass@k / maj@k (0 = none).")
@@ -51,6 +61,9 @@ class EvalConfig(Strict):
                                                                          "`refined_maj@n` (their majority vote); needs n >= 1.")
     best_of: BestOf | None = Field(None, description="Also report `best_of@n`: the accuracy of each problem's sample with the "
                                                      "highest `column` (inference-time sharpening; needs n >= 2).")
+    self_verify: SelfVerifyEval | None = Field(None, description="Self-rewarding correction: the model checks its greedy answer and "
+                                                                 "revises it only after '[VERIFY] wrong'; reports acc@t1, acc@t2 "
+                                                                 "(final), delta, i->c, c->i, verify_tpr, verify_tnr, revised.")
     gold_slice: int | None = Field(None, ge=2, description="Also estimate accuracy as if only the first N problems (by id) had gold "
                                                            "answers: gold only, pseudo-labels only (the greedy answer agrees with the "
                                                            "sampled majority) and PPI++ combining both (needs greedy and n >= 2).")
@@ -65,6 +78,11 @@ class EvalConfig(Strict):
                                             stop=tuple(self.stop), seed=self.seed)
         return out
 
+    @property
+    def two_turn(self) -> bool:
+        """Whether the eval has a second turn (acc@t1, acc@t2, ...): a revision after every attempt or after 'wrong'."""
+        return bool(self.revise_template) or self.self_verify is not None
+
     def revision_params(self) -> SamplingParams:
         """The revision turn: greedy, `revise_max_tokens` (default max_tokens)."""
         return SamplingParams(n=1, temperature=0.0, max_tokens=self.revise_max_tokens or self.max_tokens, stop=tuple(self.stop), seed=self.seed)
@@ -75,6 +93,10 @@ class EvalConfig(Strict):
             raise ValueError("eval needs greedy: true or n > 0")
         if self.revise_template and not self.greedy:
             raise ValueError("revise_template needs greedy: true (the revision turn revises the greedy attempt)")
+        if self.self_verify is not None and not self.greedy:
+            raise ValueError("self_verify checks the greedy attempt: needs greedy: true")
+        if self.self_verify is not None and self.revise_template:
+            raise ValueError("self_verify and revise_template are two ways to get a second turn: choose one")
         if self.critique_refine is not None and self.n < 1:
             raise ValueError("critique_refine refines the sampled completions: set eval.n to 1 or more")
         if self.best_of is not None and self.n < 2:

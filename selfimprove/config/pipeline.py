@@ -25,6 +25,7 @@ from .schedule import apply_values, normalise, values_at
 from .search import SearchConfig
 from .select import BuilderConfig, BuilderSource, GoldRows, QuantileFilter, ScoreThreshold, SelectConfig, TopKPerPrompt  # noqa: F401
 from .train import SFTTrainConfig, TrainConfig
+from .verify import VerifyConfig
 
 
 class SplitConfig(Strict):
@@ -129,6 +130,9 @@ class PipelineConfig(Strict):
     refine: RefineConfig | None = Field(None, description="A second generation after scoring for the samples a condition picks "
                                                          "(critique-then-refine, STaR's rationalization), scored and added "
                                                          "before select (see config.refine).")
+    verify: VerifyConfig | None = Field(None, description="Self-rewarding correction's data: the model evaluates its attempts "
+                                                         "([VERIFY] correct|wrong) and revises after 'wrong'; scored and added "
+                                                         "before select (see config.verify).")
     search: SearchConfig | None = Field(None, description="B-STaR: per iteration, choose generate.temperature and a reward "
                                                          "threshold (select.min_score) on a slice of the train prompts by "
                                                          "balance score (see config.search).")
@@ -168,10 +172,10 @@ class PipelineConfig(Strict):
             raise ValueError("control: keep: best and rollback choose on dev; with select_on: none use keep: last, rollback: false")
         if (c.select_on == "dev" or c.eval_every_steps or any(r.source == "dev" for r in c.stop_if)) and not self.eval.greedy:
             raise ValueError("control: the dev split is scored by greedy decoding (the eval section's): set eval.greedy: true")
-        per_problem = DEV_METRICS + (DEV_METRICS_TWO_TURN if self.eval.revise_template else ())
+        per_problem = DEV_METRICS + (DEV_METRICS_TWO_TURN if self.eval.two_turn else ())
         if c.select_on == "dev" and c.metric not in per_problem:
             raise ValueError(f"control.metric: {c.metric!r} is not a dev metric; choose one of {list(per_problem)}"
-                             + ("" if self.eval.revise_template else " (the two-turn ones need eval.revise_template)"))
+                             + ("" if self.eval.two_turn else " (the two-turn ones need eval.revise_template or eval.self_verify)"))
         for i, r in enumerate(c.stop_if):
             if r.drops_by == "ci" and r.name not in per_problem:
                 raise ValueError(f"control.stop_if[{i}]: drops_by: ci compares per-problem dev values: {r.metric} is not one of "
@@ -258,6 +262,12 @@ class PipelineConfig(Strict):
     def _refine(self) -> "PipelineConfig":
         if self.refine is not None and ("score" not in self.stages or "select" not in self.stages):
             raise ValueError(f"refine: runs between the score and select stages, which this run leaves out (stages: {self.stages})")
+        return self
+
+    @model_validator(mode="after")
+    def _verify(self) -> "PipelineConfig":
+        if self.verify is not None and ("score" not in self.stages or "select" not in self.stages):
+            raise ValueError(f"verify: runs between the score and select stages, which this run leaves out (stages: {self.stages})")
         return self
 
     @model_validator(mode="after")

@@ -9,6 +9,7 @@ from ..runtime.context import RunContext
 from ..runtime.generate_shards import generate_sharded
 from ..scoring import make_scorers
 from ..scoring.apply import score_samples
+from ..scoring.parsers import parse_self_verify
 from ..store import StageDir
 from ..tasks import Task
 from .metrics import compute_metrics, gold_slice_estimates
@@ -23,6 +24,9 @@ def eval_scorers(task: Task):
 def check_eval(e: EvalConfig, task: Task) -> None:
     """The eval's templates and its critic's or chooser's options, before any model loads."""
     task.prompts.require(e.revise_template or None, "eval.revise_template")
+    if e.self_verify is not None:
+        task.prompts.require(e.self_verify.template, "eval.self_verify.template")
+        task.prompts.require(e.self_verify.correct_template, "eval.self_verify.correct_template")
     if e.critique_refine is not None:
         task.prompts.require(e.critique_refine.template, "eval.critique_refine.template")
         make_scorers([ScorerConfig(name="critic", options=e.critique_refine.critic_options)], task)
@@ -62,6 +66,42 @@ def critique_and_refine(ctx: RunContext, e: EvalConfig, prompts: dict[str, dict]
                  critic_verdict=parent[r["parent_id"]].get("critic_verdict")) for r in rows]
 
 
+def self_verify(ctx: RunContext, e: EvalConfig, prompts: dict[str, dict], greedy: list[dict], model: ModelRef, label: str, iteration: int,
+                sd: StageDir) -> tuple[list[dict], list[dict], dict]:
+    """Self-rewarding correction at inference: each greedy attempt is self-evaluated (greedy), and revised (greedy)
+    only where the evaluation says wrong; the final answer is the revision, else the attempt. Returns the evaluations
+    (mode `verification`, with `verdict`), the final answers (mode `revision`, `revised` true or false) and the
+    self-verification metrics (rates per class over the attempts gold can judge)."""
+    sv = e.self_verify
+    verify_text, correct_text = ctx.prompts.render(sv.template), ctx.prompts.render(sv.correct_template)
+    asked = {g["prompt_id"]: after_attempt(prompts[g["prompt_id"]]["messages"], g["completion"], verify_text) for g in greedy}
+    params = SamplingParams(n=1, temperature=0.0, max_tokens=sv.max_tokens, stop=tuple(e.stop), seed=e.seed)
+    part = StageDir(sd.path / "verification", "eval_verification", {"params": params.to_dict()}, sd.inputs)
+    evaluated = {r["prompt_id"]: r for r in generate_sharded(ctx, part, [{"prompt_id": p, "messages": m} for p, m in asked.items()],
+                                                             model, params, e.shard_size, iteration, f"{label} self-evaluate")}
+    verdicts = {p: parse_self_verify(r["completion"]).value for p, r in evaluated.items()}
+    wrong = [{"prompt_id": g["prompt_id"], "messages": after_attempt(asked[g["prompt_id"]], evaluated[g["prompt_id"]]["completion"], correct_text)}
+             for g in greedy if verdicts.get(g["prompt_id"]) == "wrong"]
+    part = StageDir(sd.path / "verified_revision", "eval_verified_revision", {"params": e.revision_params().to_dict()}, sd.inputs)
+    revised = generate_sharded(ctx, part, wrong, model, e.revision_params(), e.shard_size, iteration, f"{label} self-correct")
+    revised = {r["prompt_id"]: r for r in score_samples(eval_scorers(ctx.task), ctx.task, prompts, revised, f"{label} self-correct score",
+                                                        ctx.progress)}
+    final, checks = [], []
+    for g in greedy:
+        pid = g["prompt_id"]
+        r = revised.get(pid)
+        final.append(dict(r if r is not None else g, mode="revision", turn=2, revised=r is not None, question=g["question"],
+                          sample_id=f"{g['sample_id']}/verified"))
+        checks.append(dict(evaluated[pid], mode="verification", turn=2, verdict=verdicts[pid], attempt_correct=g.get("correct"),
+                           question=g["question"], sample_id=f"{g['sample_id']}/evaluation"))
+    right = [c["verdict"] == "correct" for c in checks if c["attempt_correct"] is True]
+    wrong_ = [c["verdict"] == "wrong" for c in checks if c["attempt_correct"] is False]
+    metrics = {"verify_tpr": sum(right) / len(right) if right else None, "verify_tnr": sum(wrong_) / len(wrong_) if wrong_ else None,
+               "verify_unparsed": sum(c["verdict"] is None for c in checks) / len(checks) if checks else None,
+               "revised": len(revised) / len(greedy) if greedy else None}
+    return checks, final, metrics
+
+
 def evaluate(ctx: RunContext, sd: StageDir, prompt_rows: list[dict], model: ModelRef, e: EvalConfig, label: str, iteration: int = 0,
              per_problem_out: dict | None = None) -> tuple[list[dict], dict]:
     """Generate (resumable shards under `sd`), score, and compute metrics; returns (rows, metrics). `per_problem_out`
@@ -87,6 +127,9 @@ def evaluate(ctx: RunContext, sd: StageDir, prompt_rows: list[dict], model: Mode
         scored["sampled"] = rows
     if e.revise_template:
         run_mode("revision", revision_prompts(ctx.prompts, e, prompt_rows, scored["greedy"]), e.revision_params(), 2)
+    verify_metrics = {}
+    if e.self_verify is not None:
+        scored["verification"], scored["revision"], verify_metrics = self_verify(ctx, e, prompts, scored["greedy"], model, label, iteration, sd)
     refined_metrics = {}
     if e.critique_refine is not None and scored.get("sampled"):
         scored["refined"] = critique_and_refine(ctx, e, prompts, scored["sampled"], model, label, iteration, sd)
@@ -102,6 +145,7 @@ def evaluate(ctx: RunContext, sd: StageDir, prompt_rows: list[dict], model: Mode
         if est is not None:
             metrics["accuracy_estimates"] = est
     metrics.update(refined_metrics)
+    metrics.update(verify_metrics)
     metrics["model_ref"] = model.ref
     return [r for mode in scored for r in scored[mode]], metrics
 

@@ -36,6 +36,7 @@ from .stages.data import PromptRows, load_prompt_rows, prompts_stage
 from .stages.propose import problem_judge
 from .stages.refine import REFINE_COLUMNS
 from .stages.search import search_stage
+from .stages.verify import VERIFY_COLUMNS
 
 
 def check_stages(stages: list[str], method_stages: tuple[str, ...], method: str) -> None:
@@ -84,6 +85,17 @@ def check_refine(cfg: PipelineConfig, scored: set[str], prompts: PromptLibrary) 
                               "critique and critic_verdict, gold writes correct)")
 
 
+def check_verify(cfg: PipelineConfig, scored: set[str], prompts: PromptLibrary, task) -> None:
+    """The verify stage's templates exist, and the gold verifier that types its trajectories runs before it."""
+    if task.kind != "answer":
+        raise ConfigError(f"verify: self-rewarding correction checks answers; task {task.name} is judged by tests")
+    prompts.require(cfg.verify.template, "verify.template")
+    prompts.require(cfg.verify.correct_template, "verify.correct_template")
+    if "correct" not in scored:
+        raise ConfigError("verify: keeps the self-evaluations that agree with gold and the revisions that are right: add the gold "
+                          "scorer to score: (- name: gold)")
+
+
 def iteration_plan(cfg: PipelineConfig, task, prompts: PromptLibrary) -> Plan:
     """The plug-ins of one iteration's settings, built and checked against each other (no model loads)."""
     trainer = make_trainer(cfg.train)
@@ -101,6 +113,9 @@ def iteration_plan(cfg: PipelineConfig, task, prompts: PromptLibrary) -> Plan:
     if cfg.refine is not None:
         check_refine(cfg, scored, prompts)
         generated += REFINE_COLUMNS
+    if cfg.verify is not None:
+        check_verify(cfg, scored, prompts, task)
+        generated += tuple(c for c in VERIFY_COLUMNS + REVISION_COLUMNS if c not in generated)
     check_chain(scorers, cfg.stages, filter_columns(cfg.select), builder, trainer, generated)
     g = cfg.select.gold_rows
     if g is not None and task.kind != "answer":

@@ -23,6 +23,7 @@ from .stages.refine import refine_stage
 from .stages.score import score_stage
 from .stages.select import select_stage
 from .stages.train import train_stage
+from .stages.verify import verify_stage
 
 
 @dataclass
@@ -95,6 +96,9 @@ def build_plan(cfg: PipelineConfig, trainer, scorers, builder) -> Plan:
     def refine(ctx: RunContext, it: Iteration) -> StageDir:
         return refine_stage(ctx, it.k, cfg.refine, cfg.generate, cfg.score, it.tables["prompts"], it.tables["scored"], it.model)
 
+    def verify(ctx: RunContext, it: Iteration) -> StageDir:
+        return verify_stage(ctx, it.k, cfg.verify, cfg.generate, cfg.score, it.tables["prompts"], it.tables["scored"], it.model)
+
     def select(ctx: RunContext, it: Iteration) -> StageDir:
         return select_stage(ctx, it.k, cfg.select, it.seed, it.tables["prompts"], it.tables["scored"], it.history.get("train_set", []),
                             builder)
@@ -120,6 +124,8 @@ def build_plan(cfg: PipelineConfig, trainer, scorers, builder) -> Plan:
         stages.append(known[name])
         if name == "score" and cfg.refine is not None:  # the refinements join the scored table before select
             stages.append(Stage("refine", "refine", ("prompts", "scored"), "scored", refine))
+        if name == "score" and cfg.verify is not None:  # the self-evaluations and revisions join the scored table
+            stages.append(Stage("verify", "verify", ("prompts", "scored"), "scored", verify))
     ev = Stage("eval", "eval", ("eval_prompts",), None, evaluate) if "eval" in cfg.stages else None
     c = cfg.control
     after = (("dev",) if cfg.data.dev is not None else ()) + (("probe",) if c.probe is not None else ())

@@ -4,7 +4,7 @@ counted), never a zero score.
 Rules: the score is the number after `Score:` (or `Points:`), any case, Unicode digits accepted
 (NFKC: `Score: ４` is 4); `4/5` reads as 4; several `Score:` lines must agree; the value must lie in
 the rubric's range. Pairwise verdicts read `Winner: A|B|tie`; meta-judge verdicts `Winner: Judgement A|B`; a
-critic's `Verdict: correct|wrong`.
+critic's `Verdict: correct|wrong`; a self-evaluation's last `[VERIFY] correct|wrong`.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ SCORE_RE = re.compile(r"(?:score|points)\s*[:=][\s*]*(-?\d+(?:\.\d+)?)(?:\s*/\s*
 WINNER_RE = re.compile(r"winner\s*[:=][\s*\[(]*(?:(?:response|assistant|answer)[\s(]*)?([ab]|tie)\b", re.I)
 VERDICT_RE = re.compile(r"verdict\s*[:=][\s*\[(]*(correct|incorrect|wrong|right)\b", re.I)
 META_RE = re.compile(r"winner\s*[:=][\s*\[(]*(?:judgement|judgment)[\s(]*([ab])\b", re.I)
+SELF_VERIFY_RE = re.compile(r"\[\s*verify\s*\][\s*]*(correct|wrong)\b", re.I)
 
 
 @dataclass(frozen=True)
@@ -90,3 +91,15 @@ def parse_verdict(text: str) -> Parsed:
         return Parsed(None, "conflicting verdicts")
     return Parsed(found.pop())
 
+
+
+def parse_self_verify(text: str) -> Parsed:
+    """`correct` or `wrong` from a self-evaluation's last `[VERIFY] correct|wrong` (self-rewarding correction: the
+    evaluation may reason, mentioning the tag, before its final line)."""
+    t = _normalise(text)
+    if not t.strip():
+        return Parsed(None, "empty self-evaluation")
+    found = SELF_VERIFY_RE.findall(t)
+    if not found:
+        return Parsed(None, "no '[VERIFY] correct|wrong' found")
+    return Parsed(found[-1].lower())
