@@ -27,6 +27,9 @@ def test_scores_shaping_bonus_changes_the_reward_as_its_formula_says():
     assert turn_reward(None, 1.0, 1, 1, 10) == 11.0 and turn_reward(None, None, 1, 1, 10) is None
     m = turn_monitors([0.0, 1.0, 1.0, 0.0, None], [1.0, 0.0, 1.0, 0.0, 1.0])
     assert m == {"turn1_reward": 0.5, "turn2_reward": 0.5, "turn_delta": 0.0, "i_to_c": 0.25, "c_to_i": 0.25}
+    v = two_turn.verify_monitors(["correct", "wrong", "wrong", None], [1.0, 1.0, 0.0, 0.0])
+    assert v == {"revised": 0.5, "verify_unparsed": 0.25, "verify_tpr": 0.5, "verify_tnr": 0.5}
+    assert two_turn.verify_monitors(None, [1.0]) == {}
 
 
 def test_a_turn_reward_scores_the_attempt_and_the_revision_and_logs_the_turns():
@@ -142,10 +145,72 @@ def test_score_recipe_runs_both_stages_with_two_turn_dev_control(tiny_model_path
     summary = run_pipeline(cfg)
     root = tmp_path / "score"
     turns = [read_json(root / f"iter_{k}" / "train" / "manifest.json")["config"]["train"]["turns"] for k in (1, 2)]
-    assert turns[0] | {"template": None} == {"template": None, "first": 0.0, "second": 1.0, "shaping": 0.0, "kl": [0.1, 0.01]}
-    assert turns[1] | {"template": None} == {"template": None, "first": 1.0, "second": 1.0, "shaping": 10.0, "kl": [0.01, 0.01]}
+    keys = ("first", "second", "shaping", "kl")
+    assert [turns[0][k] for k in keys] == [0.0, 1.0, 0.0, [0.1, 0.01]] and [turns[1][k] for k in keys] == [1.0, 1.0, 10.0, [0.01, 0.01]]
     for k in (1, 2):
         train = summary["iterations"][k]["stages"]["train"]["train"]
         assert all({"accuracy", "acc@t2"} <= set(c) for c in train["dev_curve"]) and len(train["dev_curve"]) == 2
         assert {"kl_turn1", "turn2_reward"} <= set(train["per_step"][0])
     assert summary["control"]["metric"] == "acc@t2"
+
+
+def test_a_self_verify_rollout_revises_only_after_wrong(tiny_model_path, task):
+    """Self-rewarding correction's RL rollout with a scripted generation: attempt, self-evaluation, and the instruction
+    and revision only where the evaluation ends '[VERIFY] wrong'; the final answer is the revision or the attempt; the
+    model's segments are the attempt (turn 1) and the evaluation and revision (turn 2), instructions masked."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_path)
+    end = tok.convert_tokens_to_ids("<|im_end|>")
+    script = {"What is 1 + 1?": ["The answer is 3.", "[VERIFY] wrong", "The answer is 2."], "What is 2 + 2?": ["The answer is 4.", "[VERIFY] correct"]}
+
+    class Trainer:
+        processing_class, num_generations, eos_token_ids, chat_template_kwargs = tok, 2, [end], {}
+        model = type("M", (), {"training": True})()
+
+        def _tokenize_prompts(self, prompts):
+            return [tok(tok.apply_chat_template(p, tokenize=False, add_generation_prompt=True), add_special_tokens=False)["input_ids"]
+                    for p in prompts], None, {}
+
+        def _generate_single_turn(self, ids, images, fields, n):
+            outs = []
+            for x in ids:
+                text = tok.decode(x)
+                q = next(q for q in script if q in text)
+                turn = text.count("<|im_start|>assistant") - 1
+                outs.append(tok(script[q][turn], add_special_tokens=False)["input_ids"] + [end])
+            return outs, None
+
+    verify, fix = task.prompts.render("self_verify"), task.prompts.render("correct_after_verify")
+    trainer = Trainer()
+    prompts = [task.messages("What is 1 + 1?"), task.messages("What is 2 + 2?")]
+    out = TwoTurnRollout(fix, verify)(prompts, trainer)
+    assert out["verdict"] == ["wrong", "correct"]
+    assert out["attempt"] == ["The answer is 3.", "The answer is 4."] and out["revision"] == ["The answer is 2.", "The answer is 4."]
+    for ids, mask, segs in zip(out["completion_ids"], out["env_mask"], trainer._turn_segments):
+        model_text = tok.decode([t for t, m in zip(ids, mask) if m])
+        other = tok.decode([t for t, m in zip(ids, mask) if not m])
+        assert verify in other and "[VERIFY]" in model_text and [t for _, _, t in segs][0] == 1 and set(t for _, _, t in segs[1:]) == {2}
+        assert sum(e - s for s, e, _ in segs) == sum(mask)
+    assert fix in tok.decode(out["completion_ids"][0]) and fix not in tok.decode(out["completion_ids"][1])
+    assert len(trainer._turn_segments[0]) == 3 and len(trainer._turn_segments[1]) == 2
+
+
+def test_self_verify_rl_recipe_runs_with_the_self_check_in_training_control(tiny_model_path, tmp_path):
+    """pipelines/self_verify_rl.yaml on the tiny model: the three-turn rollouts train, the per-step self-check
+    monitors are logged, the in-training dev evaluation checks and revises (acc@t2) and the eval reports self-verify."""
+    from pathlib import Path
+
+    from selfimprove.config import load_pipeline
+    from selfimprove.pipeline.loop import run_pipeline
+
+    repo = Path(__file__).resolve().parents[1]
+    cfg = load_pipeline(repo / "pipelines" / "self_verify_rl.yaml", [
+        f"model={tiny_model_path}", f"run_dir={tmp_path}", "data.train.size=4", "data.eval.size=2", "data.dev.size=3", "eval.bootstrap=20",
+        "eval.max_tokens=6", "eval.self_verify.max_tokens=6", "control.probe=null", "control.eval_every_steps=1", "control.stop_if=[]",
+        "train.max_steps=1", "train.num_generations=2", "train.batch_size=2", "train.max_completion_length=6"])
+    summary = run_pipeline(cfg)
+    train = summary["iterations"][1]["stages"]["train"]["train"]
+    assert all({"accuracy", "acc@t2"} <= set(c) for c in train["dev_curve"])
+    assert {"revised", "verify_unparsed", "kl_turn1"} <= set(train["per_step"][0])
+    assert {"acc@t2", "verify_unparsed", "revised"} <= set(summary["iterations"][1]["metrics"])

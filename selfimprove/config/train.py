@@ -96,6 +96,9 @@ class TurnsConfig(Strict):
     second: float = Field(1.0, description="Weight of the revision's reward.")
     shaping: float = Field(0.0, ge=0, description="SCoRe's bonus alpha * (r2 - r1): rewards wrong->right, penalises right->wrong "
                                                   "(stage II: 10).")
+    verify_template: str | None = Field(None, description="Self-rewarding correction: a self-evaluation turn (e.g. self_verify) "
+                                                          "after the attempt; `template` (e.g. correct_after_verify) and the "
+                                                          "revision follow only after '[VERIFY] wrong', r2 is the final answer's.")
     kl: tuple[float, float] | None = Field(None, description="KL coefficient per turn [attempt, revision] (SCoRe stage I: a "
                                                              "strong one on the attempt only, [0.1, 0.01]); default train.beta "
                                                              "on both.")

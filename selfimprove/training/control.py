@@ -32,6 +32,8 @@ class TrainingControl:
     stop: tuple[str, ...] = ()
     batch_size: int = 64
     revise: str | None = None  # two-turn: the instruction after the greedy attempt (eval.revise_template, rendered)
+    verify: str | None = None  # self-rewarding correction: a self-check first; `revise` only after "[VERIFY] wrong"
+    verify_max_tokens: int | None = None
     revise_max_tokens: int | None = None
     metric: str = "accuracy"  # what chooses the best checkpoint: accuracy, or acc@t2 with `revise`
 
@@ -50,6 +52,7 @@ def dev_metrics(model, tokenizer, control: TrainingControl) -> dict[str, dict[st
     from ..generation import Request, SamplingParams
     from ..generation.hf import TransformersGenerator
     from ..prompts import after_attempt
+    from ..scoring.parsers import parse_self_verify
 
     tok = copy.copy(tokenizer)
     tok.padding_side = "left"
@@ -63,9 +66,18 @@ def dev_metrics(model, tokenizer, control: TrainingControl) -> dict[str, dict[st
             turns = {"accuracy": [o[0].text for o in outs]}
             if control.revise is not None:
                 again = SamplingParams(n=1, temperature=0.0, max_tokens=control.revise_max_tokens or control.max_tokens, stop=control.stop, seed=0)
-                second = gen.generate([Request(str(r["prompt_id"]), after_attempt(r["messages"], t, control.revise))
-                                       for r, t in zip(control.dev_rows, turns["accuracy"])], again)
-                turns["acc@t2"] = [o[0].text for o in second]
+                contexts, last = [list(r["messages"]) for r in control.dev_rows], turns["accuracy"]
+                redo = list(range(len(contexts)))
+                if control.verify is not None:  # check first; revise only what the model itself calls wrong
+                    contexts = [after_attempt(c, t, control.verify) for c, t in zip(contexts, last)]
+                    check = SamplingParams(n=1, temperature=0.0, max_tokens=control.verify_max_tokens or control.max_tokens, seed=0)
+                    last = [o[0].text for o in gen.generate([Request(str(i), c) for i, c in enumerate(contexts)], check)]
+                    redo = [i for i, t in enumerate(last) if parse_self_verify(t).value == "wrong"]
+                second = gen.generate([Request(str(i), after_attempt(contexts[i], last[i], control.revise)) for i in redo], again) if redo else []
+                final = list(turns["accuracy"])
+                for i, o in zip(redo, second):
+                    final[i] = o[0].text
+                turns["acc@t2"] = final
     finally:
         if was_training:
             model.train()

@@ -165,6 +165,7 @@ class GRPOTrainer(Trainer):
 
         if self.cfg.turns is not None:
             task.prompts.require(self.cfg.turns.template, "train.turns.template")
+            task.prompts.require(self.cfg.turns.verify_template, "train.turns.verify_template")
         out = []
         for i, r in enumerate(self.cfg.rewards):
             where = f"train.rewards[{i}]"
@@ -218,7 +219,8 @@ class GRPOTrainer(Trainer):
         cls, extra = trl_trainer_class(cfg.trained_per_group), {}
         if cfg.turns is not None:
             cls = two_turn_trainer_class(cls, cfg.kl_per_turn())
-            extra["rollout_func"] = TwoTurnRollout(self.task.prompts.render(cfg.turns.template))
+            verify = self.task.prompts.render(cfg.turns.verify_template) if cfg.turns.verify_template else None
+            extra["rollout_func"] = TwoTurnRollout(self.task.prompts.render(cfg.turns.template), verify)
         trainer = cls(model=model, reward_funcs=funcs, args=args, train_dataset=ds, processing_class=tok, peft_config=peft_config(cfg.lora),
                       callbacks=callbacks, **extra)
         control = self.control

@@ -9,14 +9,21 @@ model's revision, built on TRL's own `rollout_func` (both turns sampled by the t
   with a strong coefficient while the revision moves.
 Per logged step: `turn1_reward`, `turn2_reward`, `turn_delta`, `i_to_c`, `c_to_i` (of the first reward, a 0/1 verdict
 read at 0.5), and `kl_turn1`, `kl_turn2`.
+
+With `verify` (self-rewarding correction's RL, `train.turns.verify_template`), the model first evaluates its attempt
+(`[VERIFY] correct|wrong`) and the instruction and revision follow only after "wrong"; r2 is the final answer's reward
+(the attempt's when it stood), and `revised`, `verify_tpr`, `verify_tnr`, `verify_unparsed` are logged per step.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from ..prompts import after_attempt
+
 MARK = "\x00selfimprove-attempt\x00"  # stands for the attempt while the chat template renders the next turn
-TURN_MONITORS = ("turn1_reward", "turn2_reward", "turn_delta", "i_to_c", "c_to_i", "kl_turn1", "kl_turn2")
+TURN_MONITORS = ("turn1_reward", "turn2_reward", "turn_delta", "i_to_c", "c_to_i", "kl_turn1", "kl_turn2", "revised", "verify_unparsed",
+                 "verify_tpr", "verify_tnr")
 
 
 def instruction_ids(tok, messages: list[dict], instruction: str, closed_by: int | None, chat_kwargs: dict | None = None) -> list[int]:
@@ -37,33 +44,73 @@ def instruction_ids(tok, messages: list[dict], instruction: str, closed_by: int 
 
 class TwoTurnRollout:
     """TRL's `rollout_func`: per prompt (TRL passes one per completion), the attempt, then the revision after the
-    instruction, sampled with the trainer's own generation (`_generate_single_turn`, as TRL's single turn is). The
-    spans (attempt, instruction, revision lengths) are left on the trainer for the per-turn masks."""
+    instruction, sampled with the trainer's own generation (`_generate_single_turn`, as TRL's single turn is). With
+    `verify` (self-rewarding correction), a self-evaluation turn comes first and the instruction and revision follow
+    only where it ends `[VERIFY] wrong`; the final answer (the revision, else the attempt) is the `revision` the
+    rewards score. The model's segments (start, end, turn) are left on the trainer for the per-turn masks."""
 
-    def __init__(self, instruction: str):
-        self.instruction = instruction
+    def __init__(self, instruction: str, verify: str | None = None):
+        self.instruction, self.verify = instruction, verify
 
     def __call__(self, prompts: list, trainer) -> dict[str, Any]:
+        from ..scoring.parsers import parse_self_verify
+
         tok = trainer.processing_class
         n = trainer.num_generations if trainer.model.training else trainer.num_generations_eval
-        prompt_ids, _, _ = trainer._tokenize_prompts(prompts)
-        first, _ = trainer._generate_single_turn(prompt_ids, None, {}, n)
         eos = set(trainer.eos_token_ids)
-        chat_kwargs = getattr(trainer, "chat_template_kwargs", None) or {}
-        middle = [instruction_ids(tok, p, self.instruction, a[-1] if a and a[-1] in eos else None, chat_kwargs)
-                  for p, a in zip(prompts, first)]
-        second, _ = trainer._generate_single_turn([p + a + m for p, a, m in zip(prompt_ids, first, middle)], None, {}, n)
-        trainer._turn_spans = [(len(a), len(m), len(b)) for a, m, b in zip(first, middle, second)]
-        return {
+        kw = getattr(trainer, "chat_template_kwargs", None) or {}
+
+        def sample(ids: list[list[int]]) -> list[list[int]]:
+            return trainer._generate_single_turn(ids, None, {}, n)[0] if ids else []
+
+        def closed(ids: list[int]) -> int | None:
+            return ids[-1] if ids and ids[-1] in eos else None
+
+        prompt_ids, _, _ = trainer._tokenize_prompts(prompts)
+        first = sample(prompt_ids)
+        attempts = tok.batch_decode(first, skip_special_tokens=True)
+        verdicts = None
+        if self.verify is None:
+            middle = [instruction_ids(tok, p, self.instruction, closed(a), kw) for p, a in zip(prompts, first)]
+            second = sample([p + a + m for p, a, m in zip(prompt_ids, first, middle)])
+            pieces = [[(a, 1), (m, 0), (b, 2)] for a, m, b in zip(first, middle, second)]
+            final = second
+        else:
+            ask = [instruction_ids(tok, p, self.verify, closed(a), kw) for p, a in zip(prompts, first)]
+            checks = sample([p + a + m for p, a, m in zip(prompt_ids, first, ask)])
+            verdicts = [parse_self_verify(t).value for t in tok.batch_decode(checks, skip_special_tokens=True)]
+            redo = [i for i, v in enumerate(verdicts) if v == "wrong"]
+            fix = {i: instruction_ids(tok, after_attempt(prompts[i], attempts[i], self.verify), self.instruction, closed(checks[i]), kw)
+                   for i in redo}
+            revised = dict(zip(redo, sample([prompt_ids[i] + first[i] + ask[i] + checks[i] + fix[i] for i in redo])))
+            pieces = [[(first[i], 1), (ask[i], 0), (checks[i], 2)] + ([(fix[i], 0), (revised[i], 2)] if i in revised else [])
+                      for i in range(len(first))]
+            final = [revised.get(i, first[i]) for i in range(len(first))]
+        trainer._turn_segments = [segments(p) for p in pieces]
+        out = {
             "prompt_ids": prompt_ids,
-            "completion_ids": [a + m + b for a, m, b in zip(first, middle, second)],
+            "completion_ids": [[t for ids, _ in p for t in ids] for p in pieces],
             "logprobs": None,
-            "env_mask": [[1] * len(a) + [0] * len(m) + [1] * len(b) for a, m, b in zip(first, middle, second)],
-            "attempt": tok.batch_decode(first, skip_special_tokens=True),
-            "revision": tok.batch_decode(second, skip_special_tokens=True),
+            "env_mask": [[int(turn > 0) for ids, turn in p for _ in ids] for p in pieces],
+            "attempt": attempts,
+            "revision": tok.batch_decode(final, skip_special_tokens=True),
             "attempt_ids": first,
-            "revision_ids": second,
+            "revision_ids": final,
         }
+        if verdicts is not None:
+            out["verdict"] = verdicts
+        return out
+
+
+def segments(pieces: list[tuple[list[int], int]]) -> list[tuple[int, int, int]]:
+    """(start, end, turn) of the model's pieces of a completion (turn 1: the attempt; 2: what follows it); the
+    instructions (turn 0) are left out."""
+    out, at = [], 0
+    for ids, turn in pieces:
+        if turn:
+            out.append((at, at + len(ids), turn))
+        at += len(ids)
+    return out
 
 
 def turn_reward(r1: float | None, r2: float | None, first: float, second: float, shaping: float) -> float | None:
@@ -90,11 +137,12 @@ class TurnReward:
     def __call__(self, prompts, completions, completion_ids=None, **columns) -> list[float | None]:
         attempts, revisions = columns.pop("attempt"), columns.pop("revision")
         attempt_ids, revision_ids = columns.pop("attempt_ids"), columns.pop("revision_ids")
+        verdicts = columns.pop("verdict", None)
         log_metric = columns.pop("log_metric", None)
         r1 = self.inner(prompts, attempts, attempt_ids, **columns)
         r2 = self.inner(prompts, revisions, revision_ids, log_metric=log_metric, **columns)  # the audit sees the final answers
         if self.monitor and log_metric is not None:
-            for key, value in turn_monitors(r1, r2).items():
+            for key, value in {**turn_monitors(r1, r2), **verify_monitors(verdicts, r1)}.items():
                 log_metric(key, value)
         return [turn_reward(a, b, self.first, self.second, self.shaping) for a, b in zip(r1, r2)]
 
@@ -108,6 +156,21 @@ def turn_monitors(r1: list[float | None], r2: list[float | None]) -> dict[str, f
     t1, t2 = sum(a for a, _ in both) / len(both), sum(b for _, b in both) / len(both)
     return {"turn1_reward": t1, "turn2_reward": t2, "turn_delta": t2 - t1,
             "i_to_c": sum(a < 0.5 <= b for a, b in both) / len(both), "c_to_i": sum(b < 0.5 <= a for a, b in both) / len(both)}
+
+
+def verify_monitors(verdicts: list[str | None] | None, r1: list[float | None]) -> dict[str, float]:
+    """With a self-evaluation turn: the share revised (said wrong), unparsed, and the self-check's accuracy against the
+    attempt's reward (right at >= 0.5) per class: `verify_tpr` on right attempts, `verify_tnr` on wrong ones."""
+    if not verdicts:
+        return {}
+    out = {"revised": sum(v == "wrong" for v in verdicts) / len(verdicts), "verify_unparsed": sum(v is None for v in verdicts) / len(verdicts)}
+    right = [v == "correct" for v, r in zip(verdicts, r1) if r is not None and r >= 0.5]
+    wrong = [v == "wrong" for v, r in zip(verdicts, r1) if r is not None and r < 0.5]
+    if right:
+        out["verify_tpr"] = sum(right) / len(right)
+    if wrong:
+        out["verify_tnr"] = sum(wrong) / len(wrong)
+    return out
 
 
 class PerTokenBeta:
@@ -145,9 +208,9 @@ def two_turn_trainer_class(base, kl: tuple[float, float]):
             out = super()._generate_and_score_completions(inputs)
             mask = out["completion_mask"]
             masks = torch.zeros((2, *mask.shape), dtype=torch.float32, device=mask.device)
-            for i, (a, m, b) in enumerate(self._turn_spans):
-                masks[0, i, :a] = 1
-                masks[1, i, a + m:a + m + b] = 1
+            for i, segs in enumerate(self._turn_segments):
+                for start, end, turn in segs:
+                    masks[turn - 1, i, start:end] = 1
             masks = masks * mask.unsqueeze(0)
             out["turn1_mask"], out["turn2_mask"] = masks[0], masks[1]
             out["kl_weight"] = kl[0] * masks[0] + kl[1] * masks[1]

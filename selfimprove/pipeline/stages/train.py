@@ -38,13 +38,19 @@ def training_control(ctx: RunContext, control: ControlConfig | None, dev_sd: Sta
     dev_rows = dev_sd.rows() if (dev_sd is not None and control.eval_every_steps) else []
     if control.dev_slice:
         dev_rows = sorted(dev_rows, key=lambda r: str(r["prompt_id"]))[: control.dev_slice]
-    revise = ctx.prompts.render(eval_cfg.revise_template) if eval_cfg.revise_template else None  # two-turn: acc@t2 too
+    sv = eval_cfg.self_verify
+    template = eval_cfg.revise_template or (sv.correct_template if sv is not None else None)
+    revise = ctx.prompts.render(template) if template else None  # two-turn: acc@t2 too
+    verify = ctx.prompts.render(sv.template) if sv is not None else None
     tc = TrainingControl(ctx.task, dev_rows, control.eval_every_steps, control.step_rules(), eval_cfg.max_tokens, tuple(eval_cfg.stop),
-                         getattr(ctx.backend, "batch_size", 64), revise, eval_cfg.revise_max_tokens, control.metric)
+                         getattr(ctx.backend, "batch_size", 64), revise=revise, revise_max_tokens=eval_cfg.revise_max_tokens,
+                         metric=control.metric, verify=verify, verify_max_tokens=sv.max_tokens if sv is not None else None)
     config = {"eval_every_steps": control.eval_every_steps, "dev_slice": control.dev_slice, "max_tokens": eval_cfg.max_tokens,
               "stop": list(eval_cfg.stop), "rules": [r.model_dump(exclude_none=True) for r in control.step_rules()]}
     if revise is not None:  # only then: other runs keep their fingerprints
         config.update(revise=revise, revise_max_tokens=eval_cfg.revise_max_tokens, metric=control.metric)
+    if verify is not None:
+        config.update(verify=verify, verify_max_tokens=sv.max_tokens)
     return tc, {"control": config}, ({"dev": dev_sd.fingerprint} if dev_rows else {})
 
 
