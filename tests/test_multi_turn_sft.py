@@ -53,14 +53,32 @@ def test_trl_trains_on_both_turns_only(tiny_model_path, tok, tmp_path):
 
 
 def test_trajectories_with_the_loss_on_both_turns():
+    """A right -> right trajectory trains both turns; a wrong attempt stays in the prompt (never trained on)."""
     from selfimprove.builders.trajectories import CorrectionTrajectories
 
-    samples = [{"prompt_id": "p", "sample_id": "p/0", "turn": 1, "completion": "6", "model_ref": "m", "parent_id": None, "correct": False,
-                "revise_instruction": None},
-               {"prompt_id": "p", "sample_id": "p/0/r0", "turn": 2, "completion": "5", "model_ref": "m", "parent_id": "p/0", "correct": True,
-                "revise_instruction": "Correct it."}]
-    prompts = {"p": {"messages": PROMPT}}
-    (both,), _ = CorrectionTrajectories({"loss_on": "both_turns"}).build(samples, prompts)
-    (last,), _ = CorrectionTrajectories().build(samples, prompts)
-    assert both["prompt"] == PROMPT and [m["role"] for m in both["completion"]] == ["assistant", "user", "assistant"]
-    assert last["prompt"] == PROMPT + both["completion"][:2] and last["completion"] == both["completion"][2:]
+    def pair(pid, first_right):
+        return [{"prompt_id": pid, "sample_id": f"{pid}/0", "turn": 1, "completion": "5" if first_right else "6", "model_ref": "m",
+                 "parent_id": None, "correct": first_right, "revise_instruction": None},
+                {"prompt_id": pid, "sample_id": f"{pid}/0/r0", "turn": 2, "completion": "5", "model_ref": "m", "parent_id": f"{pid}/0",
+                 "correct": True, "revise_instruction": "Correct it."}]
+
+    prompts = {"p": {"messages": PROMPT}, "q": {"messages": PROMPT}}
+    both, _ = CorrectionTrajectories({"loss_on": "both_turns"}).build(pair("p", True) + pair("q", False), prompts)
+    last, _ = CorrectionTrajectories().build(pair("p", True) + pair("q", False), prompts)
+    right, wrong = both
+    assert right["trajectory"] == "right_to_right" and right["prompt"] == PROMPT
+    assert [m["role"] for m in right["completion"]] == ["assistant", "user", "assistant"]
+    assert wrong["trajectory"] == "wrong_to_right" and wrong["prompt"][-2]["content"] == "6" and len(wrong["completion"]) == 1
+    assert last[0]["prompt"] == PROMPT + right["completion"][:2] and last[0]["completion"] == right["completion"][2:]
+
+
+def test_a_template_that_renders_a_turn_differently_mid_conversation_is_refused(tok):
+    """Some chat templates (Qwen3's) add or drop text on the last assistant turn only: the turn's tokens inside the
+    conversation cannot be found, so the row is refused rather than silently left untrained."""
+    import copy
+
+    odd = copy.copy(tok)
+    odd.chat_template = ("{% for m in messages %}<|im_start|>{{ m.role }}\n{% if m.role == 'assistant' and loop.last %}<think></think>"
+                         "{% endif %}{{ m.content }}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+    with pytest.raises(ValueError, match="renders assistant turn 1 of the completion differently"):
+        tokenize_turns(odd, PROMPT, TURNS)

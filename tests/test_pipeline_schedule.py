@@ -176,3 +176,7 @@ def test_the_problem_judge_runs_in_the_loop_and_its_options_fail_at_load(pipelin
     assert drop["accepted"] == 0 and drop["judged_out"] == keep["accepted"] > 0
     with pytest.raises(ConfigError, match="propose.judge.*template"):
         run_pipeline(load_pipeline(pipeline, base + ["propose={size: 3, judge: {template: nope}, min_judge_score: 3}"]))
+    with pytest.raises(ConfigError, match="no reference answer"):
+        run_pipeline(load_pipeline(pipeline, base + ["propose={size: 3, judge: {reference_guided: true}, min_judge_score: 3}"]))
+    with pytest.raises(ConfigError, match=r"outside the judge's scale \[0, 5\]"):
+        run_pipeline(load_pipeline(pipeline, base + ["propose={size: 3, judge: {}, min_judge_score: 6}"]))

@@ -14,6 +14,25 @@ from selfimprove.scoring.parsers import parse_self_verify
 REPO = Path(__file__).resolve().parents[1]
 
 
+def test_verify_needs_gold_and_wrong_attempts_and_the_report_takes_missing_rates(tmp_path):
+    """The verify stage refuses to run without the gold scorer or with select.correct_only (D1 needs wrong attempts);
+    a self-verify rate missing in one iteration (no right attempts) leaves its cell empty in the report."""
+    from selfimprove.config import load_pipeline
+    from selfimprove.errors import ConfigError
+    from selfimprove.evaluation.report import metrics_rows
+    from selfimprove.pipeline.loop import prepare
+
+    path = REPO / "pipelines" / "self_verify_correct.yaml"
+    with pytest.raises(ConfigError, match="add the gold scorer"):
+        prepare(load_pipeline(path, [f"run_dir={tmp_path}", "score=[{name: majority_vote}]"]))
+    with pytest.raises(ConfigError, match="select.correct_only: false"):
+        prepare(load_pipeline(path, [f"run_dir={tmp_path}", "select.correct_only=true"]))
+    summary = {"iterations": [{"iteration": 0, "model_ref": "base", "metrics": {"acc@t2": 0.1}},
+                              {"iteration": 1, "model_ref": "iter_1", "metrics": {"acc@t2": 0.2, "verify_tpr": 0.5}}]}
+    headers, rows = metrics_rows(summary)
+    assert rows[0][headers.index("verify_tpr")] == "" and rows[1][headers.index("verify_tpr")] != ""
+
+
 def test_parse_the_last_verify_tag():
     assert parse_self_verify("Checking 2+3=5.\n[VERIFY] correct").value == "correct"
     assert parse_self_verify("If it were [VERIFY] correct... no.\n[ VERIFY ] Wrong").value == "wrong"

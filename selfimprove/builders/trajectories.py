@@ -3,8 +3,8 @@ revision turn. Each turn-2 sample (`generate.revise`) with its first attempt is 
 `signal` column of both turns (the gold verifier's `correct`, or label-free `is_majority`): `wrong_to_right`,
 `right_to_right`, `right_to_wrong`, `wrong_to_wrong`, `unverified`. The kept types (default: the two that end right)
 become rows whose prompt is the problem, the first attempt and the instruction, and whose completion is the revision,
-so the loss covers the revision only; with `loss_on: both_turns` the completion is attempt, instruction, revision and
-the loss covers both of the model's turns (never the instruction).
+so the loss covers the revision only; with `loss_on: both_turns` a right -> right trajectory's completion is attempt,
+instruction, revision and the loss covers both of the model's turns (never the instruction, never a wrong attempt).
 
 Rows: `prompt` (chat list), `completion`, `weight` 1, `prompt_id`, `sample_id` (the revision), `parent_id`,
 `trajectory`, `model_ref`. Counts: trajectories per type and rows.
@@ -29,9 +29,10 @@ class TrajectoryOptions(Options):
         default_factory=lambda: ["wrong_to_right", "right_to_right"], description="Trajectory types that become rows.")
     max_per_prompt: int | None = Field(None, gt=0, description="Cap rows per problem (the first ones by sample id).")
     loss_on: Literal["revision", "both_turns"] = Field("revision", description="revision: the attempt and the instruction are the "
-                                                                            "prompt; both_turns: the completion is attempt, "
-                                                                            "instruction, revision, with the loss on both of "
-                                                                            "the model's turns (never the instruction).")
+                                                                            "prompt; both_turns: for right -> right, the "
+                                                                            "completion is attempt, instruction, revision, with "
+                                                                            "the loss on both of the model's turns (never the "
+                                                                            "instruction; a wrong attempt stays in the prompt).")
 
 
 def trajectory_type(first: bool | None, second: bool | None) -> str:
@@ -75,7 +76,8 @@ class CorrectionTrajectories(RowBuilder):
             turns = [{"role": "assistant", "content": first["completion"]}, {"role": "user", "content": s["revise_instruction"]},
                      {"role": "assistant", "content": s["completion"]}]
             problem = list(prompts[s["prompt_id"]]["messages"])
-            prompt, completion = (problem, turns) if o.loss_on == "both_turns" else (problem + turns[:2], turns[2:])
+            both = o.loss_on == "both_turns" and kind == "right_to_right"  # a wrong attempt is never trained on
+            prompt, completion = (problem, turns) if both else (problem + turns[:2], turns[2:])
             rows.append({"prompt_id": s["prompt_id"], "prompt": prompt, "completion": completion,
                          "weight": 1.0, "sample_id": s["sample_id"], "parent_id": first["sample_id"], "trajectory": kind,
                          "model_ref": s["model_ref"]})

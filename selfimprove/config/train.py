@@ -157,6 +157,9 @@ class GRPOTrainConfig(TrainBase):
         if self.trained_per_group is not None and self.trained_per_group >= self.num_generations:
             raise ValueError(f"train.trained_per_group ({self.trained_per_group}) must be below train.num_generations "
                              f"({self.num_generations}), the pool every completion of which votes; drop it to train on all")
+        if self.turns is not None and self.loss_type == "dr_grpo":
+            raise ValueError("train.turns with loss_type dr_grpo: Dr. GRPO divides by max_completion_length, but a two-turn "
+                             "completion holds both turns and the instruction (longer than it); use dapo or bnpo")
         if self.turns is not None and self.trained_per_group is not None:
             raise ValueError("train.turns and train.trained_per_group do not combine: a two-turn trajectory is trained whole")
         return self

@@ -170,7 +170,8 @@ def metrics_rows(summary: dict) -> tuple[list[str], list[list[str]]]:
         if searched.get("chosen"):
             parts.append(f"search (balance score {searched.get('balance_score')}): {describe(searched['chosen'])}")
         sched = ["; ".join(parts)] if scheduled else []
-        rows.append([str(it["iteration"]), it["model_ref"] or ""] + [format_metric(m[n], m.get(f"{n}_ci")) if n in m else "" for n in names] + sched)
+        cells = [format_metric(m[n], m.get(f"{n}_ci")) if isinstance(m.get(n), (int, float)) else "" for n in names]
+        rows.append([str(it["iteration"]), it["model_ref"] or ""] + cells + sched)
     return ["iteration", "model"] + names + (["settings (schedule, search)"] if scheduled else []), rows
 
 

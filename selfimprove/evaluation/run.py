@@ -99,7 +99,7 @@ def self_verify(ctx: RunContext, e: EvalConfig, prompts: dict[str, dict], greedy
     metrics = {"verify_tpr": sum(right) / len(right) if right else None, "verify_tnr": sum(wrong_) / len(wrong_) if wrong_ else None,
                "verify_unparsed": sum(c["verdict"] is None for c in checks) / len(checks) if checks else None,
                "revised": len(revised) / len(greedy) if greedy else None}
-    return checks, final, metrics
+    return checks, final, {k: v for k, v in metrics.items() if v is not None}  # a class with no attempt has no rate
 
 
 def evaluate(ctx: RunContext, sd: StageDir, prompt_rows: list[dict], model: ModelRef, e: EvalConfig, label: str, iteration: int = 0,

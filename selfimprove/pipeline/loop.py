@@ -94,6 +94,9 @@ def check_verify(cfg: PipelineConfig, scored: set[str], prompts: PromptLibrary, 
     if "correct" not in scored:
         raise ConfigError("verify: keeps the self-evaluations that agree with gold and the revisions that are right: add the gold "
                           "scorer to score: (- name: gold)")
+    if cfg.select.correct_only:
+        raise ConfigError("verify: its trajectories start from wrong attempts too (D1), which select.correct_only drops before the "
+                          "builder; set select.correct_only: false (the builder keeps what gold says)")
 
 
 def iteration_plan(cfg: PipelineConfig, task, prompts: PromptLibrary) -> Plan:

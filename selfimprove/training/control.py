@@ -70,7 +70,7 @@ def dev_metrics(model, tokenizer, control: TrainingControl) -> dict[str, dict[st
                 redo = list(range(len(contexts)))
                 if control.verify is not None:  # check first; revise only what the model itself calls wrong
                     contexts = [after_attempt(c, t, control.verify) for c, t in zip(contexts, last)]
-                    check = SamplingParams(n=1, temperature=0.0, max_tokens=control.verify_max_tokens or control.max_tokens, seed=0)
+                    check = SamplingParams(n=1, temperature=0.0, max_tokens=control.verify_max_tokens or control.max_tokens, stop=control.stop, seed=0)
                     last = [o[0].text for o in gen.generate([Request(str(i), c) for i, c in enumerate(contexts)], check)]
                     redo = [i for i, t in enumerate(last) if parse_self_verify(t).value == "wrong"]
                 second = gen.generate([Request(str(i), after_attempt(contexts[i], last[i], control.revise)) for i in redo], again) if redo else []
@@ -87,6 +87,10 @@ def dev_metrics(model, tokenizer, control: TrainingControl) -> dict[str, dict[st
         answers = [task.read_answer(t, r) for t, r in zip(texts, control.dev_rows)]
         verdicts = task.check_detailed([str(r["reference"]) for r in control.dev_rows], answers)
         out[metric] = {str(r["prompt_id"]): float(bool(v["correct"])) for r, v in zip(control.dev_rows, verdicts)}
+    if "acc@t2" in out:  # the two-turn metrics per problem, as the eval's (evaluation.metrics.self_correction)
+        a, b = out["accuracy"], out["acc@t2"]
+        out.update({"acc@t1": dict(a), "delta": {p: b[p] - a[p] for p in a}, "delta_i2c": {p: (1 - a[p]) * b[p] for p in a},
+                    "delta_c2i": {p: a[p] * (1 - b[p]) for p in a}})
     return out
 
 

@@ -36,8 +36,9 @@ def tokenize_turns(tok, prompt: list[dict], completion: list[dict]) -> dict[str,
             continue
         start = _common(_ids(tok, prompt + completion[:i], generation_prompt=True), full)
         end = _common(_ids(tok, prompt + completion[: i + 1], generation_prompt=False), full)
+        if end <= start or (m.get("content") or "").strip() not in tok.decode(full[start:end]):
+            raise ValueError(f"multi-turn SFT: the chat template renders assistant turn {i + 1} of the completion differently "
+                             "inside the conversation than at its end (e.g. it drops or adds reasoning), so its tokens cannot "
+                             "be found to train on; use a template that renders every turn the same, or one-turn rows")
         mask[start:end] = [1] * (end - start)
-    if 1 not in mask:
-        raise ValueError("a multi-turn SFT row has no assistant tokens after the prompt (the chat template renders its turns "
-                         "differently alone than together)")
     return {"input_ids": full, "completion_mask": mask}

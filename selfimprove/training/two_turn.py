@@ -60,14 +60,16 @@ class TwoTurnRollout:
         eos = set(trainer.eos_token_ids)
         kw = getattr(trainer, "chat_template_kwargs", None) or {}
 
-        def sample(ids: list[list[int]]) -> list[list[int]]:
-            return trainer._generate_single_turn(ids, None, {}, n)[0] if ids else []
+        def sample(ids: list[list[int]], k: int = 1) -> list[list[int]]:
+            # every process samples every turn, an empty one too (a one-prompt stand-in, discarded): under ZeRO-3 the
+            # generation gathers parameters across processes; a later turn's prompts are each one rollout's (k = 1)
+            return trainer._generate_single_turn(ids or prompt_ids[:1], None, {}, k)[0][: len(ids)]
 
         def closed(ids: list[int]) -> int | None:
             return ids[-1] if ids and ids[-1] in eos else None
 
         prompt_ids, _, _ = trainer._tokenize_prompts(prompts)
-        first = sample(prompt_ids)
+        first = sample(prompt_ids, n)
         attempts = tok.batch_decode(first, skip_special_tokens=True)
         verdicts = None
         if self.verify is None:
@@ -181,10 +183,10 @@ class PerTokenBeta:
         self.weights, self.turn_masks, self.record = weights, turn_masks, record
 
     def __ne__(self, other) -> bool:
-        return bool(self.weights.abs().sum() > 0) or other != 0
+        return True  # it stands in only for a non-zero beta; every process takes the same branch (no data-dependent sync)
 
     def __eq__(self, other) -> bool:
-        return not self.__ne__(other)
+        return False
 
     __hash__ = None
 

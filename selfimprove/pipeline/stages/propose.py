@@ -95,8 +95,16 @@ def propose_stage(ctx: RunContext, iteration: int, cfg: ProposeConfig, seed: int
 
 
 def problem_judge(task, cfg: ProposeConfig) -> PointwiseJudge:
-    """The pointwise judge that rates proposed problems (checked at load: its template and options)."""
-    return PointwiseJudge(task, cfg.judge_options(), where="propose.judge")
+    """The pointwise judge that rates proposed problems (checked at load: its template, its options, the threshold
+    within its scale; proposals have no reference to guide it)."""
+    from ...errors import ConfigError
+
+    judge = PointwiseJudge(task, cfg.judge_options(), where="propose.judge")
+    if judge.reference_guided:
+        raise ConfigError("propose.judge.reference_guided: a proposed problem has no reference answer to guide the judge")
+    if not judge.low <= cfg.min_judge_score <= judge.high:
+        raise ConfigError(f"propose.min_judge_score: {cfg.min_judge_score} is outside the judge's scale [{judge.low:g}, {judge.high:g}]")
+    return judge
 
 
 def judge_problems(task, judge: PointwiseJudge, candidates: list[dict], min_score: float, label: str = "propose",

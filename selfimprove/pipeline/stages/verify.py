@@ -38,7 +38,8 @@ def verify_stage(ctx: RunContext, iteration: int, cfg: VerifyConfig, gen: Genera
                  prompts_sd: StageDir, scored_sd: StageDir, model: ModelRef) -> StageDir:
     temperature = gen.temperature if cfg.temperature is None else cfg.temperature
     seed = gen.seed + iteration + 32452843
-    eval_params = SamplingParams(n=cfg.evaluations, temperature=temperature, top_p=gen.top_p, max_tokens=cfg.max_tokens, seed=seed)
+    eval_params = SamplingParams(n=cfg.evaluations, temperature=temperature, top_p=gen.top_p, max_tokens=cfg.max_tokens, stop=tuple(gen.stop),
+                                 seed=seed)
     config = {"verify": cfg.model_dump(), "params": eval_params.to_dict(), "score": [s.model_dump() for s in scorers],
               "backend": ctx.backend.identity(), "generate": {"temperature": gen.temperature, "max_tokens": gen.max_tokens, "stop": list(gen.stop)}}
     sd = ctx.store.stage(iteration, "verify", config, {"prompts": prompts_sd.fingerprint, "scored": scored_sd.fingerprint,
