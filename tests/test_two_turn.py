@@ -128,22 +128,27 @@ def test_the_instruction_closes_the_attempt_once(tiny_model_path, task):
     assert prompt + tok.decode(attempt + cut) == whole and cut[0] == end and closed[0] != end
 
 
-def test_score_recipe_runs_both_stages_with_two_turn_dev_control(tiny_model_path, tmp_path):
-    """pipelines/score.yaml on the tiny model: iteration 1 is stage I, iteration 2 stage II (the schedule: r1 weight 1,
-    shaping 10, weak KL on both turns); the in-training dev evaluation measures turn 1 and acc@t2 and chooses by acc@t2;
-    the per-turn monitors reach the summary."""
+def run_tiny_recipe(name: str, model, run_dir, *extra: str) -> dict:
+    """A shipped two-turn recipe at the smallest settings on the tiny model, evaluating dev at every step."""
     from pathlib import Path
 
     from selfimprove.config import load_pipeline
     from selfimprove.pipeline.loop import run_pipeline
+
+    path = Path(__file__).resolve().parents[1] / "pipelines" / f"{name}.yaml"
+    return run_pipeline(load_pipeline(path, [
+        f"model={model}", f"run_dir={run_dir}", "data.train.size=4", "data.eval.size=2", "data.dev.size=3", "eval.bootstrap=20",
+        "eval.max_tokens=6", "control.probe=null", "control.eval_every_steps=1", "control.stop_if=[]", "train.max_steps=1",
+        "train.num_generations=2", "train.batch_size=2", "train.max_completion_length=6", *extra]))
+
+
+def test_score_recipe_runs_both_stages_with_two_turn_dev_control(tiny_model_path, tmp_path):
+    """pipelines/score.yaml on the tiny model: iteration 1 is stage I, iteration 2 stage II (the schedule: r1 weight 1,
+    shaping 10, weak KL on both turns); the in-training dev evaluation measures turn 1 and acc@t2 and chooses by acc@t2;
+    the per-turn monitors reach the summary."""
     from selfimprove.store import read_json
 
-    repo = Path(__file__).resolve().parents[1]
-    cfg = load_pipeline(repo / "pipelines" / "score.yaml", [
-        f"model={tiny_model_path}", f"run_dir={tmp_path}", "data.train.size=4", "data.eval.size=2", "data.dev.size=3", "eval.bootstrap=20",
-        "eval.max_tokens=6", "control.probe=null", "control.eval_every_steps=1", "control.rollback=false", "control.stop_if=[]",
-        "train.max_steps=1", "train.num_generations=2", "train.batch_size=2", "train.max_completion_length=6"])
-    summary = run_pipeline(cfg)
+    summary = run_tiny_recipe("score", tiny_model_path, tmp_path, "control.rollback=false")
     root = tmp_path / "score"
     turns = [read_json(root / f"iter_{k}" / "train" / "manifest.json")["config"]["train"]["turns"] for k in (1, 2)]
     keys = ("first", "second", "shaping", "kl")
@@ -200,17 +205,7 @@ def test_a_self_verify_rollout_revises_only_after_wrong(tiny_model_path, task):
 def test_self_verify_rl_recipe_runs_with_the_self_check_in_training_control(tiny_model_path, tmp_path):
     """pipelines/self_verify_rl.yaml on the tiny model: the three-turn rollouts train, the per-step self-check
     monitors are logged, the in-training dev evaluation checks and revises (acc@t2) and the eval reports self-verify."""
-    from pathlib import Path
-
-    from selfimprove.config import load_pipeline
-    from selfimprove.pipeline.loop import run_pipeline
-
-    repo = Path(__file__).resolve().parents[1]
-    cfg = load_pipeline(repo / "pipelines" / "self_verify_rl.yaml", [
-        f"model={tiny_model_path}", f"run_dir={tmp_path}", "data.train.size=4", "data.eval.size=2", "data.dev.size=3", "eval.bootstrap=20",
-        "eval.max_tokens=6", "eval.self_verify.max_tokens=6", "control.probe=null", "control.eval_every_steps=1", "control.stop_if=[]",
-        "train.max_steps=1", "train.num_generations=2", "train.batch_size=2", "train.max_completion_length=6"])
-    summary = run_pipeline(cfg)
+    summary = run_tiny_recipe("self_verify_rl", tiny_model_path, tmp_path, "eval.self_verify.max_tokens=6")
     train = summary["iterations"][1]["stages"]["train"]["train"]
     assert all({"accuracy", "acc@t2"} <= set(c) for c in train["dev_curve"])
     assert {"revised", "verify_unparsed", "kl_turn1"} <= set(train["per_step"][0])
