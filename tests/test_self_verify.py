@@ -37,6 +37,8 @@ def test_parse_the_last_verify_tag():
     assert parse_self_verify("Checking 2+3=5.\n[VERIFY] correct").value == "correct"
     assert parse_self_verify("If it were [VERIFY] correct... no.\n[ VERIFY ] Wrong").value == "wrong"
     assert parse_self_verify("looks fine").error and parse_self_verify("").error
+    echo = 'The last line must be exactly "[VERIFY] correct" if the answer is right or "[VERIFY] wrong" if it is not.'
+    assert parse_self_verify(echo).error and parse_self_verify(echo + "\n[VERIFY] correct").value == "correct"
 
 
 def attempt(sid, correct, verdicts):
@@ -128,6 +130,7 @@ def test_self_verify_correct_runs_with_a_model_whose_verdicts_are_known(scripted
     it = summary["iterations"][1]
     v = it["stages"]["verify"]["counts"]
     assert v["verify_true_positive_rate"] == 1.0 and 0 < v["verify_true_negative_rate"] < 1 and v["unparsed"] == 0
+    assert v["templated_wrong"] > 0 and "templated_correct" not in v  # the recipe's templated verdicts: the misses get one
     scored = read_table(tmp_path / "self_verify_correct" / "iter_1" / "verify" / "table.parquet")
     revs = [r for r in scored if r["turn"] == 2]
     assert revs and all(r["correct"] and "[VERIFY] wrong" in r["evaluation"] for r in revs)

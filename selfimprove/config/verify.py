@@ -21,3 +21,7 @@ class VerifyConfig(Strict):
     temperature: float | None = Field(None, ge=0, description="Default: generate.temperature.")
     max_tokens: int = Field(96, gt=0, description="Length of a self-evaluation.")
     revision_max_tokens: int | None = Field(None, gt=0, description="Default: generate.max_tokens.")
+    templated_verdict: bool = Field(False, description="Where no sampled evaluation of an attempt gives the verdict a trajectory "
+                                                       "needs, use the bare line '[VERIFY] correct|wrong' (gold's verdict for the "
+                                                       "confirmation; 'wrong', as the paper tells the model, before revisions): "
+                                                       "teaches the format to a model too weak to write it (counted as templated).")

@@ -94,12 +94,15 @@ def parse_verdict(text: str) -> Parsed:
 
 
 def parse_self_verify(text: str) -> Parsed:
-    """`correct` or `wrong` from a self-evaluation's last `[VERIFY] correct|wrong` (self-rewarding correction: the
-    evaluation may reason, mentioning the tag, before its final line)."""
+    """`correct` or `wrong` from a self-evaluation's last line that carries a `[VERIFY] correct|wrong` tag (it may
+    reason before it). A line with both tags is the instruction repeated, not a verdict: unparsed."""
     t = _normalise(text)
     if not t.strip():
         return Parsed(None, "empty self-evaluation")
-    found = SELF_VERIFY_RE.findall(t)
-    if not found:
+    tagged = [line for line in t.splitlines() if SELF_VERIFY_RE.search(line)]
+    if not tagged:
         return Parsed(None, "no '[VERIFY] correct|wrong' found")
-    return Parsed(found[-1].lower())
+    found = {m.lower() for m in SELF_VERIFY_RE.findall(tagged[-1])}
+    if len(found) > 1:
+        return Parsed(None, "both verdicts on the last tagged line (the instruction repeated)")
+    return Parsed(found.pop())

@@ -9,7 +9,8 @@ so). The revisions are scored with the run's scorers and appended as turn-2 rows
 Reads `prompts` and `scored` (with the gold verifier's `correct`); writes the scored table with `verify_texts`,
 `verify_verdicts` and `verify_instruction` on each first attempt, plus the revisions (`turn` 2, `parent_id`,
 `evaluation`: the self-evaluation they followed, `revise_instruction`). Counts: the self-verification rates per class
-(right attempts judged right, wrong ones judged wrong), unparsed evaluations, revisions and how many are right.
+(right attempts judged right, wrong ones judged wrong), unparsed evaluations, revisions and how many are right. With
+`templated_verdict`, an attempt none of whose evaluations gives the verdict needed gets the bare line (`templated`).
 """
 
 from __future__ import annotations
@@ -29,9 +30,9 @@ from ...store import StageDir
 VERIFY_COLUMNS = ("verify_texts", "verify_verdicts", "verify_instruction", "evaluation", "refined", "parent_id")
 
 
-def first_with(texts: list[str], verdicts: list[str | None], verdict: str) -> str | None:
-    """The first evaluation with `verdict`, or None."""
-    return next((t for t, v in zip(texts, verdicts) if v == verdict), None)
+def first_with(texts: list[str], verdicts: list[str | None], verdict: str, templated: bool = False) -> str | None:
+    """The first evaluation with `verdict`; else, with `templated`, the bare line `[VERIFY] <verdict>`; else None."""
+    return next((t for t, v in zip(texts, verdicts) if v == verdict), f"[VERIFY] {verdict}" if templated else None)
 
 
 def verify_stage(ctx: RunContext, iteration: int, cfg: VerifyConfig, gen: GenerateConfig, scorers: list[ScorerConfig],
@@ -69,8 +70,13 @@ def verify_stage(ctx: RunContext, iteration: int, cfg: VerifyConfig, gen: Genera
             kind = "right" if a["correct"] else "wrong"
             counts[f"{kind}_evaluations"] += len(verdicts)
             counts[f"{kind}_judged_{kind}"] += sum(v == ("correct" if a["correct"] else "wrong") for v in verdicts)
-            said_wrong = first_with(texts, verdicts, "wrong")
+            if cfg.templated_verdict and a["correct"] and "correct" not in verdicts:  # the confirmation D3 trains on
+                a.update(verify_texts=texts + ["[VERIFY] correct"], verify_verdicts=verdicts + ["correct"])
+                counts["templated_correct"] = counts.get("templated_correct", 0) + 1
             k = cfg.revisions_right if a["correct"] else cfg.revisions_wrong
+            said_wrong = first_with(texts, verdicts, "wrong", cfg.templated_verdict and k > 0)
+            if k and said_wrong is not None and "wrong" not in verdicts:
+                counts["templated_wrong"] = counts.get("templated_wrong", 0) + 1
             if said_wrong is None or k == 0:
                 continue
             msgs = after_attempt(after_attempt(prompts[a["prompt_id"]]["messages"], a["completion"], verify_text), said_wrong, correct_text)
