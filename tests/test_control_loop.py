@@ -61,6 +61,20 @@ def test_a_stop_rule_ends_the_run_with_its_reason(pipeline, tmp_path):
     assert stop["metric"] == "probe.mean_length" and stop["iteration"] == 1 and "above -1" in stop["reason"]
 
 
+def test_a_rule_on_the_train_set_stops_before_training(pipeline, tmp_path):
+    """A rule on what training would learn from (here the judge's scores of the samples; select.* audits the same
+    way) is checked after select: iteration 1 is never trained, the base model stays the chosen one, and the report
+    says why."""
+    judge = "score=[{name: gold}, {name: pointwise_judge, options: {mode: logprobs}}]"
+    summary = run_pipeline(load_pipeline(pipeline, [judge, "control.stop_if=[{metric: judge.judge_score.mean, above: -1}]"]))
+    root = tmp_path / "runs" / "tiny"
+    assert (root / "iter_1" / "select" / "manifest.json").exists() and not (root / "iter_1" / "train").exists()
+    c = summary["control"]
+    assert c["chosen"]["iteration"] == 0 and c["stopped"]["before_training"] and "not trained" in c["stopped"]["reason"]
+    assert summary["iterations"][1]["decision"]["trained"] is False and "eval" not in summary["iterations"][1]["stages"]
+    assert "not trained" in (root / "report.html").read_text()
+
+
 def test_rules_never_read_the_test_set_and_dev_rules_need_a_dev_split(pipeline):
     with pytest.raises(ConfigError, match="the held-out test set never chooses"):
         load_pipeline(pipeline, ["control.stop_if=[{metric: eval.accuracy, below: 0.1}]"])

@@ -78,7 +78,7 @@ def control_rows(summary: dict) -> list[list[str]]:
         if ch:
             lo, hi = ch["diff_ci"]
             diff = f"{100 * ch['diff_vs_best']:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}] vs iter {ch['best_before']}"
-        action = ch.get("action", "") if ch else ("base model" if it["iteration"] == 0 else "")
+        action = ch.get("action", "") if ch else ("base model" if it["iteration"] == 0 else "not trained" if d.get("trained") is False else "")
         rows.append([str(it["iteration"]), format_metric(dev[metric], dev.get(f"{metric}_ci")) if metric in dev else "", diff, action,
                      "" if not d else f"iter {d.get('next_start')}", (d.get("stop") or {}).get("reason", "")])
     return rows

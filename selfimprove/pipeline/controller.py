@@ -26,6 +26,9 @@ from .stages.probe import probe_stage
 REWARD_KEYS = ("reward", "rewards/margins")  # what "the training reward" is for the alarm: GRPO's, DPO's margin
 
 
+PRE_TRAINING = ("select", "judge")  # rule sources measured before training: checked before it (Controller.before_training)
+
+
 @dataclass(frozen=True)
 class Decision:
     """After iteration `k`: where `k + 1` starts, the best so far, and the stop (None: go on)."""
@@ -147,6 +150,29 @@ class Controller:
         return DevScore(k, float(metrics[name]), read_json(sd.path / "per_problem.json").get(name, {}))
 
     # -- deciding ---------------------------------------------------------------------------
+    def before_training(self, ctx: RunContext, k: int) -> Decision | None:
+        """After iteration k's select stage: the stop, when a rule on what training would learn from (`select.*`: the
+        train set's gold audit; `judge.*`: the scores it was chosen by) fires at k. Then k is not trained: a model
+        trained on pseudo-labels the audit calls wrong is never a candidate, and the best so far stays the chosen one.
+        None: train."""
+        rules = [r for r in self.c.stop_if if r.source in PRE_TRAINING]
+        if not rules:
+            return None
+        history = [self.values(ctx, i) for i in range(k + 1)]
+        fired = first_firing(rules, history[0], [(i, history[i], set()) for i in range(1, k + 1)])
+        if fired is None or fired.at != k:
+            return None
+        prev = self.decisions[-1] if self.decisions else None
+        best = prev.best if prev is not None else (0 if self.dev_score(0) is not None else None)
+        stop = fired.to_dict()
+        stop.update(before_training=True, reason=f"{stop.get('reason')}; before training iteration {k}, which was not trained")
+        record = {"iteration": k, "values": history[k], "stop": stop, "next_start": prev.next_start if prev is not None else 0,
+                  "choice": None, "best": best, "trained": False}
+        self._record(ctx, k, record)
+        decision = Decision(k, record["next_start"], best, stop, record)
+        self.decisions.append(decision)
+        return decision
+
     def decide(self, ctx: RunContext, k: int) -> Decision:
         """The decision after iteration k (1..), from every measured iteration so far; recorded as `iter_<k>/control`."""
         if not self.active:

@@ -215,11 +215,17 @@ def run_pipeline(cfg: PipelineConfig, console: Console | None = None) -> dict:
                 plan = searched_plan(ctx, k, cfg_k, train_sd, current)
             it = Iteration(k, cfg.seed + k, {"prompts": train_sd, "eval_prompts": eval_sd, "dev_prompts": tables.dev}, current,
                            base if cfg_k.train.init == "base" else current, history)
+            early = None
             for stage in plan.stages:
+                if stage.name == "train" and plan.eval is not None and (early := controller.before_training(ctx, k)) is not None:
+                    ctx.warn(f"stopping before training iteration {k}: {early.stop.get('reason')}")
+                    break
                 out = stage.run(ctx, it)
                 if stage.output is not None:
                     it.tables[stage.output] = out
                     history.setdefault(stage.output, []).append(out)
+            if early is not None:
+                break
             if "train" in plan.names:
                 current = it.model = ctx.models.iteration_model(k)
                 if plan.eval is not None:
