@@ -7,6 +7,7 @@ import torch
 
 from selfimprove.config import ConfigError, GRPOTrainConfig, TaskConfig
 from selfimprove.prompts import PromptLibrary
+from selfimprove.scoring.self_check import self_verification_rates
 from selfimprove.tasks import make_task
 from selfimprove.training import two_turn
 from selfimprove.training.grpo import GRPOTrainer
@@ -27,9 +28,9 @@ def test_scores_shaping_bonus_changes_the_reward_as_its_formula_says():
     assert turn_reward(None, 1.0, 1, 1, 10) == 11.0 and turn_reward(None, None, 1, 1, 10) is None
     m = turn_monitors([0.0, 1.0, 1.0, 0.0, None], [1.0, 0.0, 1.0, 0.0, 1.0])
     assert m == {"turn1_reward": 0.5, "turn2_reward": 0.5, "turn_delta": 0.0, "i_to_c": 0.25, "c_to_i": 0.25}
-    v = two_turn.verify_monitors(["correct", "wrong", "wrong", None], [1.0, 1.0, 0.0, 0.0])
+    v = self_verification_rates(["correct", "wrong", "wrong", None], [1.0, 1.0, 0.0, 0.0])
     assert v == {"revised": 0.5, "verify_unparsed": 0.25, "verify_tpr": 0.5, "verify_tnr": 0.5}
-    assert two_turn.verify_monitors(None, [1.0]) == {}
+    assert self_verification_rates(None, [1.0]) == {}
 
 
 def test_a_turn_reward_scores_the_attempt_and_the_revision_and_logs_the_turns():

@@ -10,6 +10,7 @@ from ..runtime.generate_shards import generate_sharded
 from ..scoring import make_scorers
 from ..scoring.apply import score_samples
 from ..scoring.parsers import parse_self_verify
+from ..scoring.self_check import self_verification_rates
 from ..store import StageDir
 from ..tasks import Task
 from .metrics import compute_metrics, gold_slice_estimates
@@ -94,12 +95,8 @@ def self_verify(ctx: RunContext, e: EvalConfig, prompts: dict[str, dict], greedy
                           sample_id=f"{g['sample_id']}/verified"))
         checks.append(dict(evaluated[pid], mode="verification", turn=2, verdict=verdicts[pid], attempt_correct=g.get("correct"),
                            question=g["question"], sample_id=f"{g['sample_id']}/evaluation"))
-    right = [c["verdict"] == "correct" for c in checks if c["attempt_correct"] is True]
-    wrong_ = [c["verdict"] == "wrong" for c in checks if c["attempt_correct"] is False]
-    metrics = {"verify_tpr": sum(right) / len(right) if right else None, "verify_tnr": sum(wrong_) / len(wrong_) if wrong_ else None,
-               "verify_unparsed": sum(c["verdict"] is None for c in checks) / len(checks) if checks else None,
-               "revised": len(revised) / len(greedy) if greedy else None}
-    return checks, final, {k: v for k, v in metrics.items() if v is not None}  # a class with no attempt has no rate
+    rewards = [float(c["attempt_correct"]) if isinstance(c["attempt_correct"], bool) else None for c in checks]
+    return checks, final, self_verification_rates([c["verdict"] for c in checks], rewards)
 
 
 def evaluate(ctx: RunContext, sd: StageDir, prompt_rows: list[dict], model: ModelRef, e: EvalConfig, label: str, iteration: int = 0,

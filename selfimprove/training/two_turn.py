@@ -20,6 +20,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..prompts import after_attempt
+from ..scoring.self_check import self_verification_rates
 
 MARK = "\x00selfimprove-attempt\x00"  # stands for the attempt while the chat template renders the next turn
 TURN_MONITORS = ("turn1_reward", "turn2_reward", "turn_delta", "i_to_c", "c_to_i", "kl_turn1", "kl_turn2", "revised", "verify_unparsed",
@@ -144,7 +145,7 @@ class TurnReward:
         r1 = self.inner(prompts, attempts, attempt_ids, **columns)
         r2 = self.inner(prompts, revisions, revision_ids, log_metric=log_metric, **columns)  # the audit sees the final answers
         if self.monitor and log_metric is not None:
-            for key, value in {**turn_monitors(r1, r2), **verify_monitors(verdicts, r1)}.items():
+            for key, value in {**turn_monitors(r1, r2), **self_verification_rates(verdicts, r1)}.items():
                 log_metric(key, value)
         return [turn_reward(a, b, self.first, self.second, self.shaping) for a, b in zip(r1, r2)]
 
@@ -158,21 +159,6 @@ def turn_monitors(r1: list[float | None], r2: list[float | None]) -> dict[str, f
     t1, t2 = sum(a for a, _ in both) / len(both), sum(b for _, b in both) / len(both)
     return {"turn1_reward": t1, "turn2_reward": t2, "turn_delta": t2 - t1,
             "i_to_c": sum(a < 0.5 <= b for a, b in both) / len(both), "c_to_i": sum(b < 0.5 <= a for a, b in both) / len(both)}
-
-
-def verify_monitors(verdicts: list[str | None] | None, r1: list[float | None]) -> dict[str, float]:
-    """With a self-evaluation turn: the share revised (said wrong), unparsed, and the self-check's accuracy against the
-    attempt's reward (right at >= 0.5) per class: `verify_tpr` on right attempts, `verify_tnr` on wrong ones."""
-    if not verdicts:
-        return {}
-    out = {"revised": sum(v == "wrong" for v in verdicts) / len(verdicts), "verify_unparsed": sum(v is None for v in verdicts) / len(verdicts)}
-    right = [v == "correct" for v, r in zip(verdicts, r1) if r is not None and r >= 0.5]
-    wrong = [v == "wrong" for v, r in zip(verdicts, r1) if r is not None and r < 0.5]
-    if right:
-        out["verify_tpr"] = sum(right) / len(right)
-    if wrong:
-        out["verify_tnr"] = sum(wrong) / len(wrong)
-    return out
 
 
 class PerTokenBeta:
