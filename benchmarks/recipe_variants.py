@@ -21,7 +21,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPES = ["quickstart", "scpo", "ttrl", "iwsi", "self_rewarding", "self_correct", "bstar", "sharpening", "sharpening_rl", "scpo_semi",
-           "meta_rewarding", "star", "critique_refine"]
+           "meta_rewarding", "star", "critique_refine", "score", "self_verify_correct", "self_verify_rl"]
+# A recipe that starts from another's chosen model on the same variant (self-rewarding correction's stage 2 from stage 1).
+STARTS_FROM = {"self_verify_rl": "self_verify_correct"}
 # None of these chose a recipe's settings. The base model's greedy accuracy on 64 problems of each (seed 12, max_tokens
 # 64; `selfimprove eval arithmetic --set task.options=...`): add1x3 7.8%, mixed2 7.8%, words2 0.0% (pass@4 9.4%),
 # sub2 1% (200 problems), against 19.5% on the tuning task.
@@ -38,6 +40,11 @@ SEEDS = {"train": 11, "eval": 12, "dev": 13}
 def cell_args(recipe: str, variant: str, run_dir: Path) -> list[str]:
     sets = {"name": f"{recipe}-{variant}", "task.options": json.dumps(VARIANTS[variant])}
     sets.update({f"data.{split}.seed": str(seed) for split, seed in SEEDS.items()})
+    if recipe in STARTS_FROM:
+        first = run_dir / f"{STARTS_FROM[recipe]}-{variant}" / "summary.json"
+        if not first.exists():
+            raise SystemExit(f"{recipe}-{variant} starts from {STARTS_FROM[recipe]}-{variant}'s chosen model: run that cell first")
+        sets["model"] = json.loads(first.read_text())["control"]["chosen"]["path"]
     args = [sys.executable, "-m", "selfimprove", "run", str(REPO / "pipelines" / f"{recipe}.yaml"), "--run-dir", str(run_dir)]
     for key, value in sets.items():
         args += ["--set", f"{key}={value}"]
