@@ -1,5 +1,6 @@
 """Generation throughput: the quickstart's generate stage vs a plain `model.generate` loop, and the
-transformers backend at batch 1/8/32/64 against the fp32 compute roofline of this machine.
+transformers backend against plain `model.generate` at batch 1/8/32/64 (the same prompts, one sample each), with
+the fraction of this machine's fp32 compute roofline.
 
     python benchmarks/generation.py [--prompts 32] [--n 8] [--max-tokens 64]
 
@@ -30,6 +31,25 @@ def matmul_gflops(size: int = 2048, reps: int = 10) -> float:
     for _ in range(reps):
         torch.mm(a, b)
     return 2 * size**3 * reps / (time.perf_counter() - t) / 1e9
+
+
+def linears_ceiling(model, batch: int, reps: int = 3) -> float:
+    """Tokens/s a decode step could reach at `batch` rows if it did nothing but the model's matrix products (every
+    linear layer and the output head, on a random input of that many rows, weights as they lie in memory): the
+    ceiling of any exact decoder at that batch on this machine."""
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    xs = {m.in_features: torch.randn(batch, m.in_features) for m in linears}
+
+    def step():
+        for m in linears:
+            m(xs[m.in_features])
+
+    with torch.inference_mode():
+        step()
+        t = time.perf_counter()
+        for _ in range(reps):
+            step()
+    return batch * reps / (time.perf_counter() - t)
 
 
 def plain_generate(model, tok, texts: list[str], n: int, temperature: float, max_tokens: int, prompts_per_batch: int, seed: int) -> int:
@@ -90,8 +110,8 @@ def main() -> None:
     print(f"  plain        {plain_tokens:6d} tokens in {plain_s:6.1f}s = {p:6.1f} tokens/s ({p / roof:.0%} of roofline)")
     print(f"  ratio ours/plain = {o / p:.2f}\n")
 
-    print("| batch (sequences) | tokens/s | fraction of roofline |")
-    print("|---|---|---|")
+    print("| batch (sequences) | selfimprove tokens/s | plain generate tokens/s | ratio | selfimprove, fraction of roofline | matrix products only (ceiling) |")
+    print("|---|---|---|---|---|---|")
     for b in [int(x) for x in args.batches.split(",")]:
         gen.batch_size = b
         reqs = (requests * ((b + len(requests) - 1) // len(requests)))[:b]
@@ -99,8 +119,10 @@ def main() -> None:
         t = time.perf_counter()
         toks = ours(gen, reqs, bp)
         rate = toks / (time.perf_counter() - t)
-        print(f"| {b} | {rate:.1f} | {rate / roof:.1%} |")
-
+        t = time.perf_counter()
+        plain_toks = plain_generate(gen.model, gen.tok, [gen.render(r.messages) for r in reqs], 1, g.temperature, g.max_tokens, b, 1)
+        plain_rate = plain_toks / (time.perf_counter() - t)
+        print(f"| {b} | {rate:.1f} | {plain_rate:.1f} | {rate / plain_rate:.2f} | {rate / roof:.1%} | {linears_ceiling(gen.model, b):.0f} |", flush=True)
 
 if __name__ == "__main__":
     main()
