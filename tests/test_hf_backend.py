@@ -127,3 +127,21 @@ def test_rows_are_sampled_from_their_distribution():
         freq = torch.bincount(draws[row], minlength=5).float() / draws.shape[1]
         assert torch.allclose(freq, probs[row], atol=0.012), (row, freq)
         assert (freq[probs[row] == 0] == 0).all()
+
+
+def test_the_batchs_shared_start_is_found_behind_left_padding():
+    from selfimprove.generation.decode import MIN_SHARED, _drop_prefix, shared_prefix
+
+    common = list(range(100, 100 + MIN_SHARED + 2))
+    rows = [common + [1, 2, 3], common + [4], common + [5, 6]]
+    width = max(len(r) for r in rows)
+    ids = torch.tensor([[0] * (width - len(r)) + r for r in rows])
+    mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
+    k = shared_prefix(ids, mask)
+    assert k == len(common)  # each row keeps a token of its own
+    rest, rest_mask = _drop_prefix(ids, mask, k, pad_id=0)
+    assert rest.tolist() == [[1, 2, 3], [0, 0, 4], [0, 5, 6]] and rest_mask.tolist() == [[1, 1, 1], [0, 0, 1], [0, 1, 1]]
+    assert shared_prefix(ids[:1], mask[:1]) == 0  # one row: nothing to share
+    assert shared_prefix(torch.tensor([common[:3] + [7], common[:3] + [8]]), torch.ones(2, 4, dtype=torch.long)) == 0  # too short
+    same = torch.tensor([common + [9], common + [9]])
+    assert shared_prefix(same, torch.ones_like(same)) == len(common)  # identical prompts: all but the last token
