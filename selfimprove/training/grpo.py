@@ -21,6 +21,7 @@ each reward scores both turns and the KL is weighted per turn.
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 
 from ..errors import ConfigError
@@ -225,6 +226,7 @@ class GRPOTrainer(Trainer):
             cls = two_turn_trainer_class(cls, cfg.kl_per_turn())
             verify = self.task.prompts.render(cfg.turns.verify_template) if cfg.turns.verify_template else None
             extra["rollout_func"] = TwoTurnRollout(self.task.prompts.render(cfg.turns.template), verify)
+            os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # rollout_func is experimental in TRL: tests pin what we use
         check_vllm_rollouts(cfg.vllm, on_cpu)
         with engine_options(cfg.vllm, on_cpu):
             trainer = cls(model=model, reward_funcs=funcs, args=args, train_dataset=ds, processing_class=tok,
