@@ -8,7 +8,8 @@ Three more costs `model.generate` pays on a CPU are left out: the n samples of a
 prompt's KV cache is computed once and repeated, where `num_return_sequences` prefills every copy), so does the
 start all prompts of a batch share (the chat template's system turn: 28 of the quickstart's 41 tokens), and a token is
 drawn by inverse CDF, one uniform per row (`torch.multinomial` draws one exponential per vocabulary entry: 49k per
-row: 22 of the 209 ms of a decode step at batch 32 on a 2-core CPU). Greedy text stays that of `model.generate` (tests/test_decode_parity.py).
+row, 22 of the 209 ms of a decode step at batch 32 on a 2-core CPU). Greedy text stays that of `model.generate`
+(tests/test_decode_parity.py).
 """
 
 from __future__ import annotations
