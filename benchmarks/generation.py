@@ -1,7 +1,8 @@
 """Generation throughput: the quickstart's generate stage vs a plain `model.generate` loop, and the
-transformers backend at batch 1/8/32/64 against the fp32 compute roofline of this machine.
+transformers backend against plain `model.generate` at batch 1/8/32/64 (the same prompts, one sample each), with
+the fraction of this machine's fp32 compute roofline.
 
-    python benchmarks/generation.py [--prompts 32] [--n 8] [--max-tokens 64]
+    python benchmarks/generation.py [--prompts 32] [--batches 1,8,32,64] [--repeats 2]
 
 Roofline: a decode step costs 2 x parameters x batch FLOP, so at F FLOP/s (measured here with a
 large fp32 matmul) no batch can exceed F / (2 x parameters) tokens/s.
@@ -32,6 +33,25 @@ def matmul_gflops(size: int = 2048, reps: int = 10) -> float:
     return 2 * size**3 * reps / (time.perf_counter() - t) / 1e9
 
 
+def linears_ceiling(model, batch: int, reps: int = 3) -> float:
+    """Tokens/s a decode step could reach at `batch` rows if it did nothing but the model's matrix products (every
+    linear layer and the output head, on a random input of that many rows, weights as they lie in memory): the
+    ceiling of any exact decoder at that batch on this machine."""
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    xs = {m.in_features: torch.randn(batch, m.in_features) for m in linears}
+
+    def step():
+        for m in linears:
+            m(xs[m.in_features])
+
+    with torch.inference_mode():
+        step()
+        t = time.perf_counter()
+        for _ in range(reps):
+            step()
+    return batch * reps / (time.perf_counter() - t)
+
+
 def plain_generate(model, tok, texts: list[str], n: int, temperature: float, max_tokens: int, prompts_per_batch: int, seed: int) -> int:
     """The loop people write by hand: fixed batches in input order, num_return_sequences, no log-probs."""
     torch.manual_seed(seed)
@@ -59,6 +79,7 @@ def main() -> None:
     ap.add_argument("--pipeline", default=str(REPO / "pipelines" / "quickstart.yaml"))
     ap.add_argument("--prompts", type=int, default=32)
     ap.add_argument("--batches", default="1,8,32,64")
+    ap.add_argument("--repeats", type=int, default=2, help="runs per side and batch (alternating; the best counts)")
     args = ap.parse_args()
 
     cfg = load_pipeline(args.pipeline)
@@ -90,17 +111,22 @@ def main() -> None:
     print(f"  plain        {plain_tokens:6d} tokens in {plain_s:6.1f}s = {p:6.1f} tokens/s ({p / roof:.0%} of roofline)")
     print(f"  ratio ours/plain = {o / p:.2f}\n")
 
-    print("| batch (sequences) | tokens/s | fraction of roofline |")
-    print("|---|---|---|")
+    print("| batch (sequences) | selfimprove tokens/s | plain generate tokens/s | ratio | selfimprove, fraction of roofline | matrix products only (ceiling) |")
+    print("|---|---|---|---|---|---|")
     for b in [int(x) for x in args.batches.split(",")]:
         gen.batch_size = b
         reqs = (requests * ((b + len(requests) - 1) // len(requests)))[:b]
+        reqs_texts = [gen.render(r.messages) for r in reqs]
         bp = SamplingParams(n=1, temperature=g.temperature, max_tokens=g.max_tokens, seed=1)
-        t = time.perf_counter()
-        toks = ours(gen, reqs, bp)
-        rate = toks / (time.perf_counter() - t)
-        print(f"| {b} | {rate:.1f} | {rate / roof:.1%} |")
-
+        rate = plain_rate = 0.0
+        for _ in range(args.repeats):  # alternating, the best of each side (this machine's speed drifts)
+            t = time.perf_counter()
+            toks = ours(gen, reqs, bp)
+            rate = max(rate, toks / (time.perf_counter() - t))
+            t = time.perf_counter()
+            plain_toks = plain_generate(gen.model, gen.tok, reqs_texts, 1, g.temperature, g.max_tokens, b, 1)
+            plain_rate = max(plain_rate, plain_toks / (time.perf_counter() - t))
+        print(f"| {b} | {rate:.1f} | {plain_rate:.1f} | {rate / plain_rate:.2f} | {rate / roof:.1%} | {linears_ceiling(gen.model, b):.0f} |", flush=True)
 
 if __name__ == "__main__":
     main()

@@ -106,6 +106,24 @@ HEADERS = ["recipe", "variant", "base (test, %, 95% CI)", "dev (64 problems, %):
            "chosen model (test %)", "last iteration (test %)", "controller", "wall"]
 
 
+TURN_KEYS = [("acc@t1", "Acc@t1"), ("acc@t2", "Acc@t2"), ("delta", "delta"), ("delta_i2c", "i->c"), ("delta_c2i", "c->i")]
+
+
+def turn_rows(recipe: str, variant: str, summary: dict, wall: float | None) -> list[list[str]]:
+    """The self-correction metrics of a two-turn recipe's cell (base, chosen, last iteration), each with its interval."""
+    its = {it["iteration"]: it for it in summary["iterations"] if (it.get("metrics") or {}).get("acc@t2") is not None}
+    if not its:
+        return []
+    chosen = ((summary.get("control") or {}).get("chosen") or {}).get("iteration")
+    out = []
+    for k in sorted({0, chosen if chosen in its else 0, max(its)}):
+        m = its[k]["metrics"]
+        what = "base" if k == 0 else f"iter {k}" + (" (chosen)" if k == chosen else "")
+        cells = [pct(m.get(key), m.get(f"{key}_ci")) for key, _ in TURN_KEYS]
+        out.append([recipe, variant, what, *cells, f"{(wall or summary.get('total_seconds') or 0) / 60:.1f} min" if k == max(its) else ""])
+    return out
+
+
 def previous_rows(table: Path) -> dict[tuple[str, str], list[str]]:
     """The rows of an earlier table, by (recipe, variant)."""
     if not table.exists():
@@ -151,6 +169,14 @@ def main() -> None:
             p = a.run_dir / f"{recipe}-{variant}" / "summary.json"
             if p.exists():
                 rows[(recipe, variant)] = row(recipe, variant, json.loads(p.read_text()), walls.get(f"{recipe}-{variant}"), p.parent)
+    turns = [r for recipe in RECIPES for variant in VARIANTS
+             if (p := a.run_dir / f"{recipe}-{variant}" / "summary.json").exists()
+             for r in turn_rows(recipe, variant, json.loads(p.read_text()), walls.get(f"{recipe}-{variant}"))]
+    if turns:  # the self-correction recipes side by side on the same problems (test set, %, 95% CI)
+        a.out.mkdir(parents=True, exist_ok=True)
+        head = ["recipe", "variant", "model", *(name for _, name in TURN_KEYS), "wall"]
+        (a.out / "self_correction.md").write_text("\n".join(["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+                                                             + ["| " + " | ".join(r) + " |" for r in turns]) + "\n")
     lines = ["| " + " | ".join(HEADERS) + " |", "|" + "---|" * len(HEADERS)]
     order = {(r, v): (i, j) for i, r in enumerate(RECIPES) for j, v in enumerate(VARIANTS)}
     lines += ["| " + " | ".join(cells) + " |" for _, cells in sorted(rows.items(), key=lambda kv: order.get(kv[0], (99, 99)))]

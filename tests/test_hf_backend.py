@@ -89,3 +89,59 @@ def test_pruned_and_generate_agree_greedily(tiny_model_path):
         texts[prune] = [o[0].text for o in g.generate(REQS, p)]
         g.close()
     assert texts[True] == texts[False]
+
+
+def test_n_samples_share_the_prompts_prefill_and_keep_their_logprobs(tiny_model_path):
+    """The pruned decoder prefills each prompt once and repeats its cache for the n samples: every sample's log-prob
+    sum still equals teacher forcing on its own text (a wrong cache, mask or position would shift it), and the
+    samples differ (each row draws its own tokens)."""
+    g = make_generator(TransformersBackendConfig(batch_size=8, prune_finished=True), tiny_model_path)
+    try:
+        outs = g.generate(REQS[1:3], SamplingParams(n=4, temperature=1.0, max_tokens=6, seed=5))
+        checked = 0
+        for req, comps in zip(REQS[1:3], outs):
+            assert len({c.text for c in comps}) > 1
+            p_ids = g.tok(g.render(req.messages), return_tensors="pt", add_special_tokens=False).input_ids
+            for c in comps:
+                c_ids = g.tok(c.text, return_tensors="pt", add_special_tokens=False).input_ids
+                if c_ids.shape[1] != c.num_tokens:  # the decode/encode round trip changed tokens (or EOS)
+                    continue
+                with torch.no_grad():
+                    logits = g.model(torch.cat([p_ids, c_ids], 1)).logits[0, p_ids.shape[1] - 1 : -1]
+                ref = torch.log_softmax(logits.float(), -1).gather(1, c_ids[0][:, None]).sum().item()
+                assert c.logprob_sum == pytest.approx(ref, abs=1e-3)
+                checked += 1
+        assert checked >= 4
+    finally:
+        g.close()
+
+
+def test_rows_are_sampled_from_their_distribution():
+    """Inverse-CDF sampling draws each id with its probability and never one of probability 0."""
+    from selfimprove.generation.decode import sample_rows
+
+    torch.manual_seed(0)
+    probs = torch.tensor([[0.5, 0.0, 0.3, 0.2, 0.0], [0.0, 0.0, 0.0, 0.0, 1.0], [0.1, 0.1, 0.6, 0.0, 0.2]])
+    draws = torch.cat([sample_rows(probs) for _ in range(20000)], dim=1)
+    for row in range(3):
+        freq = torch.bincount(draws[row], minlength=5).float() / draws.shape[1]
+        assert torch.allclose(freq, probs[row], atol=0.012), (row, freq)
+        assert (freq[probs[row] == 0] == 0).all()
+
+
+def test_the_batchs_shared_start_is_found_behind_left_padding():
+    from selfimprove.generation.decode import MIN_SHARED, _drop_prefix, shared_prefix
+
+    common = list(range(100, 100 + MIN_SHARED + 2))
+    rows = [common + [1, 2, 3], common + [4], common + [5, 6]]
+    width = max(len(r) for r in rows)
+    ids = torch.tensor([[0] * (width - len(r)) + r for r in rows])
+    mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
+    k = shared_prefix(ids, mask)
+    assert k == len(common)  # each row keeps a token of its own
+    rest, rest_mask = _drop_prefix(ids, mask, k, pad_id=0)
+    assert rest.tolist() == [[1, 2, 3], [0, 0, 4], [0, 5, 6]] and rest_mask.tolist() == [[1, 1, 1], [0, 0, 1], [0, 1, 1]]
+    assert shared_prefix(ids[:1], mask[:1]) == 0  # one row: nothing to share
+    assert shared_prefix(torch.tensor([common[:3] + [7], common[:3] + [8]]), torch.ones(2, 4, dtype=torch.long)) == 0  # too short
+    same = torch.tensor([common + [9], common + [9]])
+    assert shared_prefix(same, torch.ones_like(same)) == len(common)  # identical prompts: all but the last token

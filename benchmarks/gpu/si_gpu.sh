@@ -2,7 +2,8 @@
 # selfimprove on a GPU machine: the pruned decoder against model.generate (greedy parity, tokens/s), eval
 # (transformers backend, bf16), judge (log-prob scoring), one loop iteration with LoRA SFT, the code
 # sandbox (attack tests, scoring benchmark) on that machine's kernel, and weighted SFT / DPO / one GRPO step
-# in bf16 against plain TRL (benchmarks/training_overhead.py). selfimprove runs from this checkout.
+# in bf16 against plain TRL (benchmarks/training_overhead.py), and GRPO with vLLM rollouts against generate where
+# the machine has vllm (benchmarks/grpo_rollouts.py). selfimprove runs from this checkout.
 # (Ray is not part of it: its wheel alone is larger than what travels to the GPU machine.)
 # Setup (here, repo root): echo /.gpu/ >> .git/info/exclude; cp -r ../shared/gpu .gpu (wheels whl/, SmolLM2
 # config + tokenizer smol/); add wheels of math-verify, latex2sympy2_extended, antlr4-python3-runtime==4.13.2,
@@ -61,5 +62,12 @@ step code_bench python3 benchmarks/code_scoring.py --copies 10
 echo "== 5 training: weighted SFT, weighted DPO and GRPO steps against plain TRL, same rows and config (bf16 on CUDA), random weights"
 cd "$REPO" && step training python3 "$B/../training_overhead.py" --model /tmp/rand --device "${TRAIN_DEVICE:-cuda}" --steps "${TRAIN_STEPS:-16}" \
   --grpo-steps "${GRPO_STEPS:-1}" --repeats 2
+echo "== 6 GRPO rollouts: vLLM colocate against the trained model's generate, same steps (benchmarks/grpo_rollouts.py), random weights"
+if python3 -c "import vllm" 2>/dev/null; then
+  cd "$REPO" && step grpo_rollouts python3 benchmarks/grpo_rollouts.py --model /tmp/rand --device cuda --steps "${GRPO_ROLLOUT_STEPS:-6}" \
+    --max-completion-length $TOK --json "$R/grpo_rollouts.json"
+else
+  echo "skipped: vllm is not installed on this machine (its wheel is larger than what travels to it)"
+fi
 cp -r /tmp/ev/metrics.json "$R/eval_metrics.json" 2>/dev/null; cp /tmp/jg/summary.json "$R/judge_summary.json" 2>/dev/null; cp /tmp/runs/quickstart/summary.json "$R/loop_summary.json" 2>/dev/null
 echo "== total $(( $(date +%s) - t0 ))s"

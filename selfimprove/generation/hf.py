@@ -167,12 +167,9 @@ class TransformersGenerator(Generator):
         return completions
 
     def _decode_pruned(self, enc, params: SamplingParams) -> list[Completion]:
-        ids, mask = enc.input_ids, enc.attention_mask
-        if params.n > 1:
-            ids, mask = ids.repeat_interleave(params.n, 0), mask.repeat_interleave(params.n, 0)
         rows = decode_pruned(
-            self.model, self.tok, ids, mask, max_new_tokens=params.max_tokens, temperature=params.temperature,
-            top_p=params.top_p, eos_ids=self.eos_ids, stop=tuple(params.stop), logprobs=params.logprobs,
+            self.model, self.tok, enc.input_ids, enc.attention_mask, max_new_tokens=params.max_tokens, temperature=params.temperature,
+            top_p=params.top_p, eos_ids=self.eos_ids, stop=tuple(params.stop), logprobs=params.logprobs, n=params.n,
         )
         return [self._completion(r.tokens, sum(r.logprobs) if params.logprobs else None, r.finished, params) for r in rows]
 

@@ -21,18 +21,20 @@ each reward scores both turns and the KL is weighted per turn.
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 
 from ..errors import ConfigError
 from .base import Monitor, Trainer
 from .common import fit_and_save, load_model_and_tokenizer, peft_config, progress_callback, require_rows, total_steps, training_setup, trl_args
 from .two_turn import TURN_MONITORS
+from .vllm_rollouts import ROLLOUT_MONITORS, check_vllm_rollouts, engine_options, sync_by_reload, trl_vllm_args
 
 # columns a reward batch has: TRL's completions, the prompt rows' ids (see scoring.rewards.trl_batch)
 REWARD_COLUMNS = ("prompt_id", "sample_id", "completion", "answer", "num_tokens", "finish_reason")
 HEALTH_KEYS = ("answer_entropy", "distinct_answers", "all_agree", "vote_margin")  # control.health, per logged step
 STEP_MONITORS = ("reward", "reward_std", "frac_reward_zero_std", "pseudo_label_accuracy", "reward_accuracy", "majority_abstain", "kl",
-                 "completions/mean_length", "completions/clipped_ratio", "loss", "dev/accuracy") + HEALTH_KEYS + TURN_MONITORS
+                 "completions/mean_length", "completions/clipped_ratio", "loss", "step_time", "dev/accuracy") + HEALTH_KEYS + TURN_MONITORS + ROLLOUT_MONITORS
 
 
 def grpo_config(cfg, out_dir: Path, *, on_cpu: bool, bf16: bool, total_steps: int):
@@ -42,7 +44,7 @@ def grpo_config(cfg, out_dir: Path, *, on_cpu: bool, bf16: bool, total_steps: in
 
     semantics = dict(bf16=bf16, fp16=False, use_cpu=on_cpu, num_generations=cfg.num_generations, max_completion_length=cfg.max_completion_length,
                      temperature=cfg.temperature, top_p=cfg.top_p, beta=max(cfg.kl_per_turn()), epsilon=cfg.epsilon, loss_type=cfg.loss_type,
-                     scale_rewards=cfg.scale_rewards, use_vllm=False, remove_unused_columns=False)
+                     scale_rewards=cfg.scale_rewards, remove_unused_columns=False, **trl_vllm_args(cfg.vllm))
     extra = {"max_steps": cfg.max_steps} if cfg.max_steps else {}
     return trl_args(GRPOConfig, cfg, out_dir, semantics, total_steps, reward_weights=[r.weight for r in cfg.rewards], **extra)
 
@@ -157,8 +159,11 @@ class GRPOTrainer(Trainer):
         return [StopRule(metric="train.pseudo_label_accuracy", below=self.cfg.stop_below_label_accuracy, patience=self.cfg.stop_patience)]
 
     def check(self, task) -> None:
-        """Reward scorers exist, their options are valid, and they read only what a reward batch has."""
+        """Reward scorers exist, their options are valid, and they read only what a reward batch has; vLLM rollouts can
+        run here."""
         self._scorers(task)
+        if self.cfg.vllm is not None:
+            check_vllm_rollouts(self.cfg.vllm, training_setup(self.cfg.device)[2])
 
     def _scorers(self, task) -> list:
         from ..scoring import make_scorer
@@ -221,8 +226,13 @@ class GRPOTrainer(Trainer):
             cls = two_turn_trainer_class(cls, cfg.kl_per_turn())
             verify = self.task.prompts.render(cfg.turns.verify_template) if cfg.turns.verify_template else None
             extra["rollout_func"] = TwoTurnRollout(self.task.prompts.render(cfg.turns.template), verify)
-        trainer = cls(model=model, reward_funcs=funcs, args=args, train_dataset=ds, processing_class=tok, peft_config=peft_config(cfg.lora),
-                      callbacks=callbacks, **extra)
+            os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # rollout_func is experimental in TRL: tests pin what we use
+        check_vllm_rollouts(cfg.vllm, on_cpu)
+        with engine_options(cfg.vllm, on_cpu):
+            trainer = cls(model=model, reward_funcs=funcs, args=args, train_dataset=ds, processing_class=tok,
+                          peft_config=peft_config(cfg.lora), callbacks=callbacks, **extra)
+        if on_cpu:
+            sync_by_reload(trainer)
         control = self.control
         if self.step_rules():
             from .control import TrainingControl

@@ -61,10 +61,16 @@ class TwoTurnRollout:
         eos = set(trainer.eos_token_ids)
         kw = getattr(trainer, "chat_template_kwargs", None) or {}
 
+        logps: dict[int, list[float]] = {}  # id() of a sampled turn's ids -> vLLM's sampling log-probs (None: generate)
+
         def sample(ids: list[list[int]], k: int = 1) -> list[list[int]]:
             # every process samples every turn, an empty one too (a one-prompt stand-in, discarded): under ZeRO-3 the
             # generation gathers parameters across processes; a later turn's prompts are each one rollout's (k = 1)
-            return trainer._generate_single_turn(ids or prompt_ids[:1], None, {}, k)[0][: len(ids)]
+            out, lps = trainer._generate_single_turn(ids or prompt_ids[:1], None, {}, k)[:2]
+            out = out[: len(ids)]
+            for seq, lp in zip(out, lps or []):
+                logps[id(seq)] = lp
+            return out
 
         def closed(ids: list[int]) -> int | None:
             return ids[-1] if ids and ids[-1] in eos else None
@@ -93,7 +99,7 @@ class TwoTurnRollout:
         out = {
             "prompt_ids": prompt_ids,
             "completion_ids": [[t for ids, _ in p for t in ids] for p in pieces],
-            "logprobs": None,
+            "logprobs": rollout_logprobs(pieces, logps),
             "env_mask": [[int(turn > 0) for ids, turn in p for _ in ids] for p in pieces],
             "attempt": attempts,
             "revision": tok.batch_decode(final, skip_special_tokens=True),
@@ -103,6 +109,14 @@ class TwoTurnRollout:
         if verdicts is not None:
             out["verdict"] = verdicts
         return out
+
+
+def rollout_logprobs(pieces: list[list[tuple[list[int], int]]], logps: dict[int, list[float]]) -> list[list[float]] | None:
+    """The sampling log-probs of each completion's tokens (vLLM rollouts: TRL's importance-sampling correction needs
+    them), 0.0 on the instruction's tokens (env_mask 0: out of the loss); None when the model's generate sampled."""
+    if not logps:
+        return None
+    return [[lp for ids, turn in p for lp in (logps[id(ids)] if turn else [0.0] * len(ids))] for p in pieces]
 
 
 def segments(pieces: list[tuple[list[int], int]]) -> list[tuple[int, int, int]]:
