@@ -152,6 +152,12 @@ def test_grpo_samples_its_rollouts_on_a_colocated_vllm_cpu_engine_that_follows_t
     assert all("distinct_answers" in s and "answer_entropy" in s for s in steps)
     assert (tmp_path / "one" / "adapter").exists()
 
+    # full fine-tuning moves the input embeddings, which this model's output layer shares: vLLM's in-place reload would
+    # leave that layer with the old weights unless it is tied again (vllm_worker.retie_output_layer; without it this fails)
+    full = dict(cfg, lora=None, max_steps=2, learning_rate=0.01)
+    stats = run_in_child(vllm_tiny_model, full, tmp_path / "full")
+    assert all(s["sampling/sampling_logp_difference/max"] < 0.05 for s in stats["per_step"]), stats["per_step"]
+
     two = dict(cfg, rewards=[{"scorer": "char_variety"}], turns={"template": "self_correct", "kl": [0.1, 0.01]}, max_steps=2)
     stats = run_in_child(vllm_tiny_model, two, tmp_path / "two")
     assert all(s["sampling/sampling_logp_difference/max"] < 0.05 and "turn2_reward" in s and "kl_turn1" in s for s in stats["per_step"])

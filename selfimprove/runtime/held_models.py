@@ -26,7 +26,8 @@ class HeldModels:
 
     def __init__(self, store: RunStore, base: str, backend, task, status: Callable[[str], object]):
         self.store, self.base, self.backend, self.task, self._status = store, base, backend, task, status
-        self._generator: tuple[str, Generator] | None = None
+        self._generator: tuple[str, Generator, str] | None = None  # (model + backend key, generator, backend key)
+        self._suspended = False  # the generator was handed to training (Generator.suspend) and still holds its engine
         self._scorers: dict[str, list] = {}
         self._request_cache: RequestCache | None = None
         self.pool = None  # the Ray actor pool (runtime.ray_pool.WorkerPool) once shard work started it (runtime.runner.workers)
@@ -52,12 +53,21 @@ class HeldModels:
             k, path = adapter
             return self.generator(self.base_model(), backend).adapter_view(model.ref, k, path)
         key = stable_hash([model.fingerprint, backend.model_dump()])
-        if self._generator and self._generator[0] == key:
+        if self._generator and self._generator[0] == key and not self._suspended:
             return self._generator[1]
+        if self._generator and self._suspended and self._generator[2] == stable_hash(backend.model_dump()):
+            try:  # the engine training was handed: this model goes onto it (vllm_hand_off), no new engine
+                with self._status(f"loading {model.ref} onto the running engine"):
+                    what = self._generator[1].resume(model.path)
+                log.info("%s: %s", model.ref, what)
+                self._generator, self._suspended = (key, self._generator[1], self._generator[2]), False
+                return self._generator[1]
+            except ValueError as e:
+                log.info("%s; starting a new engine", e)
         self.release_generator()
         with self._status(f"loading {model.ref} ({backend.name})"):
             gen = make_generator(backend, model.path)
-        self._generator = (key, gen)
+        self._generator = (key, gen, stable_hash(backend.model_dump()))
         return gen
 
     @property
@@ -82,7 +92,7 @@ class HeldModels:
     def release_generator(self) -> None:
         if self._generator:
             self._generator[1].close()
-            self._generator = None
+            self._generator, self._suspended = None, False
 
     # -- scorers bound to these models ----------------------------------------------------------
     def bound_scorers(self, configs: list, policy: ModelRef, where: str = "score") -> list:
@@ -113,10 +123,18 @@ class HeldModels:
         return train_sft
 
     # -- the one release ------------------------------------------------------------------
-    def release(self) -> None:
+    def release(self, hand_off: bool = False) -> None:
         """Free every model: the generator, every bound scorer's own model, and the Ray workers (whose processes end,
-        taking their GPU memory with them), so training gets the accelerator; the next stage loads what it needs."""
-        self.release_generator()
+        taking their GPU memory with them), so training gets the accelerator; the next stage loads what it needs.
+        `hand_off` (training is next): the generator's engine may instead sleep or stay (`backend.hand_off`), and the
+        next model asked of the same backend is loaded onto it."""
+        if hand_off and self._generator:
+            if self._generator[1].suspend():
+                self._suspended = True
+            else:
+                self._generator, self._suspended = None, False
+        else:
+            self.release_generator()
         scorers, self._scorers = self._scorers, {}
         for group in scorers.values():
             for scorer in group:

