@@ -179,7 +179,7 @@ class VLLMGenerator(Generator):
             self.info = GeneratorInfo("vllm", model_path, self.info.extra)
             done.append(f"loaded {model_path} in place")
         what = f"{', '.join(done) or 'kept as it was'} in {time.perf_counter() - t:.2f} s"
-        log.info("vLLM engine: %s", what)
+        log.debug("vLLM engine: %s", what)
         return what
 
     def close(self) -> None:
