@@ -3,7 +3,7 @@ engine, which then answers as a fresh engine on that model does (prefix cache cl
 weights' keys and values). Sleep mode is CUDA/ROCm/XPU only (benchmarks/gpu/si_gpu.sh measures it)."""
 
 import multiprocessing
-import shutil
+from pathlib import Path
 
 import pytest
 
@@ -19,20 +19,13 @@ SYSTEM = " ".join(f"Rule {i}: answer with the number only, and check the sum twi
 
 
 def fine_tuned_copy(src, dst):
-    """`src` with every weight matrix nudged: a full fine-tune's output (same layout, other weights)."""
-    import torch
-    from transformers import AutoModelForCausalLM
+    """`src` with every weight matrix nudged: a full fine-tune's output (same layout, other weights); the benchmark's."""
+    import importlib.util
 
-    torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32)
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() == 2:
-                p.add_(torch.randn_like(p) * 0.1 * p.std())
-    model.save_pretrained(dst)
-    for f in src.iterdir():
-        if f.name.startswith(("tokenizer", "chat_template", "special_tokens")):
-            shutil.copy(f, dst / f.name)
+    spec = importlib.util.spec_from_file_location("hand_off_bench", Path(__file__).parents[1] / "benchmarks" / "hand_off.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    bench.nudged_copy(src, dst)
 
 
 def test_keep_loads_the_next_iteration_into_the_running_engine(builtin_model_path, tmp_path):
