@@ -70,11 +70,11 @@ class VLLMBackendConfig(LocalBackend):
     max_loras: int = Field(2, gt=0, description="Adapters one batch may mix (enable_lora).")
     max_lora_rank: int = Field(64, description="Largest LoRA rank served: one of vLLM's 1, 8, 16, 32, 64, 128, 256, 320, 512.")
     hand_off: Literal["auto", "restart", "sleep", "keep"] = Field(
-        "auto", description="What the engine does while training takes the machine, and how the next iteration's model gets onto it. "
+        "restart", description="What the engine does while training takes the machine, and how the next iteration's model gets onto it. "
         "restart: shut down, start a new engine after training. sleep: vLLM sleep mode (CUDA/ROCm/XPU): level 1 (weights to CPU "
         "memory) when iterations are served as LoRA adapters, level 2 (weights dropped) otherwise; after training the engine wakes "
         "and loads the new iteration's weights in place. keep: the engine stays loaded during training (CPU, or a GPU with room "
-        "for both) and loads new weights in place. auto: sleep where vLLM offers it, restart elsewhere.")
+        "for both) and loads new weights in place. auto: sleep where vLLM offers it, restart elsewhere. Default restart: sleep has not yet been measured on a GPU here (benchmarks/gpu/si_gpu.sh step 7).")
 
     @model_validator(mode="after")
     def _hand_off(self):
