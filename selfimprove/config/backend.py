@@ -74,7 +74,8 @@ class VLLMBackendConfig(LocalBackend):
         "restart: shut down, start a new engine after training. sleep: vLLM sleep mode (CUDA/ROCm/XPU): level 1 (weights to CPU "
         "memory) when iterations are served as LoRA adapters, level 2 (weights dropped) otherwise; after training the engine wakes "
         "and loads the new iteration's weights in place. keep: the engine stays loaded during training (CPU, or a GPU with room "
-        "for both) and loads new weights in place. auto: sleep where vLLM offers it, restart elsewhere. Default restart: sleep has not yet been measured on a GPU here (benchmarks/gpu/si_gpu.sh step 7).")
+        "for both) and loads new weights in place. auto: sleep where vLLM offers it, restart elsewhere. "
+        "Default restart: sleep has not yet been measured on a GPU here (benchmarks/gpu/si_gpu.sh step 7).")
 
     @model_validator(mode="after")
     def _hand_off(self):
