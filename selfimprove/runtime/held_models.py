@@ -52,22 +52,23 @@ class HeldModels:
         if adapter is not None:
             k, path = adapter
             return self.generator(self.base_model(), backend).adapter_view(model.ref, k, path)
-        key = stable_hash([model.fingerprint, backend.model_dump()])
+        backend_key = stable_hash(backend.model_dump())
+        key = stable_hash([model.fingerprint, backend_key])
         if self._generator and self._generator[0] == key and not self._suspended:
             return self._generator[1]
-        if self._generator and self._suspended and self._generator[2] == stable_hash(backend.model_dump()):
+        if self._generator and self._suspended and self._generator[2] == backend_key:
             try:  # the engine training was handed: this model goes onto it (vllm_hand_off), no new engine
                 with self._status(f"loading {model.ref} onto the running engine"):
                     what = self._generator[1].resume(model.path)
                 log.info("%s: %s", model.ref, what)
-                self._generator, self._suspended = (key, self._generator[1], self._generator[2]), False
+                self._generator, self._suspended = (key, self._generator[1], backend_key), False
                 return self._generator[1]
             except ValueError as e:
                 log.info("%s; starting a new engine", e)
         self.release_generator()
         with self._status(f"loading {model.ref} ({backend.name})"):
             gen = make_generator(backend, model.path)
-        self._generator = (key, gen, stable_hash(backend.model_dump()))
+        self._generator = (key, gen, backend_key)
         return gen
 
     @property
