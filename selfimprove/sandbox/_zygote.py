@@ -30,12 +30,11 @@ runs in the same jail root under a uid of its own (as root), with its own limits
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # siblings: _wire, _child, _judge, _fs
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # siblings: _wire, _child, _judge, _fs, _processes
 
 import ctypes  # noqa: E402
 import json  # noqa: E402
 import select  # noqa: E402
-import signal  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 
@@ -45,21 +44,17 @@ import _fs  # noqa: E402
 import _judge  # noqa: E402
 import _privileges  # noqa: E402
 import _wire  # noqa: E402
+from _processes import CLONE_NEWPID, can_unshare, child_status, ended_by, fork, kill_group, reaper, stop_child  # noqa: E402
 
 del sys.path[0]
 
-CLONE_NEWUSER, CLONE_NEWNET, CLONE_NEWPID, CLONE_NEWIPC = 0x10000000, 0x40000000, 0x20000000, 0x08000000
+CLONE_NEWUSER, CLONE_NEWNET, CLONE_NEWIPC = 0x10000000, 0x40000000, 0x08000000
 PR_SET_DUMPABLE = 4
 UID_BASE = 1_500_000_000  # + the zygote's pid: a uid no account and no other zygote has
 JUDGE_UID_BASE = UID_BASE + (1 << 22)  # + the zygote's pid (pids stay below 2**22): the judges' uid
 LOAD_SECONDS = 60  # for the child to read its program from the pool
 PRELOAD = ("typing", "math", "collections", "itertools", "functools", "re", "string", "heapq", "bisect", "hashlib", "fractions",
            "statistics", "operator", "decimal", "random", "copy", "dataclasses", "json", "threading", "datetime", "base64")
-SIGNAL_OUTCOMES = {signal.SIGXCPU: ("timeout", "CPU time limit"), signal.SIGXFSZ: ("crashed", "file size limit exceeded"),
-                   signal.SIGSEGV: ("crashed", "segmentation fault"), signal.SIGKILL: ("memory", "killed (out of memory?)"),
-                   signal.SIGSYS: ("blocked", "blocked: a system call the sandbox denies (seccomp)")}
-
-
 def isolate_network(libc) -> str:
     """Move this process (and so every child) into a network namespace with no interfaces up."""
     if os.geteuid() == 0:
@@ -79,55 +74,6 @@ def isolate_network(libc) -> str:
     return "userns+netns"
 
 
-def fork(target) -> int:
-    pid = os.fork()
-    if pid == 0:
-        try:
-            target()
-        finally:
-            os._exit(70)
-    return pid
-
-
-def can_unshare(libc, flags: int) -> bool:
-    """Whether a child can get these namespaces of its own here (tried in a throwaway process)."""
-    pid = os.fork()
-    if pid == 0:
-        os._exit(0 if libc.unshare(flags) == 0 else 1)
-    return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
-
-
-def reaper(libc, namespaces: int, start_child) -> None:
-    """Process between the zygote and the child: gives the child a pid namespace (and an IPC namespace) of its own,
-    and mirrors how it ended."""
-    if not namespaces & CLONE_NEWPID:
-        if namespaces and libc.unshare(namespaces) != 0:
-            os._exit(71)
-        start_child()
-    if libc.unshare(namespaces) != 0:
-        os._exit(71)
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})  # held until the handler below is in place
-    pid = os.fork()
-    if pid == 0:
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
-        start_child()
-    null = os.open("/dev/null", os.O_RDWR)
-    for fd in (0, 1, 2):
-        os.dup2(null, fd)
-    os.closerange(3, 1 << 16)  # the pipes are the child's: their ends must close when it ends
-    # asked to stop (SIGTERM): kill the child, process 1 of its namespace; reaping it means every process the
-    # program started is gone too, so nothing of this run still counts against the next one's process limit
-    signal.signal(signal.SIGTERM, lambda *_: os.kill(pid, signal.SIGKILL))
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
-    _, status = os.waitpid(pid, 0)
-    if os.WIFSIGNALED(status):
-        sig = os.WTERMSIG(status)
-        if sig not in (signal.SIGKILL, signal.SIGSTOP):  # those two keep their default action and cannot be set
-            signal.signal(sig, signal.SIG_DFL)
-        os.kill(os.getpid(), sig)
-    os._exit(os.WEXITSTATUS(status) if os.WIFEXITED(status) else 70)
-
-
 def wait_verdict(vfd: int, deadline: float):
     """The judge's verdict line, or None when the deadline passes or the judge ends without one."""
     reader = _wire.Reader(vfd, limit=1 << 16)
@@ -141,65 +87,6 @@ def wait_verdict(vfd: int, deadline: float):
             return reader.read(), False
         except ValueError:
             return None, False
-
-
-def kill_group(pid: int) -> None:
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
-def stop_child(pid: int, pid_ns: bool):
-    """End the program's processes and reap them all before the next program starts. The reaper's wait status when
-    it had already ended by itself (how the program ended), else None."""
-    done, status = os.waitpid(pid, os.WNOHANG)
-    if done:
-        return status
-    if not pid_ns:
-        kill_group(pid)
-        os.waitpid(pid, 0)
-        return None
-    try:
-        os.kill(pid, signal.SIGTERM)  # the reaper kills its child and waits for the namespace to empty
-    except ProcessLookupError:
-        pass
-    until = time.monotonic() + 5
-    while True:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:  # the reaper mirrors how the child ended: SIGKILL from its stop, or what ended it just before (SIGSYS)
-            return status if os.WIFSIGNALED(status) and os.WTERMSIG(status) != signal.SIGKILL else None
-        if time.monotonic() > until:
-            kill_group(pid)
-            os.waitpid(pid, 0)
-            return None
-        time.sleep(0.0005)
-
-
-def child_status(pid: int, until: float):
-    """(outcome, detail) from how the child ended by itself (reaped); None when it still runs at `until`."""
-    while True:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            break
-        if time.monotonic() >= until:
-            return None
-        time.sleep(0.001)
-    return ended_by(status)
-
-
-def ended_by(status: int) -> tuple[str, str]:
-    """(outcome, detail) of a reaper's wait status: how the program ended by itself."""
-    if os.WIFSIGNALED(status):
-        return SIGNAL_OUTCOMES.get(os.WTERMSIG(status), ("crashed", f"killed by signal {os.WTERMSIG(status)}"))
-    code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else -1
-    if code == _child.BLOCKED_EXIT:
-        return "blocked", "blocked: an operation the sandbox's audit hook refuses"
-    return "crashed", f"exited with status {code} before the tests finished"
 
 
 class Zygote:
