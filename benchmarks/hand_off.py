@@ -7,9 +7,9 @@ engine then answers as a fresh engine on that model does (greedy text, summed lo
         [--device cpu|cuda] [--json OUT]
 
 The next iteration is the model with every weight matrix nudged (a full fine-tune's output: same layout, other
-weights); with `--lora` the engine serves adapters (`enable_lora`) and the next model is the base again (sleep level 1:
-weights kept in CPU memory). `sleep` needs CUDA/ROCm/XPU (step 7 of benchmarks/gpu/si_gpu.sh); on CPU run
-restart and keep.
+weights); with `--lora` the engine serves adapters (`enable_lora`), the next model is the base again (sleep level 1:
+weights kept in CPU memory) and the answers compared are those through a LoRA adapter served after the hand-off.
+`sleep` needs CUDA/ROCm/XPU (step 7 of benchmarks/gpu/si_gpu.sh); on CPU run restart and keep.
 """
 
 from __future__ import annotations
@@ -36,6 +36,22 @@ def nudged_copy(src: Path, dst: Path) -> None:
     for f in src.iterdir():
         if f.name.startswith(("tokenizer", "chat_template", "special_tokens")):
             shutil.copy(f, dst / f.name)
+
+
+def nudged_adapter(src: Path, dst: Path) -> None:
+    """A rank-8 LoRA adapter on `src` whose B matrices are not zero (PEFT starts them at zero: no change to serve)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(1)
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32),
+                           LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"]))
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.02)
+    model.save_pretrained(dst)
 
 
 def free_gib() -> float | None:
@@ -65,8 +81,13 @@ def main() -> None:
     results = []
     with TemporaryDirectory() as tmp:
         nxt = base if a.lora else Path(tmp) / "next"
-        if not a.lora:
+        adapter = Path(tmp) / "adapter"
+        if a.lora:
+            nudged_adapter(base, adapter)
+        else:
             nudged_copy(base, nxt)
+        # with --lora, what is compared is the answers through an adapter served by the woken engine
+        serve = (lambda g: g.adapter_view("iter_1", 1, adapter)) if a.lora else (lambda g: g)  # noqa: E731
         backend = lambda mode: VLLMBackendConfig(hand_off=mode, device=a.device, max_model_len=a.max_model_len,  # noqa: E731
                                                  enable_lora=a.lora, max_lora_rank=8)
         for mode in a.modes:
@@ -85,13 +106,13 @@ def main() -> None:
             else:
                 gen, what = make_generator(backend(mode), nxt), "started a new engine"
             resume = time.perf_counter() - t
-            out = answers(gen.generate(reqs, greedy))
+            out = answers(serve(gen).generate(reqs, greedy))
             gen.close()
             results.append({"mode": mode, "engine_start_s": round(start, 2), "suspend_s": round(suspend, 2), "resume_s": round(resume, 2),
                             "hand_off_s": round(suspend + resume, 2), "memory_freed_gib": freed, "resume_did": what, "answers": out})
             print(json.dumps({k: v for k, v in results[-1].items() if k != "answers"}), flush=True)
         fresh = make_generator(backend("restart"), nxt)
-        expected = answers(fresh.generate(reqs, greedy))
+        expected = answers(serve(fresh).generate(reqs, greedy))
         fresh.close()
     for r in results:
         got = r.pop("answers")

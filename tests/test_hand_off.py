@@ -8,10 +8,11 @@ import pytest
 from pydantic import ValidationError
 
 from selfimprove.config import VLLMBackendConfig
-from selfimprove.errors import ConfigError
+from selfimprove.errors import BackendError, ConfigError
 from selfimprove.generation import Generator
 from selfimprove.generation.base import GeneratorInfo
 from selfimprove.generation.vllm_hand_off import check_hand_off, resolve_hand_off, why_not_in_place
+from selfimprove.generation.vllm_worker import retie_output_layer
 from selfimprove.models import ModelRef
 from selfimprove.runtime import held_models
 from selfimprove.runtime.held_models import HeldModels
@@ -119,3 +120,122 @@ def test_in_place_loading_needs_the_same_layout(tiny_model_path, tmp_path):
     for f in same.glob("*.safetensors"):
         f.unlink()
     assert "safetensors" in why_not_in_place(tiny_model_path, same)
+
+
+def test_layouts_are_compared_as_transformers_reads_them(tiny_model_path, tmp_path):
+    """A base whose config.json predates transformers 5 (top-level rope_theta) matches its fine-tune saved by
+    transformers 5 (rope_parameters); another rope base does not."""
+    old = tmp_path / "old-format"
+    shutil.copytree(tiny_model_path, old)
+    cfg = json.loads((old / "config.json").read_text())
+    theta = cfg.pop("rope_parameters")["rope_theta"]
+    (old / "config.json").write_text(json.dumps({**cfg, "rope_theta": theta}))
+    assert why_not_in_place(old, tiny_model_path) is None
+    (old / "config.json").write_text(json.dumps({**cfg, "rope_theta": theta * 10}))
+    assert "rope_parameters" in why_not_in_place(old, tiny_model_path)
+    assert "not a local folder" in why_not_in_place("no-such-org/no-such-model", tiny_model_path)
+
+
+class Module:
+    def __init__(self, **kw):
+        self.__dict__.update(kw)
+
+
+class Model:
+    """What retie_output_layer reads of a vLLM model: `lm_head` and named modules."""
+
+    def __init__(self, head, modules: dict):
+        if head is not None:
+            self.lm_head = head
+        self.modules = modules
+
+    def named_modules(self):
+        return iter(self.modules.items())
+
+
+class UnquantizedEmbeddingMethod:
+    def __init__(self):
+        self.processed = []
+
+    def process_weights_after_loading(self, layer):
+        self.processed.append(layer)
+
+
+def test_a_tied_output_layer_is_tied_again_where_the_model_has_one():
+    tied = Module(tie_word_embeddings=True)
+    embed, method = Module(weight="new"), UnquantizedEmbeddingMethod()
+    head = Module(weight="old", quant_method=method)
+    assert retie_output_layer(Model(head, {"model.embed_tokens": embed}), tied)
+    assert head.weight == "new" and method.processed == [head]  # the CPU's packed GEMM is rebuilt from the new weights
+    gpt2_head = Module(weight="old", quant_method=Module())  # a quantized head: its processing is not redone
+    assert retie_output_layer(Model(gpt2_head, {"transformer.wte": embed}), tied) and gpt2_head.weight == "new"
+    assert not retie_output_layer(Model(head, {}), Module(tie_word_embeddings=False))
+    assert not retie_output_layer(Model(None, {"model.embed_tokens": embed}), tied)  # logits from the embeddings (Gemma-2)
+    with pytest.raises(RuntimeError, match="no input embeddings"):
+        retie_output_layer(Model(Module(weight="old"), {"model.layers.0": Module()}), tied)
+
+
+class FakeLLM:
+    """Records the vLLM calls of a hand-off; `fail` makes the in-place load raise."""
+
+    def __init__(self, fail=False, prefix_reset=True):
+        self.calls, self.fail, self.prefix_reset = [], fail, prefix_reset
+
+    def wake_up(self, tags=None):
+        self.calls.append(("wake_up", tags))
+
+    def collective_rpc(self, method, kwargs=None):
+        self.calls.append((method, kwargs["weights_path"]))
+        if self.fail:
+            raise RuntimeError("CUDA out of memory")
+
+    def reset_prefix_cache(self):
+        self.calls.append("reset_prefix_cache")
+        return self.prefix_reset
+
+
+def engine(llm, model_path, asleep):
+    from selfimprove.generation.vllm import VLLMGenerator
+
+    gen = object.__new__(VLLMGenerator)
+    gen.llm, gen.model_path, gen.asleep, gen.hand_off = llm, str(model_path), asleep, "sleep"
+    gen.info = GeneratorInfo("vllm", str(model_path), {})
+    return gen
+
+
+def test_waking_from_level_2_loads_the_weights_before_the_kv_cache_is_allocated(tiny_model_path, tmp_path):
+    nxt = tmp_path / "iter_1"
+    shutil.copytree(tiny_model_path, nxt)
+    llm = FakeLLM()
+    gen = engine(llm, tiny_model_path, asleep=2)
+    assert "loaded" in gen.resume(nxt)
+    assert llm.calls == [("wake_up", ["weights"]), ("selfimprove_load_in_place", str(nxt)), "reset_prefix_cache",
+                         ("wake_up", ["kv_cache"])]
+    assert gen.model_path == str(nxt) and gen.asleep == 0
+    level1 = engine(FakeLLM(), tiny_model_path, asleep=1)
+    level1.resume(tiny_model_path)  # the same weights kept in CPU memory: woken, nothing loaded
+    assert level1.llm.calls == [("wake_up", None)]
+
+
+@pytest.mark.parametrize("llm", [FakeLLM(fail=True), FakeLLM(prefix_reset=False)], ids=["load fails", "prefix cache kept"])
+def test_a_failed_hand_off_closes_the_engine_and_says_so(tiny_model_path, tmp_path, llm):
+    nxt = tmp_path / "iter_1"
+    shutil.copytree(tiny_model_path, nxt)
+    gen = engine(llm, tiny_model_path, asleep=0)
+    with pytest.raises(BackendError, match="its weights may be half replaced, so it was closed"):
+        gen.resume(nxt)
+    assert "llm" not in gen.__dict__ and gen.model_path is None  # no claim left about what a broken engine holds
+
+
+def test_held_models_start_a_new_engine_when_the_hand_off_fails(models, monkeypatch):
+    m = models("keep")
+    first = m.generator(ref("base"))
+    m.release(hand_off=True)
+
+    def broken(model_path):
+        first.calls.append(("resume", str(model_path)))
+        raise BackendError("handing the engine over failed; it was closed")
+
+    monkeypatch.setattr(first, "resume", broken)
+    second = m.generator(ref("iter_1"))
+    assert second is not first and second.path == "/models/iter_1" and len(Engine.made) == 2

@@ -14,6 +14,7 @@ import logging
 import time
 from pathlib import Path
 
+from ..errors import BackendError
 from ..optional import require
 from .base import Completion, Generator, GeneratorInfo, ProgressFn, Request, SamplingParams, TextScore, candidate_tokens
 from .vllm_hand_off import check_hand_off, resolve_hand_off, why_not_in_place
@@ -161,26 +162,44 @@ class VLLMGenerator(Generator):
 
     def resume(self, model_path) -> str:
         """Wake the engine and load `model_path`'s weights in place when they are not the engine's (or level 2 dropped
-        them); the prefix cache is cleared after a reload. Raises ValueError when the model's layout differs."""
+        them); the prefix cache is cleared after a reload. Raises ValueError when the model's layout differs, and
+        BackendError (the engine closed: its weights may be half replaced) when waking or loading fails."""
         model_path = str(model_path)
         reload = model_path != self.model_path or self.asleep == 2
         if reload and (why := why_not_in_place(self.model_path, model_path)):
             raise ValueError(f"{model_path} cannot replace the engine's weights in place: {why}")
         t = time.perf_counter()
         done = []
-        if self.asleep:
-            self.llm.wake_up()
-            done.append(f"woke from level {self.asleep}")
+        try:
+            if self.asleep == 2 and reload:  # weights first, then the KV cache: its memory is not needed while loading
+                self.llm.wake_up(tags=["weights"])
+                self._load_in_place(model_path)
+                self.llm.wake_up(tags=["kv_cache"])
+                done += ["woke from level 2", f"loaded {model_path} in place"]
+            else:
+                if self.asleep:
+                    self.llm.wake_up()
+                    done.append(f"woke from level {self.asleep}")
+                if reload:
+                    self._load_in_place(model_path)
+                    done.append(f"loaded {model_path} in place")
             self.asleep = 0
-        if reload:
-            self.llm.collective_rpc("selfimprove_load_in_place", kwargs={"weights_path": model_path})
-            self.llm.reset_prefix_cache()
-            self.model_path = model_path
-            self.info = GeneratorInfo("vllm", model_path, self.info.extra)
-            done.append(f"loaded {model_path} in place")
+        except Exception as e:
+            self.close()
+            raise BackendError(f"handing the engine over to {model_path} failed ({type(e).__name__}: {e}); "
+                               "its weights may be half replaced, so it was closed") from e
         what = f"{', '.join(done) or 'kept as it was'} in {time.perf_counter() - t:.2f} s"
         log.debug("vLLM engine: %s", what)
         return what
+
+    def _load_in_place(self, model_path: str) -> None:
+        """Replace the engine's weights by a model folder's (every worker), then forget the prefix cache's old keys."""
+        self.model_path = None  # until the load has finished: a failure leaves no claim about what the engine holds
+        self.llm.collective_rpc("selfimprove_load_in_place", kwargs={"weights_path": model_path})
+        if self.llm.reset_prefix_cache() is False:
+            raise RuntimeError("vLLM did not clear its prefix cache, whose blocks hold the old weights' keys and values")
+        self.model_path = model_path
+        self.info = GeneratorInfo("vllm", model_path, self.info.extra)
 
     def close(self) -> None:
         """Stop the engine's process and free its memory (KV cache and weights), here and on the GPU."""

@@ -14,14 +14,15 @@ reload (its blocks hold keys and values of the old weights).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from ..errors import ConfigError
 
-# config.json keys that decide the engine's tensors and kernels: a model that differs in one is not loaded in place
+# config keys that decide the engine's tensors and kernels (read through transformers' AutoConfig, which writes an older
+# config's top-level rope_theta / rope_scaling as `rope_parameters`): a model that differs in one is not loaded in place
 LAYOUT_KEYS = ("architectures", "model_type", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
-               "num_key_value_heads", "vocab_size", "tie_word_embeddings", "max_position_embeddings", "rope_theta", "quantization_config")
+               "num_key_value_heads", "head_dim", "vocab_size", "tie_word_embeddings", "max_position_embeddings", "rope_parameters",
+               "rope_scaling", "sliding_window", "quantization_config")
 
 
 def sleep_available() -> bool:
@@ -47,13 +48,28 @@ def check_hand_off(backend, on_cpu: bool, where: str = "backend") -> None:
                           "new weights load in place) or restart")
 
 
-def layout(model_path: str | Path) -> dict | None:
-    """The engine-deciding part of a model folder's config.json; None when it cannot be loaded in place (no config, or
-    weights other than safetensors)."""
+def model_folder(model_path: str | Path) -> Path | None:
+    """The local folder of a model: the path itself, or a hub id's snapshot in the local cache (not downloaded)."""
     p = Path(model_path)
-    if not (p / "config.json").is_file() or not any(p.glob("*.safetensors")):
+    if p.is_dir():
+        return p
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(str(model_path), local_files_only=True))
+    except Exception:  # noqa: BLE001 - not a hub id, or not in the cache
         return None
-    cfg = json.loads((p / "config.json").read_text())
+
+
+def layout(model_path: str | Path) -> dict | None:
+    """The engine-deciding part of a model's config (normalised by AutoConfig); None when it cannot be loaded in
+    place (no local folder with a config.json, or weights other than safetensors)."""
+    from transformers import AutoConfig
+
+    p = model_folder(model_path)
+    if p is None or not (p / "config.json").is_file() or not any(p.glob("*.safetensors")):
+        return None
+    cfg = AutoConfig.from_pretrained(p).to_dict()
     return {k: cfg.get(k) for k in LAYOUT_KEYS}
 
 
@@ -61,6 +77,6 @@ def why_not_in_place(current: str | Path, new: str | Path) -> str | None:
     """None when `new`'s weights can replace `current`'s in a running engine; else the reason (the engine restarts)."""
     a, b = layout(current), layout(new)
     if a is None or b is None:
-        return f"{current if a is None else new} is not a folder of safetensors weights with a config.json"
+        return f"{current if a is None else new} is not a local folder of safetensors weights with a config.json"
     diff = [k for k in LAYOUT_KEYS if a[k] != b[k]]
     return f"its {', '.join(diff)} differ from the engine's model" if diff else None

@@ -3,22 +3,29 @@
 
 from __future__ import annotations
 
+EMBEDDING_NAMES = ("embed_tokens", "wte", "word_embeddings")  # the input embeddings' module name in vLLM's models
+
 
 def retie_output_layer(model, hf_config) -> bool:
     """After vLLM's layerwise reload (`reload_weights`), point a tied output layer at the new input embeddings again
     and redo its post-load processing (on CPU: its packed GEMM weights). The reload leaves it with the old weights:
     vLLM's documented limitation ("tied parameters will only reflect processing from one of the parent layers").
-    True when it re-tied."""
+    True when it re-tied; False when nothing needs it (untied, or logits computed from the embeddings themselves,
+    as Gemma-2 and Command-R do). Raises when a tied head is there but no input embeddings to tie it to."""
     if not getattr(hf_config, "tie_word_embeddings", False):
         return False
     head = getattr(model, "lm_head", None)
-    embed = next((m for name, m in model.named_modules() if name.endswith("embed_tokens")), None)
-    if head is None or embed is None or not hasattr(head, "weight"):
-        raise RuntimeError("the model ties its output layer to its input embeddings, but no lm_head / embed_tokens was "
-                           "found to tie again after the weight reload; use backend.hand_off: restart")
+    if head is None or not hasattr(head, "weight"):
+        return False
+    embed = next((m for name, m in model.named_modules() if name.rsplit(".", 1)[-1] in EMBEDDING_NAMES), None)
+    if embed is None:
+        raise RuntimeError("the model ties its output layer to its input embeddings, but no input embeddings "
+                           f"({'/'.join(EMBEDDING_NAMES)}) were found to tie it to after the weight reload")
+    if head is embed:
+        return False
     head.weight = embed.weight
     method = getattr(head, "quant_method", None)
-    if method is not None:
+    if type(method).__name__ == "UnquantizedEmbeddingMethod":  # a quantized head's processing is not redone twice
         method.process_weights_after_loading(head)
     return True
 

@@ -12,6 +12,7 @@ import re
 from pathlib import Path
 from typing import Callable
 
+from ..errors import BackendError
 from ..generation import Generator, make_generator
 from ..models import ModelRef, model_ref
 from ..request_cache import RequestCache
@@ -63,8 +64,10 @@ class HeldModels:
                 log.info("%s: %s", model.ref, what)
                 self._generator, self._suspended = (key, self._generator[1], backend_key), False
                 return self._generator[1]
-            except ValueError as e:
+            except ValueError as e:  # a layout that cannot load in place
                 log.info("%s; starting a new engine", e)
+            except BackendError as e:  # waking or loading failed: the engine is closed
+                log.warning("%s; starting a new engine", e)
         self.release_generator()
         with self._status(f"loading {model.ref} ({backend.name})"):
             gen = make_generator(backend, model.path)
