@@ -145,3 +145,15 @@ def test_the_batchs_shared_start_is_found_behind_left_padding():
     assert shared_prefix(torch.tensor([common[:3] + [7], common[:3] + [8]]), torch.ones(2, 4, dtype=torch.long)) == 0  # too short
     same = torch.tensor([common + [9], common + [9]])
     assert shared_prefix(same, torch.ones_like(same)) == len(common)  # identical prompts: all but the last token
+
+
+def test_next_token_logprobs_take_a_prefix_per_request(gen):
+    """A judge's own text before `Score: `, one per request, batched: as each asked alone."""
+    digits = [str(k) for k in range(6)]
+    prefixes = [f"Judgment {i}: it adds up{'.' * i}\nScore: " for i in range(len(REQS))]
+    batched = gen.next_token_logprobs(REQS, digits, prefixes)
+    alone = [gen.next_token_logprobs([r], digits, p)[0] for r, p in zip(REQS, prefixes)]
+    assert all(b[d] == pytest.approx(a[d], abs=1e-4) for b, a in zip(batched, alone) for d in digits)
+    assert batched[0] != batched[3]  # each request got its own prefix
+    with pytest.raises(ValueError, match="2 prefixes for 5 requests"):
+        gen.next_token_logprobs(REQS, digits, prefixes[:2])

@@ -25,8 +25,9 @@ NEVER_RIGHT = {"quickstart": ["select.correct_only=false"], "star": ["select.cor
                "bstar": ["search={prompts: 2, n: 2, temperatures: [0.5, 1.0], thresholds: [-0.5], n_star: 2}", "select.target_size=8"]}
 NO_ROWS_ON_RANDOM = {"scpo", "scpo_semi", "meta_rewarding", "iwsi", "self_correct", "self_rewarding", "self_verify_correct"}
 # the recipes' model scorers, shorter (their judgments and critiques cannot parse on a random model anyway)
-FASTER = {"meta_rewarding": ["score=[{name: pointwise_judge, options: {n: 2, temperature: 0.7, max_tokens: 8}}, "
-                             "{name: meta_judge, options: {max_tokens: 8}}, {name: gold}]"],
+# (meta_rewarding reads a verdict after each unparsed judgment, `read_unparsed`: a random model's read scores all tie)
+FASTER = {"meta_rewarding": ["score=[{name: pointwise_judge, options: {n: 2, temperature: 0.7, max_tokens: 8, read_unparsed: true}}, "
+                             "{name: meta_judge, options: {max_tokens: 8, read_unparsed: true}}, {name: gold}]"],
           "critique_refine": ["score=[{name: gold}, {name: critic, options: {max_tokens: 8}}]"],
           "iwsi": ["score=[{name: majority_vote, options: {count_unfinished: false, ties: none}}, "
                    "{name: ds_weight, options: {valid_size: 4, valid_template: ds_valid_arithmetic, valid_epochs: 1}}, {name: gold}]"]}

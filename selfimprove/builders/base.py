@@ -36,9 +36,11 @@ class RowBuilder(DeclaresColumns, ABC):
         return {"name": self.name, "options": opts, "version": self.version}
 
     def yield_report(self, counts: dict) -> dict:
-        """This build's yield as the run report shows it: `skipped` (reason -> count, the non-zero ones), `audit`."""
-        return {"skipped": {k: counts[k] for k in self.skip_reasons if counts.get(k)},
-                "audit": {k: counts[k] for k in self.audit if counts.get(k) is not None}}
+        """This build's yield as the run report shows it: `skipped` (reason -> count, the non-zero ones), `audit`, and
+        `reasons` (what each skip reason means, for the error when no row is left)."""
+        skipped = {k: counts[k] for k in self.skip_reasons if counts.get(k)}
+        return {"skipped": skipped, "audit": {k: counts[k] for k in self.audit if counts.get(k) is not None},
+                "reasons": {k: self.skip_reasons[k] for k in skipped}}
 
     def __init__(self, options: dict | BaseModel | None = None, where: str = "select.builder.options"):
         self.options = validate_options(self.Options, options, where)

@@ -98,12 +98,13 @@ class MixedRows(RowBuilder):
 
     def yield_report(self, counts: dict) -> dict:
         """Each source's own yield, its reasons and audit named by the source (`vote_pairs: below_tau`)."""
-        skipped, audit = {}, {}
+        skipped, audit, reasons = {}, {}, {}
         for label, b in zip(self.labels, self.builders):
             rep = b.yield_report(counts["sources"].get(label, {}))
             skipped.update({f"{label}: {k}": v for k, v in rep["skipped"].items()})
             audit.update({f"{label}.{k}": v for k, v in rep["audit"].items()})  # a stop rule names it select.<source>.<key>
-        return {"skipped": skipped, "audit": audit}
+            reasons.update({f"{label}: {k}": v for k, v in rep.get("reasons", {}).items()})
+        return {"skipped": skipped, "audit": audit, "reasons": reasons}
 
 
 def make_select_builder(select, seed: int = 0) -> RowBuilder:

@@ -60,9 +60,10 @@ class Generator(ABC):
         """Teacher-forced log-likelihood of each continuation as the assistant's reply to its request."""
         raise NotImplementedError(f"backend {self.info.backend} cannot score existing text (use transformers or vllm)")
 
-    def next_token_logprobs(self, requests: list[Request], candidates: list[str], prefix: str = "") -> list[dict[str, float | None]]:
+    def next_token_logprobs(self, requests: list[Request], candidates: list[str], prefix: str | list[str] = "") -> list[dict[str, float | None]]:
         """Log-prob of each candidate's first token right after `prefix` at the start of the assistant's reply
-        (None: not among the log-probs the backend returns)."""
+        (None: not among the log-probs the backend returns). `prefix`: one for all requests, or one per request (a
+        judge's own written judgment followed by `Score: `)."""
         raise NotImplementedError(f"backend {self.info.backend} does not return token log-probabilities")
 
     def close(self) -> None:  # noqa: B027 (optional: backends holding nothing need not free anything)
@@ -77,6 +78,15 @@ class Generator(ABC):
     def resume(self, model_path: str) -> str:
         """Make `model_path` this engine's model again after `suspend` returned True; says what it did."""
         raise NotImplementedError(f"backend {self.info.backend} does not keep its engine across training")
+
+
+def per_request(prefix: str | list[str], n: int) -> list[str]:
+    """`next_token_logprobs`' prefix as one string per request."""
+    if isinstance(prefix, str):
+        return [prefix] * n
+    if len(prefix) != n:
+        raise ValueError(f"{len(prefix)} prefixes for {n} requests")
+    return list(prefix)
 
 
 def candidate_tokens(encode: Callable[[str], list[int]], text: str, candidates: list[str]) -> tuple[list[int], dict[str, int]]:

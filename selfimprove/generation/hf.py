@@ -13,7 +13,7 @@ import torch
 
 from ..devices import pick_device, pick_dtype
 from ..errors import ModelError
-from .base import Completion, Generator, GeneratorInfo, ProgressFn, Request, SamplingParams, TextScore, candidate_tokens, cut_at_stop
+from .base import Completion, Generator, GeneratorInfo, ProgressFn, Request, SamplingParams, TextScore, candidate_tokens, cut_at_stop, per_request
 from .decode import decode_pruned
 
 log = logging.getLogger("selfimprove.generation")
@@ -210,9 +210,9 @@ class TransformersGenerator(Generator):
                 out[i] = TextScore(float(vals.sum()), len(c))
         return out  # type: ignore[return-value]
 
-    def next_token_logprobs(self, requests: list[Request], candidates: list[str], prefix: str = "") -> list[dict[str, float | None]]:
+    def next_token_logprobs(self, requests: list[Request], candidates: list[str], prefix: str | list[str] = "") -> list[dict[str, float | None]]:
         encode = lambda t: self.tok(t, add_special_tokens=False).input_ids  # noqa: E731
-        split = [candidate_tokens(encode, self.render(r.messages) + prefix, candidates) for r in requests]
+        split = [candidate_tokens(encode, self.render(r.messages) + p, candidates) for r, p in zip(requests, per_request(prefix, len(requests)))]
         prompts = [s[0] for s in split]
         out: list[dict | None] = [None] * len(requests)
         for idx in self._batches([len(p) for p in prompts]):

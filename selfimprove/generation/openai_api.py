@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from ..errors import ConfigError, ModelError
 from ..optional import require
-from .base import Completion, Generator, GeneratorInfo, ProgressFn, Request, SamplingParams, TextScore
+from .base import Completion, Generator, GeneratorInfo, ProgressFn, Request, SamplingParams, TextScore, per_request
 
 log = logging.getLogger("selfimprove.generation")
 
@@ -93,11 +93,12 @@ class OpenAIGenerator(Generator):
         lp = float(sum(x for x in lps if x is not None)) if lps else None
         return Completion(c.text or "", len(lps) if lps else 0, lp, "length" if c.finish_reason == "length" else "stop")
 
-    def next_token_logprobs(self, requests: list[Request], candidates: list[str], prefix: str = "") -> list[dict[str, float | None]]:
+    def next_token_logprobs(self, requests: list[Request], candidates: list[str], prefix: str | list[str] = "") -> list[dict[str, float | None]]:
         """Top-20 log-probs of the first reply token; a `prefix` is sent as a partial assistant message
         (vLLM's `continue_final_message`). Candidates are matched on the token text without spaces."""
 
-        def one(req: Request) -> dict[str, float | None]:
+        def one(item) -> dict[str, float | None]:
+            req, prefix = item
             msgs, extra = req.messages, None
             if prefix:
                 msgs = list(req.messages) + [{"role": "assistant", "content": prefix}]
@@ -108,7 +109,7 @@ class OpenAIGenerator(Generator):
             top = {t.token.strip(): t.logprob for t in content[0].top_logprobs} if content else {}
             return {c: top.get(c.strip()) for c in candidates}
 
-        return self._map(one, requests)
+        return self._map(one, list(zip(requests, per_request(prefix, len(requests)))))
 
     def score_texts(self, requests: list[Request], continuations: list[str]) -> list[TextScore]:
         def one(item) -> TextScore:

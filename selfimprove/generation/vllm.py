@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ..errors import BackendError
 from ..optional import require
-from .base import Completion, Generator, GeneratorInfo, ProgressFn, Request, SamplingParams, TextScore, candidate_tokens
+from .base import Completion, Generator, GeneratorInfo, ProgressFn, Request, SamplingParams, TextScore, candidate_tokens, per_request
 from .vllm_hand_off import check_hand_off, resolve_hand_off, why_not_in_place
 from .vllm_worker import EXTENSION
 
@@ -131,13 +131,13 @@ class VLLMGenerator(Generator):
             scores.append(TextScore(float(sum(vals)), len(c)))
         return scores
 
-    def next_token_logprobs(self, requests: list[Request], candidates: list[str], prefix: str = "", lora=None) -> list[dict[str, float | None]]:
+    def next_token_logprobs(self, requests: list[Request], candidates: list[str], prefix: str | list[str] = "", lora=None) -> list[dict[str, float | None]]:
         from vllm import SamplingParams as VSamplingParams
 
         tok = self.llm.get_tokenizer()
         encode = lambda t: tok(t, add_special_tokens=False).input_ids  # noqa: E731
-        split = [candidate_tokens(encode, tok.apply_chat_template(r.messages, tokenize=False, add_generation_prompt=True) + prefix, candidates)
-                 for r in requests]
+        split = [candidate_tokens(encode, tok.apply_chat_template(r.messages, tokenize=False, add_generation_prompt=True) + p, candidates)
+                 for r, p in zip(requests, per_request(prefix, len(requests)))]
         sp = VSamplingParams(max_tokens=1, temperature=0.0, logprobs=20)
         outs = self.llm.generate([{"prompt_token_ids": ids} for ids, _ in split], sp, use_tqdm=False, lora_request=lora or self.lora)
         result = []

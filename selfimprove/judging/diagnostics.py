@@ -40,19 +40,27 @@ def histogram(spec: SummaryColumn, values: list[float]) -> dict[str, int]:
     return {f"{edges[i]:.3g}..{edges[i + 1]:.3g}": int(c) for i, c in enumerate(counts)}
 
 
-def parse_failure_rate(table: list[dict], scorers) -> dict[str, float]:
-    """Per model scorer that asked for judgments: unparsable / asked (`Scorer.parse_failures`)."""
+def _rates(table: list[dict], scorers, counts: str) -> dict[str, float]:
+    """Per scorer: a count over its total, from its classmethod `counts` (None: not asked)."""
     out = {}
     for sc in scorers:
-        counts = type(sc).parse_failures(table)
-        if counts and counts[1]:
-            out[sc.name] = counts[0] / counts[1]
+        got = getattr(type(sc), counts)(table)
+        if got and got[1]:
+            out[sc.name] = got[0] / got[1]
     return out
 
 
+def parse_failure_rate(table: list[dict], scorers) -> dict[str, float]:
+    """Per model scorer that asked for judgments: unparsable / asked (`Scorer.parse_failures`)."""
+    return _rates(table, scorers, "parse_failures")
+
+
 def summarize(table: list[dict], scorers) -> dict:
-    """Per declared score column: n, mean, 95% CI, histogram; parse-failure rates; pairwise verdict counts."""
+    """Per declared score column: n, mean, 95% CI, histogram; parse-failure rates (written verdicts that did not
+    parse) and, with `read_unparsed`, the share read afterwards; pairwise verdict counts."""
     out: dict = {"scores": {}, "parse_failure_rate": parse_failure_rate(table, scorers)}
+    if read := _rates(table, scorers, "read_after_unparsed"):
+        out["read_after_unparsed_rate"] = read
     for col, spec in summary_columns(scorers).items():
         vals = _vals(table, col)
         if vals:

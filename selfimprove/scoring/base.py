@@ -87,6 +87,11 @@ class Scorer(DeclaresColumns, ABC):
         """(unparsable answers, answers) of a model scorer over scored rows, for the parse-failure rate; None if not asked."""
         return None
 
+    @classmethod
+    def read_after_unparsed(cls, rows: list[dict]) -> tuple[int, int] | None:
+        """(verdicts read from log-probs after an unparsed written one, answers) with `read_unparsed`; None if none."""
+        return None
+
     def close(self) -> None:  # noqa: B027 - a hook with nothing to do by default
         """Free a model this scorer loaded itself (a reward model); the job's release calls it after each use."""
 

@@ -21,6 +21,7 @@ from ..config.backend import parse_backend
 from ..config.base import format_validation_error
 from ..errors import ConfigError
 from ..generation import Generator, Request, SamplingParams, check_backend, make_generator
+from ..generation.base import per_request
 from ..models import ModelRef, model_ref
 from ..options import Options
 from ..request_cache import RequestCache
@@ -164,9 +165,12 @@ class ModelScorer(Scorer):
 
         return self._cache().map(keys, compute)
 
-    def next_token_cached(self, messages: list[list[dict]], candidates: list[str], prefix: str = "") -> list[dict]:
-        keys = [self._key("next_token", [m, candidates, prefix]) for m in messages]
-        return self._cache().map(keys, lambda idx: self._gen().next_token_logprobs([Request(str(i), messages[i]) for i in idx], candidates, prefix))
+    def next_token_cached(self, messages: list[list[dict]], candidates: list[str], prefix: str | list[str] = "") -> list[dict]:
+        """`next_token_logprobs` through the request cache; `prefix`: one for all messages or one per message."""
+        prefixes = per_request(prefix, len(messages))
+        keys = [self._key("next_token", [m, candidates, p]) for m, p in zip(messages, prefixes)]
+        return self._cache().map(keys, lambda idx: self._gen().next_token_logprobs([Request(str(i), messages[i]) for i in idx], candidates,
+                                                                                  [prefixes[i] for i in idx]))
 
     def score_texts_cached(self, messages: list[list[dict]], texts: list[str]) -> list[dict]:
         keys = [self._key("score_text", [m, t]) for m, t in zip(messages, texts)]

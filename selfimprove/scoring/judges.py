@@ -6,6 +6,10 @@ with their raw text, never scored as zero.
 `Winner: A|B`, which is parsed. `mode: logprobs` (for judges too weak to follow the format, and for
 speed): the reply is pre-filled with `Score:` / `Winner:` and the next token's probabilities decide:
 the expected score over low..high, or the likelier of A and B. Nothing is generated, nothing fails to parse.
+Between the two, `read_unparsed: true` keeps the written judgments and, for one that ends without a parsable score,
+appends `Score: ` to it and takes the likeliest digit as its score, the judgment's text completed with that line
+(counted in `judge_read`): a weak judge still writes the judgments a meta-judge compares and the judge is trained on,
+each ending in the format, and every judgment has an integer score as in the paper.
 """
 
 from __future__ import annotations
@@ -43,11 +47,15 @@ class PointwiseOptions(SamplingOptions):
     low: float = 0
     high: float = 5
     mode: Literal["generate", "logprobs"] = "generate"
+    read_unparsed: bool = Field(False, description="mode generate: a written judgment without a parsable `Score: n` gets "
+                                "`Score: ` appended; the likeliest next digit is its score and completes its text.")
 
     @model_validator(mode="after")
     def _n_needs_temperature(self):
         if self.mode == "generate" and self.n > 1 and self.temperature == 0:
             raise ValueError("n > 1 judgments need temperature > 0 (greedy gives the same judgment n times)")
+        if self.read_unparsed and self.mode != "generate":
+            raise ValueError("read_unparsed reads a score after a written judgment: it needs mode: generate")
         return self
 
 
@@ -71,12 +79,13 @@ def expected_score(logprobs: dict[str, float | None]) -> tuple[float | None, dic
 
 class PointwiseJudge(ModelScorer):
     """Columns: `judge_score` (mean of parsed scores, None if none parsed), `judge_var`, `judge_scores`
-    (per judgment, None = parse failure), `judge_raw` (texts), `judge_parse_failures` (count), `judge_prompt` (the
-    messages the judge answered: Meta-Rewarding trains the judge on them)."""
+    (per judgment, None = parse failure), `judge_raw` (texts), `judge_parse_failures` (count), `judge_read` (how many
+    scores were read after an unparsed judgment, `read_unparsed`), `judge_prompt` (the messages the judge answered:
+    Meta-Rewarding trains the judge on them)."""
 
     name = "pointwise_judge"
-    writes = ("judge_score", "judge_var", "judge_scores", "judge_raw", "judge_parse_failures", "judge_prompt")
-    version = 2  # 2: writes judge_prompt
+    writes = ("judge_score", "judge_var", "judge_scores", "judge_raw", "judge_parse_failures", "judge_read", "judge_prompt")
+    version = 3  # 2: writes judge_prompt; 3: judge_read
     summary = {"judge_score": SummaryColumn(discrete=True, threshold=PASS_THRESHOLD)}
     Options = PointwiseOptions
 
@@ -85,8 +94,15 @@ class PointwiseJudge(ModelScorer):
 
     @classmethod
     def parse_failures(cls, rows):
+        """Written judgments without a parsable score, those whose score was read afterwards included."""
         judged = sum(len(r.get("judge_raw") or []) for r in rows)
-        return (sum(int(r.get("judge_parse_failures") or 0) for r in rows), judged) if judged else None
+        unparsed = sum(int(r.get("judge_parse_failures") or 0) + int(r.get("judge_read") or 0) for r in rows)
+        return (unparsed, judged) if judged else None
+
+    @classmethod
+    def read_after_unparsed(cls, rows):
+        read = sum(int(r.get("judge_read") or 0) for r in rows)
+        return (read, sum(len(r.get("judge_raw") or []) for r in rows)) if read else None
 
     def __init__(self, task, options=None, where=None):
         super().__init__(task, options, where)
@@ -96,6 +112,7 @@ class PointwiseJudge(ModelScorer):
         self.reference_guided = o.reference_guided
         self.template = o.template or ("judge_pointwise_ref" if o.reference_guided else "judge_pointwise")
         self.low, self.high = float(o.low), float(o.high)
+        self.read_unparsed = o.read_unparsed
 
     def messages(self, prompt: dict, sample: dict) -> list[dict]:
         v = {"question": prompt["question"], "response": response_of(sample)}
@@ -115,21 +132,40 @@ class PointwiseJudge(ModelScorer):
             res.columns["judge_prompt"] = msgs
             return res
         outs = self.generate_cached(msgs, self.params, progress)
+        raws = [[c["text"] for c in comps] for comps in outs]
+        parsed = [[parse_score(t, self.low, self.high) for t in texts] for texts in raws]
+        scores = [[p.value if p.ok else None for p in ps] for ps in parsed]
+        read = self.read_scores(msgs, raws, scores) if self.read_unparsed else [0] * len(msgs)  # completes `raws` too
         cols = {c: [] for c in self.writes}
-        for i, comps in enumerate(outs):
-            raws = [c["text"] for c in comps]
-            parsed = [parse_score(t, self.low, self.high) for t in raws]
-            vals = [p.value for p in parsed if p.ok]
-            fails = [p.error for p in parsed if not p.ok]
-            cols["judge_raw"].append(raws)
-            cols["judge_scores"].append([p.value if p.ok else None for p in parsed])
+        for i, texts in enumerate(raws):
+            vals = [v for v in scores[i] if v is not None]
+            fails = [p.error for p, v in zip(parsed[i], scores[i]) if v is None]
+            cols["judge_raw"].append(texts)
+            cols["judge_scores"].append(scores[i])
             cols["judge_score"].append(float(np.mean(vals)) if vals else None)
             cols["judge_var"].append(float(np.var(vals)) if vals else None)
             cols["judge_parse_failures"].append(len(fails))
+            cols["judge_read"].append(read[i])
             cols["judge_prompt"].append(msgs[i])
             if fails:
-                errors[i] = f"{self.name}: {len(fails)}/{len(raws)} judgments unparsed ({fails[0]})"
+                errors[i] = f"{self.name}: {len(fails)}/{len(texts)} judgments unparsed ({fails[0]})"
         return ScoreResult(cols, errors)
+
+    def read_scores(self, msgs: list[list[dict]], raws: list[list[str]], scores: list[list[float | None]]) -> list[int]:
+        """For the judgments that did not parse, in place: the likeliest digit after the judgment's own text and
+        `Score: ` becomes its score, and its text ends with that line. Returns how many were read per item."""
+        todo = [(i, j) for i, row in enumerate(scores) for j, v in enumerate(row) if v is None]
+        digits = [str(k) for k in range(int(self.low), int(self.high) + 1)]
+        lps = self.next_token_cached([msgs[i] for i, _ in todo], digits, [raws[i][j].rstrip() + "\nScore: " for i, j in todo])
+        read = [0] * len(scores)
+        for (i, j), d in zip(todo, lps):
+            got = {k: v for k, v in d.items() if v is not None}
+            if got:
+                digit = max(got, key=got.get)
+                scores[i][j] = float(digit)
+                raws[i][j] = f"{raws[i][j].rstrip()}\nScore: {digit}"
+                read[i] += 1
+        return read
 
     def score_by_logprobs(self, msgs: list[list[dict]], progress=None) -> ScoreResult:
         digits = [str(k) for k in range(int(self.low), int(self.high) + 1)]
@@ -143,6 +179,7 @@ class PointwiseJudge(ModelScorer):
             cols["judge_scores"].append([value])
             cols["judge_raw"].append(["Score: " + " ".join(f"{k}:{p:.3f}" for k, p in probs.items())])
             cols["judge_parse_failures"].append(int(value is None))
+            cols["judge_read"].append(0)  # every score here is read, none written
             errors.append(None if value is not None else f"{self.name}: no score digit among the returned log-probs")
         if progress:
             progress(len(msgs))

@@ -4,13 +4,17 @@ worst judgments become a chosen/rejected pair for training the judge.
 
 Runs after `pointwise_judge` (needs its `judge_raw` and `judge_scores`, n >= 2). By default only the
 response with the highest judgment variance per prompt is meta-judged (the paper's choice); pairs of
-judgments that give the same score are skipped, as in the paper.
+judgments that give the same score are skipped, as in the paper. With `read_unparsed`, a written verdict that names
+no winner gets `Winner: Judgement ` appended and the likelier of A and B decides (counted in `meta_read`); the
+pointwise judge's option of the same name does the same for scores.
 """
 
 from __future__ import annotations
 
 from itertools import combinations
 from typing import Literal
+
+from pydantic import Field
 
 from ..errors import ConfigError
 from ..groups import indices_by_prompt
@@ -25,22 +29,32 @@ class MetaJudgeOptions(SamplingOptions):
     template: str = "meta_judge"
     select: Literal["highest_variance", "all"] = "highest_variance"
     position_weights: bool = True
+    read_unparsed: bool = Field(False, description="a written verdict that names no winner gets `Winner: Judgement ` appended "
+                                "and the likelier next token of A and B decides")
 
 
 class MetaJudge(ModelScorer):
     """Columns: `meta_elo` (Elo per judgment, None where not meta-judged), `meta_chosen` / `meta_rejected`
-    (index into `judge_raw`), `meta_battles`, `meta_parse_failures`."""
+    (index into `judge_raw`), `meta_battles`, `meta_parse_failures`, `meta_read` (verdicts read after an unparsed one)."""
 
     name = "meta_judge"
     groupwise = True
-    writes = ("meta_elo", "meta_chosen", "meta_rejected", "meta_battles", "meta_parse_failures")
+    writes = ("meta_elo", "meta_chosen", "meta_rejected", "meta_battles", "meta_parse_failures", "meta_read")
+    version = 2  # 2: meta_read
     reads = ("prompt_id", "completion", "judge_raw", "judge_scores", "judge_var")
     Options = MetaJudgeOptions
 
     @classmethod
     def parse_failures(cls, rows):
+        """Written verdicts that named no winner, those read afterwards included."""
         battles = sum(int(r.get("meta_battles") or 0) for r in rows)
-        return (sum(int(r.get("meta_parse_failures") or 0) for r in rows), battles) if battles else None
+        unparsed = sum(int(r.get("meta_parse_failures") or 0) + int(r.get("meta_read") or 0) for r in rows)
+        return (unparsed, battles) if battles else None
+
+    @classmethod
+    def read_after_unparsed(cls, rows):
+        read = sum(int(r.get("meta_read") or 0) for r in rows)
+        return (read, sum(int(r.get("meta_battles") or 0) for r in rows)) if read else None
 
     def __init__(self, task, options=None, where=None):
         super().__init__(task, options, where)
@@ -48,6 +62,7 @@ class MetaJudge(ModelScorer):
         self.select = self.options.select
         self.weighted = self.options.position_weights
         self.params = self.options.params(n=1)
+        self.read_unparsed = self.options.read_unparsed
 
     def chosen_samples(self, samples: list[dict]) -> list[int]:
         out = []
@@ -80,18 +95,23 @@ class MetaJudge(ModelScorer):
                     msgs = self.user(self.template, question=q, response=response_of(s), judgment_a=raws[first], judgment_b=raws[second])
                     jobs.append((i, first, second, msgs))
         outs = self.generate_cached([j[3] for j in jobs], self.params, progress)
+        texts = [comps[0]["text"] for comps in outs]
+        verdicts = [p.value if (p := parse_meta(t)).ok else None for t in texts]
+        read = self.read_verdicts([j[3] for j in jobs], texts, verdicts) if self.read_unparsed else [False] * len(jobs)
         battles: dict[int, list[tuple[int, int, int]]] = {}
         fails: dict[int, int] = {}
-        for (i, first, second, _), comps in zip(jobs, outs):
-            p = parse_meta(comps[0]["text"])
-            outcome = 0 if not p.ok else (1 if p.value == "A" else -1)
-            fails[i] = fails.get(i, 0) + int(not p.ok)
+        reads: dict[int, int] = {}
+        for (i, first, second, _), verdict, was_read in zip(jobs, verdicts, read):
+            outcome = 0 if verdict is None else (1 if verdict == "A" else -1)
+            fails[i] = fails.get(i, 0) + int(verdict is None)
+            reads[i] = reads.get(i, 0) + int(was_read)
             battles.setdefault(i, []).append((first, second, outcome))
         for i in chosen:
             k = len(samples[i]["judge_raw"])
             b = battles.get(i, [])
             cols["meta_battles"][i] = len(b)
             cols["meta_parse_failures"][i] = fails.get(i, 0)
+            cols["meta_read"][i] = reads.get(i, 0)
             if not any(r != 0 for _, _, r in b):
                 continue
             ratings = elo(bradley_terry(k, b, weighted=self.weighted))
@@ -102,4 +122,15 @@ class MetaJudge(ModelScorer):
         errors = [f"{self.name}: {cols['meta_parse_failures'][i]} unparsed verdicts" if cols["meta_parse_failures"][i] else None for i in range(n)]
         return ScoreResult(cols, errors)
 
-
+    def read_verdicts(self, msgs: list[list[dict]], texts: list[str], verdicts: list[str | None]) -> list[bool]:
+        """Fill in `verdicts` (in place) where the written one named no winner: the likelier of A and B after the
+        verdict's own text and `Winner: Judgement `. Returns which were read."""
+        todo = [k for k, v in enumerate(verdicts) if v is None]
+        lps = self.next_token_cached([msgs[k] for k in todo], ["A", "B"], [texts[k].rstrip() + "\nWinner: Judgement " for k in todo])
+        read = [False] * len(verdicts)
+        for k, d in zip(todo, lps):
+            a, b = d.get("A"), d.get("B")
+            if a is not None or b is not None:
+                verdicts[k] = "A" if b is None or (a is not None and a >= b) else "B"
+                read[k] = True
+        return read

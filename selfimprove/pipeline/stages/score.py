@@ -7,6 +7,7 @@ group): a killed run resumes at the last finished shard, and with `ray:` the sha
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from ...config import ScorerConfig
@@ -19,6 +20,8 @@ from ...scoring import make_scorers
 from ...scoring.apply import score_samples
 from ...scoring.judge_base import bind_scorers
 from ...store import StageDir
+
+log = logging.getLogger(__name__)
 
 
 def score_counts(rows: list[dict]) -> dict:
@@ -49,6 +52,22 @@ class ScoreWork:
         return rows
 
 
+def warn_unparsed(iteration: int, scorers, report: dict) -> None:
+    """Say so when most of a judge's written verdicts did not parse: its column is empty for them, so builders and
+    rewards skip those samples, and the options that give every judgment a verdict."""
+    read = report.get("read_after_unparsed_rate") or {}
+    for k, sc in enumerate(scorers):
+        rate = (report.get("parse_failure_rate") or {}).get(sc.name)
+        if rate is None or rate < 0.5 or read.get(sc.name, 0) >= rate - 1e-9:
+            continue
+        fields = getattr(getattr(sc, "Options", None), "model_fields", {})
+        fixes = [text for f, text in (("read_unparsed", "read_unparsed: true (the verdict read after the written text)"),
+                                   ("mode", "mode: logprobs (no text, the verdict from log-probs)")) if f in fields]
+        log.warning("iter %d score: %.0f%% of %s's written verdicts did not parse, so its columns are empty for those samples "
+                    "(builders and rewards skip them)%s", iteration, 100 * rate, sc.name,
+                    f"; set score[{k}].options.{' or '.join(fixes)}" if fixes else "")
+
+
 def score_stage(ctx: RunContext, iteration: int, cfg: list[ScorerConfig], prompts_sd: StageDir, samples_sd: StageDir, policy: ModelRef) -> StageDir:
     """`policy` wrote the samples: the judge of scorers whose `judge` option is `policy`. Shards have the prompts of the
     samples table's shards (one shard when a scorer needs the whole table, like ds_weight)."""
@@ -72,6 +91,7 @@ def score_stage(ctx: RunContext, iteration: int, cfg: list[ScorerConfig], prompt
         order = {s["sample_id"]: i for i, s in enumerate(samples)}
         rows = sorted(scored, key=lambda r: order[r["sample_id"]])  # the samples table's order
         extra = {"judge": judge_report(rows, scorers)}
+        warn_unparsed(iteration, scorers, extra["judge"])
         if task.outcome_column:
             extra["sandbox"] = task.sandbox().isolation()  # the isolation layers that applied
         return rows, score_counts(rows), {k: v for k, v in extra.items() if v}

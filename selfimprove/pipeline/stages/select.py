@@ -56,6 +56,8 @@ def select_stage(ctx: RunContext, iteration: int, cfg: SelectConfig, seed: int, 
         report = builder.yield_report(built)
         emptied = {k[len("prompts_emptied_by_"):]: v for k, v in counts.items() if k.startswith("prompts_emptied_by_")}
         report["skipped"] = {**{f"filter {k}": v for k, v in emptied.items()}, **report["skipped"]}
+        report["reasons"] = {**{f"filter {k}": f"the select filter `{k}` removed every sample of the prompt" for k in emptied},
+                             **report.get("reasons", {})}
         if cfg.gold_rows is not None:
             gold = gold_sft_rows(ctx, cfg.gold_rows, prompts)
             counts["gold_rows"] = len(gold)

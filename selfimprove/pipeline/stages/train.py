@@ -54,6 +54,21 @@ def training_control(ctx: RunContext, control: ControlConfig | None, dev_sd: Sta
     return tc, {"control": config}, ({"dev": dev_sd.fingerprint} if dev_rows else {})
 
 
+def too_few_rows(iteration: int, n: int, min_rows: int, select_manifest: dict) -> str:
+    """The error when the select stage left fewer rows than `train.min_rows`: why prompts gave none (the builders' and
+    filters' reasons, with what each means) and what to change."""
+    counts = select_manifest.get("counts", {})
+    yld = select_manifest.get("yield") or {}
+    reasons = yld.get("reasons") or {}
+    why = "; ".join(f"{k} {v}" + (f" ({reasons[k]})" if k in reasons else "") for k, v in (yld.get("skipped") or {}).items())
+    shown = {k: v for k, v in counts.items() if k not in ("rows", "rows_this_iteration")}
+    return (f"iteration {iteration}: {n} training rows (train.min_rows = {min_rows}); the select stage counted {shown}"
+            + (f"; no row because: {why}" if why else "") + ". Relax the filter or builder option that dropped them (select.*, "
+            "select.builder.options), or sample more or cooler (generate.n, data.train.size, generate.temperature); where a "
+            "judge's verdicts did not parse, see the score stage's judge report (parse_failure_rate) "
+            "and the judge's `read_unparsed` or `mode: logprobs` option")
+
+
 def train_stage(ctx: RunContext, iteration: int, cfg: TrainBase, select_sd: StageDir, start: ModelRef, trainer: Trainer | None = None,
                 control: ControlConfig | None = None, dev_sd: StageDir | None = None, eval_cfg: EvalConfig | None = None,
                 previous: ModelRef | None = None) -> StageDir:
@@ -78,11 +93,7 @@ def train_stage(ctx: RunContext, iteration: int, cfg: TrainBase, select_sd: Stag
         ctx.models.release(hand_off=True)  # one model in memory at a time: the generators (and Ray workers) free the accelerator first
         rows = select_sd.rows()
         if len(rows) < cfg.min_rows:
-            counts = (select_sd.manifest() or {}).get("counts", {})
-            raise StageError(f"iteration {iteration}: {len(rows)} training rows (train.min_rows = {cfg.min_rows}); the select stage counted "
-                             f"{ {k: v for k, v in counts.items() if k not in ('rows', 'rows_this_iteration')} }: relax the filter or builder "
-                             "option that dropped them (select.*, select.builder.options), or sample more or cooler (generate.n, "
-                             "data.train.size, generate.temperature)")
+            raise StageError(too_few_rows(iteration, len(rows), cfg.min_rows, select_sd.manifest() or {}))
         with ctx.progress(f"iter {iteration} train", None) as bar:
             if cfg.distributed is not None:  # a child process under accelerate + DeepSpeed
                 from ...training.launch import launch_training

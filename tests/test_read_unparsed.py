@@ -1,0 +1,124 @@
+"""`read_unparsed`: a judge that writes its judgment but does not end it in the format (the builtin model) still gets
+a verdict per judgment, read from the next token after its own text and `Score: ` / `Winner: Judgement `; the
+judgment's text is completed with that line, and the reads are counted apart from the written verdicts."""
+
+import logging
+import math
+
+import pytest
+
+from selfimprove.config import TaskConfig
+from selfimprove.errors import ConfigError
+from selfimprove.generation.base import Completion, Generator, GeneratorInfo, per_request
+from selfimprove.judging.diagnostics import summarize
+from selfimprove.pipeline.stages.score import warn_unparsed
+from selfimprove.pipeline.stages.train import too_few_rows
+from selfimprove.prompts import PromptLibrary
+from selfimprove.scoring import make_scorer
+from selfimprove.tasks import make_task
+
+
+@pytest.fixture(scope="module")
+def task():
+    return make_task(TaskConfig(name="arithmetic"), PromptLibrary())
+
+
+class WritesWithoutFormat(Generator):
+    """Judgments: the first of each response ends in `Score: 4`, the others stop without a score; after a text and
+    `Score: `, digit 2 is likeliest unless the text says "good" (then 5). Meta verdicts never name a winner; after
+    `Winner: Judgement `, A is likelier when judgment A's text is the longer one."""
+
+    info = GeneratorInfo("scripted", "m")
+
+    def __init__(self):
+        self.prefixes = []
+
+    def generate(self, requests, params, progress=None):
+        out = []
+        for r in requests:
+            if "<judgement_a>" in r.messages[-1]["content"]:
+                out.append([Completion("Both judgments look reasonable to me.", 7, None, "length")] * params.n)
+            else:
+                texts = ["Relevant and correct. Score: 4", "This answer is good and", "The response is"]
+                out.append([Completion(t, 6, None, "length") for t in texts[: params.n]])
+        return out
+
+    def next_token_logprobs(self, requests, candidates, prefix=""):
+        self.prefixes += per_request(prefix, len(requests))
+        out = []
+        for r, p in zip(requests, per_request(prefix, len(requests))):
+            if p.endswith("Winner: Judgement "):
+                prompt = r.messages[-1]["content"]
+                a = prompt.split("<judgement_a>")[1].split("</judgement_a>")[0]
+                b = prompt.split("<judgement_b>")[1].split("</judgement_b>")[0]
+                out.append({"A": math.log(0.7 if len(a) > len(b) else 0.3), "B": math.log(0.3 if len(a) > len(b) else 0.7)})
+            else:
+                best = "5" if "good" in p else "2"
+                out.append({c: math.log(0.6 if c == best else 0.08) for c in candidates})
+        return out
+
+
+def judged(task, gen, **options):
+    judge = make_scorer("pointwise_judge", task, {"n": 3, "temperature": 0.7, **options}).use(gen)
+    prompts = {"p1": {"prompt_id": "p1", "question": "What is 2 + 2?", "reference": "4"}}
+    samples = [{"prompt_id": "p1", "sample_id": f"p1/{k}", "completion": f"The answer is {4 + k}."} for k in range(2)]
+    res = judge.score(prompts, samples)
+    return judge, prompts, [dict(s, **{c: v[i] for c, v in res.columns.items()}) for i, s in enumerate(samples)]
+
+
+def test_unparsed_judgments_get_the_likeliest_digit_after_their_own_text(task):
+    gen = WritesWithoutFormat()
+    judge, _, rows = judged(task, gen, read_unparsed=True)
+    r = rows[0]
+    assert r["judge_scores"] == [4.0, 5.0, 2.0] and r["judge_score"] == pytest.approx(11 / 3)
+    assert r["judge_read"] == 2 and r["judge_parse_failures"] == 0
+    # the text is completed with the line the digit was read from: what a meta-judge compares and the judge trains on
+    assert r["judge_raw"] == ["Relevant and correct. Score: 4", "This answer is good and\nScore: 5", "The response is\nScore: 2"]
+    assert gen.prefixes[:2] == ["This answer is good and\nScore: ", "The response is\nScore: "]
+    report = summarize(rows, [judge])
+    assert report["parse_failure_rate"]["pointwise_judge"] == pytest.approx(4 / 6)  # written verdicts that did not parse
+    assert report["read_after_unparsed_rate"]["pointwise_judge"] == pytest.approx(4 / 6)
+
+
+def test_without_the_option_an_unparsed_judgment_is_no_score(task):
+    _, _, rows = judged(task, WritesWithoutFormat())
+    assert rows[0]["judge_scores"] == [4.0, None, None] and rows[0]["judge_parse_failures"] == 2 and rows[0]["judge_read"] == 0
+    assert rows[0]["judge_raw"][1] == "This answer is good and"
+    with pytest.raises(ConfigError, match="read_unparsed .* needs mode: generate"):
+        make_scorer("pointwise_judge", task, {"mode": "logprobs", "read_unparsed": True})
+
+
+def test_the_meta_judge_reads_a_winner_after_a_verdict_that_names_none(task):
+    gen = WritesWithoutFormat()
+    _, prompts, rows = judged(task, gen, read_unparsed=True)
+    rows = rows[:1]
+    meta = make_scorer("meta_judge", task, {"read_unparsed": True}).use(gen)
+    res = meta.score(prompts, rows).columns
+    # judgments 0 (4), 1 (5), 2 (2): three pairs with different scores, both orders; the longer judgment wins each read
+    assert res["meta_battles"][0] == 6 and res["meta_read"][0] == 6 and res["meta_parse_failures"][0] == 0
+    lengths = [len(t) for t in rows[0]["judge_raw"]]
+    assert res["meta_chosen"][0] == lengths.index(max(lengths)) and res["meta_rejected"][0] == lengths.index(min(lengths))
+    plain = make_scorer("meta_judge", task).use(WritesWithoutFormat()).score(prompts, rows).columns
+    assert plain["meta_parse_failures"][0] == 6 and plain["meta_chosen"][0] is None and plain["meta_read"][0] == 0
+
+
+def test_a_judge_whose_verdicts_do_not_parse_is_named_with_the_options_that_fix_it(task, caplog):
+    judge = make_scorer("pointwise_judge", task, {"n": 3, "temperature": 0.7})
+    with caplog.at_level(logging.WARNING):
+        warn_unparsed(1, [make_scorer("gold", task), judge], {"parse_failure_rate": {"pointwise_judge": 1.0}})
+    assert "100% of pointwise_judge's written verdicts did not parse" in caplog.text
+    assert "score[1].options.read_unparsed: true" in caplog.text and "mode: logprobs" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):  # every unparsed one was read: nothing to say
+        warn_unparsed(1, [judge], {"parse_failure_rate": {"pointwise_judge": 0.9}, "read_after_unparsed_rate": {"pointwise_judge": 0.9}})
+    assert caplog.text == ""
+
+
+def test_no_rows_names_each_builders_reason_and_what_it_means():
+    manifest = {"counts": {"kept": 96, "rows": 0}, "yield": {
+        "skipped": {"judge_pairs: unscored": 24, "meta_judge_pairs: not_meta_judged": 96},
+        "reasons": {"judge_pairs: unscored": "fewer than two samples have a score",
+                    "meta_judge_pairs: not_meta_judged": "the meta-judge ranked none of its judgments"}}}
+    msg = too_few_rows(1, 0, 1, manifest)
+    assert "no row because: judge_pairs: unscored 24 (fewer than two samples have a score); meta_judge_pairs: not_meta_judged 96" in msg
+    assert "read_unparsed" in msg and "'kept': 96" in msg
