@@ -160,6 +160,14 @@ def test_against_vllm_serve(vllm_server, monkeypatch, tmp_path, builtin_model_pa
     ref = hf.score_texts(reqs[:2], ["The answer is 0.", "2"])
     for a, b in zip(scored, ref):
         assert a.num_tokens == b.num_tokens and a.logprob_sum == pytest.approx(b.logprob_sum, abs=0.05)
+    # a prefix per request (a judge's own text before its verdict), sent as partial assistant messages: as the local
+    # model reads the same text
+    prefixes = ["I checked it, and the claim is", "Adding them up, the statement is"]
+    served = gen.next_token_logprobs(reqs[:2], ["True", "False"], prefixes)
+    local = hf.next_token_logprobs(reqs[:2], ["True", "False"], prefixes)
+    assert served[0] != served[1]
+    for a, b in zip(served, local):
+        assert all(a[c] == pytest.approx(b[c], abs=0.05) for c in ("True", "False") if a[c] is not None)
     hf.close()
     bad = make_generator(backend.model_copy(update={"api_key_env": None}), "smol")
     with pytest.raises(ModelError, match="rejected the API key"):

@@ -180,3 +180,16 @@ def test_the_problem_judge_runs_in_the_loop_and_its_options_fail_at_load(pipelin
         run_pipeline(load_pipeline(pipeline, base + ["propose={size: 3, judge: {reference_guided: true}, min_judge_score: 3}"]))
     with pytest.raises(ConfigError, match=r"outside the judge's scale \[0, 5\]"):
         run_pipeline(load_pipeline(pipeline, base + ["propose={size: 3, judge: {}, min_judge_score: 6}"]))
+
+
+def test_a_refine_setting_can_be_scheduled_and_is_hashed_into_that_iterations_refine_stage(pipeline, tmp_path):
+    """Every section an iteration's stages read is schedulable, not only generate/score/select/train: here the
+    number of refinements per picked sample (a random model is never right, so every sample is refined)."""
+    sets = ["refine={template: self_correct, when: {column: correct, equals: false}, max_tokens: 4}", "schedule={2: {refine.n: 2}}",
+            "select.correct_only=false"]
+    summary = run_pipeline(load_pipeline(pipeline, sets))
+    root = tmp_path / "runs" / "tiny"
+    n = [json.loads((root / f"iter_{k}" / "refine" / "manifest.json").read_text())["config"]["refine"]["n"] for k in (1, 2)]
+    assert n == [1, 2] and summary["iterations"][2]["schedule"] == {"refine.n": 2}
+    with pytest.raises(Exception, match="control.keep.*stay fixed"):
+        load_pipeline(pipeline, ["schedule={2: {control.keep: last}}"])

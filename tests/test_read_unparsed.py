@@ -106,7 +106,7 @@ def test_a_judge_whose_verdicts_do_not_parse_is_named_with_the_options_that_fix_
     judge = make_scorer("pointwise_judge", task, {"n": 3, "temperature": 0.7})
     with caplog.at_level(logging.WARNING):
         warn_unparsed(1, [make_scorer("gold", task), judge], {"parse_failure_rate": {"pointwise_judge": 1.0}})
-    assert "100% of pointwise_judge's written verdicts did not parse" in caplog.text
+    assert "100% of pointwise_judge's verdicts did not parse" in caplog.text
     assert "score[1].options.read_unparsed: true" in caplog.text and "mode: logprobs" in caplog.text
     caplog.clear()
     with caplog.at_level(logging.WARNING):  # every unparsed one was read: nothing to say
@@ -120,5 +120,46 @@ def test_no_rows_names_each_builders_reason_and_what_it_means():
         "reasons": {"judge_pairs: unscored": "fewer than two samples have a score",
                     "meta_judge_pairs: not_meta_judged": "the meta-judge ranked none of its judgments"}}}
     msg = too_few_rows(1, 0, 1, manifest)
-    assert "no row because: judge_pairs: unscored 24 (fewer than two samples have a score); meta_judge_pairs: not_meta_judged 96" in msg
+    assert "prompts without a row because: judge_pairs: unscored 24 (fewer than two samples have a score); meta_judge_pairs: not_meta_judged 96" in msg
     assert "read_unparsed" in msg and "'kept': 96" in msg
+
+
+def test_a_read_score_is_the_one_its_completed_text_says_and_a_written_bad_score_is_not_overwritten(task):
+    from selfimprove.judging.diagnostics import describe_parse_failures
+    from selfimprove.scoring.parsers import parse_score
+
+    class BadScores(WritesWithoutFormat):
+        def generate(self, requests, params, progress=None):
+            return [[Completion(t, 6, None, "length") for t in ["Score: 10/10, great", "Score: 3 and also Score: 4", "It is fine"]]
+                    for _ in requests]
+
+    judge, _, rows = judged(task, BadScores(), read_unparsed=True)
+    r = rows[0]
+    assert r["judge_scores"] == [None, None, 2.0] and r["judge_read"] == 1 and r["judge_parse_failures"] == 2
+    assert r["judge_raw"][:2] == ["Score: 10/10, great", "Score: 3 and also Score: 4"]  # left as written
+    _, _, good = judged(task, WritesWithoutFormat(), read_unparsed=True)
+    assert all(parse_score(t).value == v for t, v in zip(good[0]["judge_raw"], good[0]["judge_scores"]))
+    assert describe_parse_failures(summarize(rows, [judge])) == "pointwise_judge 100.0% (33.3% read)"
+    with pytest.raises(ConfigError, match="one digit"):
+        make_scorer("pointwise_judge", task, {"read_unparsed": True, "high": 10})
+
+
+def test_the_warning_counts_what_is_still_missing_and_offers_only_what_is_not_on(task, caplog):
+    judge = make_scorer("pointwise_judge", task, {"n": 3, "temperature": 0.7, "read_unparsed": True})
+    with caplog.at_level(logging.WARNING):
+        warn_unparsed(2, [judge], {"parse_failure_rate": {"pointwise_judge": 1.0}, "read_after_unparsed_rate": {"pointwise_judge": 0.4}})
+    assert "60% of pointwise_judge's verdicts did not parse" in caplog.text
+    assert "score[0].options.mode: logprobs" in caplog.text and "read_unparsed: true" not in caplog.text
+
+
+def test_a_meta_verdict_that_names_both_winners_is_not_read(task):
+    class BothWinners(WritesWithoutFormat):
+        def generate(self, requests, params, progress=None):
+            if "<judgement_a>" in requests[0].messages[-1]["content"]:
+                return [[Completion("Winner: Judgement A. No, Winner: Judgement B", 9, None, "stop")] for _ in requests]
+            return super().generate(requests, params, progress)
+
+    gen = BothWinners()
+    _, prompts, rows = judged(task, gen, read_unparsed=True)
+    res = make_scorer("meta_judge", task, {"read_unparsed": True}).use(gen).score(prompts, rows[:1]).columns
+    assert res["meta_read"][0] == 0 and res["meta_parse_failures"][0] == 6 and res["meta_chosen"][0] is None

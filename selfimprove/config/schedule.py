@@ -6,8 +6,9 @@ trains its judge in early iterations only). Two spellings, mixable:
       train.learning_rate: [2.0e-4, 1.0e-4]         # iterations 1, 2, ...; the last value holds for later ones
 
 An entry for an iteration the run does not reach never applies (`--set iterations=1` on a recipe with a schedule
-for iteration 2 runs iteration 1 as scheduled). Only the sections an iteration's stages read may vary (generate,
-score, select, train); the model, data, eval and control stay fixed, so iterations stay comparable. A stage hashes
+for iteration 2 runs iteration 1 as scheduled). Every section an iteration's stages read may vary (propose, search,
+generate, score, refine, verify, select, train); the model, data, eval and control stay fixed, so iterations stay
+comparable. A stage hashes
 the section it reads, so a scheduled value is part of that stage's manifest: changing it reruns exactly the stages
 that read it.
 """
@@ -17,7 +18,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-SCHEDULABLE = ("generate", "score", "select", "train")
+SCHEDULABLE = ("propose", "search", "generate", "score", "refine", "verify", "select", "train")
 
 
 def _iteration_key(key: Any) -> int | None:

@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 
 from ..config.schedule import describe, normalise, values_at
+from ..judging.diagnostics import describe_parse_failures
 from ..store import MANIFEST, atomic_write_bytes, atomic_write_json, read_json
 from .metrics import format_metric
 from .report_control import (  # noqa: F401 (re-exported)  # noqa: F401
@@ -208,7 +209,7 @@ def judge_rows(summary: dict) -> list[list[str]]:
                                                    f"ECE {fmt(d['ece'])}, Brier {fmt(d['brier'])}" if "ece" in d else "") if x)
                  for col, d in (j.get("agreement_with_gold") or {}).items() if isinstance(d, dict)]
         rows.append([str(it["iteration"]), "; ".join(means),
-                     ", ".join(f"{k} {100 * v:.1f}%" for k, v in (j.get("parse_failure_rate") or {}).items()),
+                     describe_parse_failures(j),
                      fmt((j.get("position_bias") or {}).get("flip_rate")), "; ".join(length), "; ".join(agree)])
     return rows
 

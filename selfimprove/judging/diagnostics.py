@@ -55,6 +55,14 @@ def parse_failure_rate(table: list[dict], scorers) -> dict[str, float]:
     return _rates(table, scorers, "parse_failures")
 
 
+def describe_parse_failures(report: dict) -> str:
+    """`pointwise_judge 100.0% (100.0% read)`: each judge's written verdicts that did not parse and, with
+    `read_unparsed`, the share read afterwards (those have a verdict)."""
+    read = report.get("read_after_unparsed_rate") or {}
+    return ", ".join(f"{k} {100 * v:.1f}%" + (f" ({100 * read[k]:.1f}% read)" if k in read else "")
+                     for k, v in (report.get("parse_failure_rate") or {}).items())
+
+
 def summarize(table: list[dict], scorers) -> dict:
     """Per declared score column: n, mean, 95% CI, histogram; parse-failure rates (written verdicts that did not
     parse) and, with `read_unparsed`, the share read afterwards; pairwise verdict counts."""
@@ -149,6 +157,8 @@ def diagnostics(ctx, cfg, task, table: list[dict], policy, scorers) -> dict:
     with `diagnose.other_judge`."""
     out: dict = {"parse_failure_rate": parse_failure_rate(table, scorers), "length_bias": length_bias(table, scorers),
                  "agreement_with_gold": agreement(table, scorers, cfg.diagnose.pass_threshold)}
+    if read := _rates(table, scorers, "read_after_unparsed"):
+        out["read_after_unparsed_rate"] = read
     pb = position_bias(table)
     if pb:
         out["position_bias"] = pb
@@ -202,7 +212,7 @@ def summary_markdown(summary: dict) -> str:
         for col, d in summary["scores"].items():
             lines.append(f"| {col} | {d['n']} | {d['mean']:.3f} [{d['mean_ci'][0]:.3f}, {d['mean_ci'][1]:.3f}] | {d['histogram']} |")
     if summary.get("parse_failure_rate"):
-        lines += ["", "parse-failure rate: " + ", ".join(f"{k} {100 * v:.1f}%" for k, v in summary["parse_failure_rate"].items())]
+        lines += ["", "parse-failure rate: " + describe_parse_failures(summary)]
     if summary.get("verdicts"):
         lines += ["", "pairwise verdicts: " + ", ".join(f"{k} {v}" for k, v in summary["verdicts"].items())]
     diag = summary.get("diagnostics")

@@ -211,7 +211,7 @@ def run_pipeline(cfg: PipelineConfig, console: Console | None = None) -> dict:
             plan, cfg_k, values = p.plan_for(k), cfg.at_iteration(k), cfg.scheduled(k)
             if values:
                 ctx.console.print(f"[dim]iteration {k}[/dim] schedule: {describe(values)}")
-            if cfg.search is not None:
+            if cfg_k.search is not None:
                 plan = searched_plan(ctx, k, cfg_k, train_sd, current)
             it = Iteration(k, cfg.seed + k, {"prompts": train_sd, "eval_prompts": eval_sd, "dev_prompts": tables.dev}, current,
                            base if cfg_k.train.init == "base" else current, history)

@@ -56,6 +56,8 @@ class PointwiseOptions(SamplingOptions):
             raise ValueError("n > 1 judgments need temperature > 0 (greedy gives the same judgment n times)")
         if self.read_unparsed and self.mode != "generate":
             raise ValueError("read_unparsed reads a score after a written judgment: it needs mode: generate")
+        if self.read_unparsed and not (float(self.low).is_integer() and float(self.high).is_integer() and 0 <= self.low < self.high <= 9):
+            raise ValueError("read_unparsed reads the score as one digit: low and high must be whole numbers in 0..9")
         return self
 
 
@@ -153,17 +155,21 @@ class PointwiseJudge(ModelScorer):
 
     def read_scores(self, msgs: list[list[dict]], raws: list[list[str]], scores: list[list[float | None]]) -> list[int]:
         """For the judgments that did not parse, in place: the likeliest digit after the judgment's own text and
-        `Score: ` becomes its score, and its text ends with that line. Returns how many were read per item."""
+        `Score: ` becomes its score, and its text ends with that line, where the completed text then parses as that
+        score (one that already wrote an out-of-range or conflicting score stays unparsed: the new line would
+        contradict it). Returns how many were read per item."""
         todo = [(i, j) for i, row in enumerate(scores) for j, v in enumerate(row) if v is None]
         digits = [str(k) for k in range(int(self.low), int(self.high) + 1)]
         lps = self.next_token_cached([msgs[i] for i, _ in todo], digits, [raws[i][j].rstrip() + "\nScore: " for i, j in todo])
         read = [0] * len(scores)
         for (i, j), d in zip(todo, lps):
             got = {k: v for k, v in d.items() if v is not None}
-            if got:
-                digit = max(got, key=got.get)
-                scores[i][j] = float(digit)
-                raws[i][j] = f"{raws[i][j].rstrip()}\nScore: {digit}"
+            if not got:
+                continue
+            digit = max(got, key=got.get)
+            completed = f"{raws[i][j].rstrip()}\nScore: {digit}"
+            if parse_score(completed, self.low, self.high).value == float(digit):
+                scores[i][j], raws[i][j] = float(digit), completed
                 read[i] += 1
         return read
 

@@ -124,13 +124,16 @@ class MetaJudge(ModelScorer):
 
     def read_verdicts(self, msgs: list[list[dict]], texts: list[str], verdicts: list[str | None]) -> list[bool]:
         """Fill in `verdicts` (in place) where the written one named no winner: the likelier of A and B after the
-        verdict's own text and `Winner: Judgement `. Returns which were read."""
+        verdict's own text and `Winner: Judgement `, where that line does not contradict the text (one that named both
+        winners stays unparsed). Returns which were read."""
         todo = [k for k, v in enumerate(verdicts) if v is None]
         lps = self.next_token_cached([msgs[k] for k in todo], ["A", "B"], [texts[k].rstrip() + "\nWinner: Judgement " for k in todo])
         read = [False] * len(verdicts)
         for k, d in zip(todo, lps):
             a, b = d.get("A"), d.get("B")
-            if a is not None or b is not None:
-                verdicts[k] = "A" if b is None or (a is not None and a >= b) else "B"
-                read[k] = True
+            if a is None and b is None:
+                continue
+            winner = "A" if b is None or (a is not None and a >= b) else "B"
+            if parse_meta(f"{texts[k].rstrip()}\nWinner: Judgement {winner}").value == winner:
+                verdicts[k], read[k] = winner, True
         return read

@@ -57,14 +57,16 @@ def warn_unparsed(iteration: int, scorers, report: dict) -> None:
     rewards skip those samples, and the options that give every judgment a verdict."""
     read = report.get("read_after_unparsed_rate") or {}
     for k, sc in enumerate(scorers):
-        rate = (report.get("parse_failure_rate") or {}).get(sc.name)
-        if rate is None or rate < 0.5 or read.get(sc.name, 0) >= rate - 1e-9:
+        missing = (report.get("parse_failure_rate") or {}).get(sc.name, 0.0) - read.get(sc.name, 0.0)
+        if missing < 0.5:
             continue
-        fields = getattr(getattr(sc, "Options", None), "model_fields", {})
+        options = getattr(sc, "options", None)
+        fields = getattr(type(options), "model_fields", {})
         fixes = [text for f, text in (("read_unparsed", "read_unparsed: true (the verdict read after the written text)"),
-                                   ("mode", "mode: logprobs (no text, the verdict from log-probs)")) if f in fields]
-        log.warning("iter %d score: %.0f%% of %s's written verdicts did not parse, so its columns are empty for those samples "
-                    "(builders and rewards skip them)%s", iteration, 100 * rate, sc.name,
+                                      ("mode", "mode: logprobs (no text, the verdict from log-probs)"))
+                 if f in fields and not (f == "read_unparsed" and getattr(options, f, False))]
+        log.warning("iter %d score: %.0f%% of %s's verdicts did not parse, so its columns are empty for those samples "
+                    "(builders and rewards skip them)%s", iteration, 100 * missing, sc.name,
                     f"; set score[{k}].options.{' or '.join(fixes)}" if fixes else "")
 
 

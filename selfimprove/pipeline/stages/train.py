@@ -63,7 +63,7 @@ def too_few_rows(iteration: int, n: int, min_rows: int, select_manifest: dict) -
     why = "; ".join(f"{k} {v}" + (f" ({reasons[k]})" if k in reasons else "") for k, v in (yld.get("skipped") or {}).items())
     shown = {k: v for k, v in counts.items() if k not in ("rows", "rows_this_iteration")}
     return (f"iteration {iteration}: {n} training rows (train.min_rows = {min_rows}); the select stage counted {shown}"
-            + (f"; no row because: {why}" if why else "") + ". Relax the filter or builder option that dropped them (select.*, "
+            + (f"; prompts without a row because: {why}" if why else "") + ". Relax the filter or builder option that dropped them (select.*, "
             "select.builder.options), or sample more or cooler (generate.n, data.train.size, generate.temperature); where a "
             "judge's verdicts did not parse, see the score stage's judge report (parse_failure_rate) "
             "and the judge's `read_unparsed` or `mode: logprobs` option")
