@@ -96,3 +96,14 @@ def test_math500_boxed_matches_answer_field(shared_data):
     rows = [json.loads(line) for line in open(shared_data / "math500" / "test.jsonl")]
     agree = sum(last_boxed(r["solution"]) == r["answer"] for r in rows)
     assert agree / len(rows) > 0.9
+
+
+@pytest.mark.parametrize("text, working", [
+    ("The answer is 69.", False), ("The answer is 77. The answer is 77.", False), ("101.", False), ("", False),
+    ("Ben has 72 - 50 = 22 marbles left. The answer is 22.", True), ("26+43 gives 69", True), (r"so $3 \times 4 = 12$", True),
+    (r"\frac{1}{2} of it", True), ("(3 + 4) = 7", True),
+])
+def test_a_solution_shows_working_when_it_computes_something(text, working):
+    from selfimprove.tasks.answers import shows_working
+
+    assert shows_working(text) is working

@@ -136,3 +136,17 @@ def test_gsm8k_gold_rows_train_on_the_datasets_worked_solution(tmp_path, shared_
     gold = gold_sft_rows(Ctx(), type("G", (), {"template": "gsm8k_solution", "size": None})(), {r["prompt_id"]: r for r in rows})
     text = gold[0]["completion"][0]["content"]
     assert "<<" not in text and "####" not in text and text.endswith(f"The answer is {rows[0]['reference']}.")
+
+
+def test_rationalizations_that_only_state_the_hinted_answer_are_dropped(tiny_pipeline, tmp_path):
+    """`refine.require_working`: a refinement that derives nothing (the task's `shows_working`) never reaches scoring."""
+    sets = ["iterations=1", "score=[{name: gold}]", "stages=[generate, score, select]",
+            "refine={template: star_rationalize, when: {prompt_without: correct}, context: question, hint: true, as: answer, n: 2, "
+            "require_working: true}"]
+    run_pipeline(load_pipeline(tiny_pipeline(), sets))
+    counts = json.loads((tmp_path / "runs" / "tiny" / "iter_1" / "refine" / "manifest.json").read_text())["counts"]
+    assert counts["refinements"] + counts["refinements_without_working"] == 2 * counts["picked"] > 0
+    refined = [r for r in read_table(tmp_path / "runs" / "tiny" / "iter_1" / "refine" / "table.parquet") if r["refined"]]
+    from selfimprove.tasks.answers import shows_working
+
+    assert len(refined) == counts["refinements"] and all(shows_working(r["completion"]) for r in refined)

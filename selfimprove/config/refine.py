@@ -43,6 +43,9 @@ class RefineConfig(Strict):
                                                                                 "critique are not in its training row); "
                                                                                 "revision: a turn-2 sample after the attempt.")
     n: int = Field(1, gt=0, description="Refinements per picked sample.")
+    require_working: bool = Field(False, description="Drop refinements that only state an answer without deriving it (the "
+                                  "task's `shows_working`: on math tasks a computation between numbers), before scoring: a "
+                                  "rationalization that copies the hinted answer teaches guessing.")
     temperature: float | None = Field(None, ge=0, description="Default: generate.temperature.")
     max_tokens: int | None = Field(None, gt=0, description="Default: generate.max_tokens.")
 

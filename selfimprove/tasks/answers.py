@@ -12,6 +12,17 @@ NUMBER_RE = re.compile(_NUMBER)
 ANSWER_IS_RE = re.compile(r"(?:final answer|the answer|answer)\s*(?:is|:|=)?\s*[:=]?\s*(?:\*\*)?\s*", re.IGNORECASE)
 
 
+# a computation between numbers: 26 + 43, 72 - 50 = 22, 3 \times 4, \frac{1}{2}, 4 * 5; "=" after a number or a closing
+# bracket. A text that only states a number ("The answer is 69.") has none.
+WORKING_RE = re.compile(r"\d\s*(?:[-+*/×÷x=]|\\times|\\cdot|\\div)\s*[-(\\$]?\s*\d|[\d)]\s*=|\\frac|\\sqrt")
+
+
+def shows_working(text: str) -> bool:
+    """Whether a math solution derives something (a computation between numbers) rather than only stating its answer:
+    STaR's rationalizations that copy the hinted answer ("The answer is 69.") teach a model to guess."""
+    return bool(WORKING_RE.search(text or ""))
+
+
 def last_boxed(text: str) -> str | None:
     """Content of the last `\\boxed{...}` (or `\\fbox{...}`), braces matched.
 

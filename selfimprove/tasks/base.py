@@ -94,6 +94,11 @@ class Task(ABC):
     def extract_answer(self, completion: str) -> str | None:
         """The final answer stated in a completion, or None."""
 
+    def shows_working(self, completion: str) -> bool:
+        """Whether a completion derives its answer rather than only stating it (`refine.require_working`); tasks that
+        have no such notion (code, free-form answers) accept every completion."""
+        return True
+
     def read_answer(self, completion: str, prompt: dict | None = None) -> str | None:
         """The answer scorers read from one completion of `prompt` (its prompt row, when known): `extract_answer`, or
         None for a completion over MAX_COMPLETION_CHARS, so parsing untrusted text stays bounded."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..config import ConfigError, SplitConfig
-from .answers import extract_answer, gold_answer, last_boxed
+from .answers import extract_answer, gold_answer, last_boxed, shows_working
 from .base import Task
 from .sources import field_value, load_split_rows
 
@@ -36,7 +36,14 @@ class DatasetTask(Task):
         return str(row["_row_index"])
 
 
-class GSM8KTask(DatasetTask):
+class MathAnswerTask(DatasetTask):
+    """A dataset of math problems with a final answer: a solution shows working when it computes something."""
+
+    def shows_working(self, completion: str) -> bool:
+        return shows_working(completion)
+
+
+class GSM8KTask(MathAnswerTask):
     name = "gsm8k"
     default_template = "math_cot"
     default_fields = {"question": "question", "answer": "answer"}
@@ -58,7 +65,7 @@ class GSM8KTask(DatasetTask):
         return extract_answer(completion)
 
 
-class MATH500Task(DatasetTask):
+class MATH500Task(MathAnswerTask):
     name = "math500"
     default_template = "math_boxed"
     default_fields = {"question": "problem", "answer": "answer", "solution": "solution"}

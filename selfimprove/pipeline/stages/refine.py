@@ -53,7 +53,10 @@ def refine_stage(ctx: RunContext, iteration: int, cfg: RefineConfig, gen: Genera
                  prompts_sd: StageDir, scored_sd: StageDir, model: ModelRef) -> StageDir:
     params = SamplingParams(n=cfg.n, temperature=gen.temperature if cfg.temperature is None else cfg.temperature, top_p=gen.top_p,
                             max_tokens=cfg.max_tokens or gen.max_tokens, stop=tuple(gen.stop), seed=gen.seed + iteration + 15485863)
-    config = {"refine": cfg.model_dump(), "params": params.to_dict(), "score": [s.model_dump() for s in scorers],
+    dumped = cfg.model_dump()
+    if not dumped["require_working"]:  # off: the hash of runs made before the option existed
+        del dumped["require_working"]
+    config = {"refine": dumped, "params": params.to_dict(), "score": [s.model_dump() for s in scorers],
               "backend": ctx.backend.identity()}
     sd = ctx.store.stage(iteration, "refine", config, {"prompts": prompts_sd.fingerprint, "scored": scored_sd.fingerprint,
                                                        "model": model.fingerprint})
@@ -77,10 +80,16 @@ def refine_stage(ctx: RunContext, iteration: int, cfg: RefineConfig, gen: Genera
                      else {"turn": 1})
             new.append(dict(row, prompt_id=p["prompt_id"], parent_id=p["sample_id"], refined=True,
                             sample_id=f"{p['sample_id']}/r{row['sample_id'].rsplit('/', 1)[1]}", **extra))
+        without_working = 0
+        if cfg.require_working:
+            kept = [r for r in new if ctx.task.shows_working(r["completion"])]
+            without_working, new = len(new) - len(kept), kept
         bound = ctx.models.bound_scorers(list(scorers), reachable(model), "score")
         rescored = score_samples(bound, ctx.task, prompts, new, f"iter {iteration} refine score", ctx.progress) if new else []
         rows = scored + rescored
         counts = {"picked": len(chosen), "refinements": len(rescored)}
+        if cfg.require_working:
+            counts["refinements_without_working"] = without_working
         if rescored and "correct" in rescored[0]:
             counts["refinements_correct"] = sum(r.get("correct") is True for r in rescored)
             counts["picked_correct"] = sum(s.get("correct") is True for s in chosen)  # a critic flagging right answers
