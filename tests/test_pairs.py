@@ -216,14 +216,15 @@ def test_meta_judge_pairs_train_the_judge_on_its_best_and_worst_judgment():
                s("b/0", ["Score: 2", "Score: 2"], [2.0, 2.0], 0, 1),                        # same score: dropped
                s("c/0", ["word " * 300 + "Score: 5", "Score: 1"], [5.0, 1.0], 0, 1),        # too long: dropped
                s("d/0", ["Score: 3"], [3.0], None, None),                                    # never meta-judged
+               s("g/0", ["Yes. Score: 4", "No. Score: 1"], [4.0, 1.0], 1, 1),               # its verdicts cancelled out
                s("e/0", ["Great. Score: 4", "Meh. Score: 2"], [4.0, 2.0], 0, 1)]
     rows, counts = MetaJudgePairs().build(samples, {})
     assert [r["chosen_id"] for r in rows] == ["a/0/judgment0", "e/0/judgment0"]
     a = rows[0]
     assert a["prompt"] == prompt and a["chosen"][0]["content"] == "Fine. Score: 4" and a["rejected"][0]["content"] == "Bad. Score: 1"
     assert a["elo_gap"] == 200.0 and a["chosen_score"] == 4.0 and a["weight"] == 1.0
-    assert {k: counts[k] for k in ("same_score", "too_long", "not_meta_judged", "pairs")} == {"same_score": 1, "too_long": 1,
-                                                                                           "not_meta_judged": 1, "pairs": 2}
+    assert {k: counts[k] for k in ("same_score", "too_long", "not_meta_judged", "meta_tied", "pairs")} == {
+        "same_score": 1, "too_long": 1, "not_meta_judged": 1, "meta_tied": 1, "pairs": 2}
     more = samples + [s(f"f{i}/0", [f"Score: {v}", "Score: 0"], [float(v), 0.0], 0, 1) for i, v in enumerate([4, 4, 2, 3])]
     capped, counts = MetaJudgePairs({"max_class_share": 0.4}).build(more, {})
     # chosen scores 4, 4, 4, 4, 2, 3 (6 pairs): 4s at most 40% of what is kept -> 1 four, the 2, the 3 (each 1/3 <= 0.4)

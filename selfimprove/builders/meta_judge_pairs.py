@@ -34,19 +34,26 @@ class MetaJudgePairs(RowBuilder):
     reads = ("prompt_id", "sample_id", "model_ref", "judge_prompt", "judge_raw", "judge_scores", "meta_chosen", "meta_rejected")
     optional_reads = ("meta_elo",)
     writes = PAIR_COLUMNS + ("chosen_score", "rejected_score", "elo_gap")
-    skip_reasons = {"not_meta_judged": "the meta-judge ranked none of its judgments", "unscored": "a judgment's score did not parse",
+    skip_reasons = {"not_meta_judged": "not meta-judged (only each prompt's most disputed response is, by default)",
+                    "meta_tied": "the meta-judge's verdicts left every judgment at the same rating (it picked the same "
+                                 "position in both orders, or its wins cancel out)",
+                    "unscored": "a judgment's score did not parse",
                     "same_score": "both judgments give the same score",
                     "too_long": "a judgment is longer than max_words", "class_cap": "its score class is over max_class_share"}
     Options = MetaJudgePairOptions
 
     def build(self, samples: list[dict], prompts: dict[str, dict]) -> tuple[list[dict], dict]:
         o = self.options
-        counts = {"samples_in": len(samples), "not_meta_judged": 0, "unscored": 0, "same_score": 0, "too_long": 0, "class_cap": 0}
+        counts = {"samples_in": len(samples), "not_meta_judged": 0, "meta_tied": 0, "unscored": 0, "same_score": 0, "too_long": 0,
+                  "class_cap": 0}
         rows = []
         for s in samples:
             c, r = s.get("meta_chosen"), s.get("meta_rejected")
-            if c is None or r is None or c == r:
+            if c is None or r is None:
                 counts["not_meta_judged"] += 1
+                continue
+            if c == r:
+                counts["meta_tied"] += 1
                 continue
             raws, scores = list(s["judge_raw"]), list(s["judge_scores"])
             if as_number(scores[c]) is None or as_number(scores[r]) is None:
