@@ -161,13 +161,14 @@ def test_against_vllm_serve(vllm_server, monkeypatch, tmp_path, builtin_model_pa
     for a, b in zip(scored, ref):
         assert a.num_tokens == b.num_tokens and a.logprob_sum == pytest.approx(b.logprob_sum, abs=0.05)
     # a prefix per request (a judge's own text before its verdict), sent as partial assistant messages: as the local
-    # model reads the same text
-    prefixes = ["I checked it, and the claim is", "Adding them up, the statement is"]
-    served = gen.next_token_logprobs(reqs[:2], ["True", "False"], prefixes)
-    local = hf.next_token_logprobs(reqs[:2], ["True", "False"], prefixes)
-    assert served[0] != served[1]
+    # model reads the same text (two prefixes whose next word the model knows, so both candidates are in the top 20)
+    prefixes = ["The capital of France is", "The capital of England is"]
+    served = gen.next_token_logprobs(reqs[:2], [" Paris", " London"], prefixes)
+    local = hf.next_token_logprobs(reqs[:2], [" Paris", " London"], prefixes)
+    assert served[0][" Paris"] is not None and served[1][" London"] is not None
+    assert served[0][" Paris"] > (served[0][" London"] or -1e9) and served[1][" London"] > (served[1][" Paris"] or -1e9)
     for a, b in zip(served, local):
-        assert all(a[c] == pytest.approx(b[c], abs=0.05) for c in ("True", "False") if a[c] is not None)
+        assert all(a[c] == pytest.approx(b[c], abs=0.05) for c in (" Paris", " London") if a[c] is not None)
     hf.close()
     bad = make_generator(backend.model_copy(update={"api_key_env": None}), "smol")
     with pytest.raises(ModelError, match="rejected the API key"):
