@@ -125,7 +125,7 @@ def test_no_rows_names_each_builders_reason_and_what_it_means():
 
 
 def test_a_read_score_is_the_one_its_completed_text_says_and_a_written_bad_score_is_not_overwritten(task):
-    from selfimprove.judging.diagnostics import describe_parse_failures
+    from selfimprove.scoring.base import describe_parse_failures
     from selfimprove.scoring.parsers import parse_score
 
     class BadScores(WritesWithoutFormat):

@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 
 from ..config.schedule import describe, normalise, values_at
-from ..judging.diagnostics import describe_parse_failures
+from ..scoring.base import describe_parse_failures
 from ..store import MANIFEST, atomic_write_bytes, atomic_write_json, read_json
 from .metrics import format_metric
 from .report_control import (  # noqa: F401 (re-exported)  # noqa: F401

@@ -11,7 +11,7 @@ import numpy as np
 from ..config import ScorerConfig
 from ..scoring import make_scorers
 from ..scoring.apply import score_samples
-from ..scoring.base import SummaryColumn
+from ..scoring.base import SummaryColumn, describe_parse_failures
 from ..scoring.judge_base import bind_scorers
 from ..stats import auroc, bootstrap_ci, brier, cohen_kappa, ece, spearman
 from .rows import merge, prompt_and_samples
@@ -53,14 +53,6 @@ def _rates(table: list[dict], scorers, counts: str) -> dict[str, float]:
 def parse_failure_rate(table: list[dict], scorers) -> dict[str, float]:
     """Per model scorer that asked for judgments: unparsable / asked (`Scorer.parse_failures`)."""
     return _rates(table, scorers, "parse_failures")
-
-
-def describe_parse_failures(report: dict) -> str:
-    """`pointwise_judge 100.0% (100.0% read)`: each judge's written verdicts that did not parse and, with
-    `read_unparsed`, the share read afterwards (those have a verdict)."""
-    read = report.get("read_after_unparsed_rate") or {}
-    return ", ".join(f"{k} {100 * v:.1f}%" + (f" ({100 * read[k]:.1f}% read)" if k in read else "")
-                     for k, v in (report.get("parse_failure_rate") or {}).items())
 
 
 def summarize(table: list[dict], scorers) -> dict:

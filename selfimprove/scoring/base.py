@@ -115,3 +115,11 @@ def make_scorers(configs, task: Task, where: str = "score") -> list[Scorer]:
         name, options = (c["name"], c.get("options")) if isinstance(c, dict) else (c.name, c.options)
         out.append(make_scorer(name, task, options, f"{where}[{i}]"))
     return out
+
+
+def describe_parse_failures(report: dict) -> str:
+    """`pointwise_judge 100.0% (100.0% read)`: each judge's written verdicts that did not parse and, with
+    `read_unparsed`, the share read afterwards (those have a verdict)."""
+    read = report.get("read_after_unparsed_rate") or {}
+    return ", ".join(f"{k} {100 * v:.1f}%" + (f" ({100 * read[k]:.1f}% read)" if k in read else "")
+                     for k, v in (report.get("parse_failure_rate") or {}).items())
