@@ -114,6 +114,7 @@ class PointwiseJudge(ModelScorer):
         self.reference_guided = o.reference_guided
         self.template = o.template or ("judge_pointwise_ref" if o.reference_guided else "judge_pointwise")
         self.low, self.high = float(o.low), float(o.high)
+        self.digits = [str(k) for k in range(int(self.low), int(self.high) + 1)]  # the score tokens read from log-probs
         self.read_unparsed = o.read_unparsed
 
     def messages(self, prompt: dict, sample: dict) -> list[dict]:
@@ -159,7 +160,7 @@ class PointwiseJudge(ModelScorer):
         score (one that already wrote an out-of-range or conflicting score stays unparsed: the new line would
         contradict it). Returns how many were read per item."""
         todo = [(i, j) for i, row in enumerate(scores) for j, v in enumerate(row) if v is None]
-        digits = [str(k) for k in range(int(self.low), int(self.high) + 1)]
+        digits = self.digits
         lps = self.next_token_cached([msgs[i] for i, _ in todo], digits, [raws[i][j].rstrip() + "\nScore: " for i, j in todo])
         read = [0] * len(scores)
         for (i, j), d in zip(todo, lps):
@@ -174,7 +175,7 @@ class PointwiseJudge(ModelScorer):
         return read
 
     def score_by_logprobs(self, msgs: list[list[dict]], progress=None) -> ScoreResult:
-        digits = [str(k) for k in range(int(self.low), int(self.high) + 1)]
+        digits = self.digits
         lps = self.next_token_cached(msgs, digits, prefix="Score: ")
         cols: dict[str, list] = {c: [] for c in self.writes if c != "judge_prompt"}
         errors: list[str | None] = []
@@ -220,6 +221,11 @@ def swap(v: str | None) -> str | None:
     return {"A": "B", "B": "A"}.get(v, v) if v is not None else None
 
 
+def likelier(a: float | None, b: float | None) -> str:
+    """"A" or "B" by their log-probs (None: not among those returned; a tie goes to A); one of them is known."""
+    return "A" if b is None or (a is not None and a >= b) else "B"
+
+
 def logprob_verdicts(scorer: ModelScorer, msgs: list[list[dict]]) -> list[list[dict]]:
     """`Winner:` pre-filled; the likelier of A and B is the verdict, as a fake completion text."""
     out = []
@@ -228,7 +234,7 @@ def logprob_verdicts(scorer: ModelScorer, msgs: list[list[dict]]) -> list[list[d
         if a is None and b is None:
             out.append([{"text": ""}])  # neither option among the returned log-probs: a parse failure
             continue
-        winner = "A" if b is None or (a is not None and a >= b) else "B"
+        winner = likelier(a, b)
         out.append([{"text": f"Winner: {winner} (log p A={a}, B={b})"}])
     return out
 

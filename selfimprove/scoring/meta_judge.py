@@ -21,7 +21,7 @@ from ..groups import indices_by_prompt
 from .base import ScoreResult
 from .elo import bradley_terry, elo
 from .judge_base import ModelScorer, response_of
-from .judges import SamplingOptions
+from .judges import SamplingOptions, likelier
 from .parsers import parse_meta
 
 
@@ -133,7 +133,7 @@ class MetaJudge(ModelScorer):
             a, b = d.get("A"), d.get("B")
             if a is None and b is None:
                 continue
-            winner = "A" if b is None or (a is not None and a >= b) else "B"
+            winner = likelier(a, b)
             if parse_meta(f"{texts[k].rstrip()}\nWinner: Judgement {winner}").value == winner:
                 verdicts[k], read[k] = winner, True
         return read
