@@ -101,7 +101,12 @@ def test_math500_boxed_matches_answer_field(shared_data):
 @pytest.mark.parametrize("text, working", [
     ("The answer is 69.", False), ("The answer is 77. The answer is 77.", False), ("101.", False), ("", False),
     ("Ben has 72 - 50 = 22 marbles left. The answer is 22.", True), ("26+43 gives 69", True), (r"so $3 \times 4 = 12$", True),
-    (r"\frac{1}{2} of it", True), ("(3 + 4) = 7", True),
+    ("(3 + 4) = 7", True), ("72 plus 50 is 122 marbles", True), ("85 - 16, which is 69.", True), ("2x = 10, so x = 5", True),
+    ("1 + 3 + 3 = 7.", True), (r"$\frac{1}{2} \cdot 4 = 2$", True),
+    # restating the question's expression, a fraction, a date or a range is not a derivation
+    ("What is 26 + 43? The answer is 69.", False), ("We need the sum of 0 + 8 + 7. The answer is 15.", False),
+    (r"The answer is $\boxed{\frac{3}{4}}$.", False), (r"\frac{1}{2} of it", False), ("On 2024-05-01 it rained for 3-4 hours.", False),
+    ("x = 5", False), ("Dara has 21 marbles, and she has 56 more. The answer is 77.", False),
 ])
 def test_a_solution_shows_working_when_it_computes_something(text, working):
     from selfimprove.tasks.answers import shows_working

@@ -101,6 +101,91 @@ def test_missing_key_variable_and_unreachable_server_are_clear_errors(monkeypatc
         gen.generate([Request("a", [{"role": "user", "content": "hi"}])], SamplingParams(max_tokens=4))
 
 
+class Reader(BaseHTTPRequestHandler):
+    """A server for next-token reads. With `tokenizes`, /tokenize renders a chat as "U:<user>A:<assistant>" one
+    character per token (with `merge_space`, a space and the digit after it are one token, 1000 + digit) and
+    /v1/completions answers token-id prompts with fixed top log-probs; without, /tokenize is 404 and the chat endpoint
+    answers with token texts, " A" before "A"."""
+
+    tokenizes, merge_space, prompts = True, False, []
+    top = {}
+
+    @classmethod
+    def encode(cls, text: str) -> list[int]:
+        out, i = [], 0
+        while i < len(text):
+            if cls.merge_space and text[i] == " " and i + 1 < len(text) and text[i + 1].isdigit():
+                out.append(1000 + int(text[i + 1]))
+                i += 2
+            else:
+                out.append(ord(text[i]))
+                i += 1
+        return out
+
+    def do_POST(self):  # noqa: N802
+        body = json.loads(self.rfile.read(int(self.headers.get("content-length", 0))))
+        cls = type(self)
+        if self.path == "/tokenize":
+            if not cls.tokenizes:
+                return self.reply(404, {"error": {"message": "not found"}})
+            msgs = body["messages"]
+            return self.reply(200, {"tokens": cls.encode("U:" + msgs[0]["content"] + "A:" + msgs[-1]["content"])})
+        if self.path == "/v1/completions":
+            cls.prompts.append(body["prompt"])
+            assert body.get("return_tokens_as_token_ids") is True
+            lp = {"tokens": ["x"], "token_logprobs": [-0.1], "top_logprobs": [{f"token_id:{k}": v for k, v in cls.top.items()}], "text_offset": [0]}
+            return self.reply(200, {"id": "c", "object": "text_completion", "created": 0, "model": "m",
+                                    "choices": [{"index": 0, "text": "x", "finish_reason": "length", "logprobs": lp}]})
+        top = [{"token": " A", "logprob": -1.0, "bytes": None}, {"token": "A", "logprob": -3.0, "bytes": None},
+               {"token": " B", "logprob": -2.0, "bytes": None}]
+        content = [{"token": " A", "logprob": -1.0, "bytes": None, "top_logprobs": top}]
+        chat = dict(CHAT_OK, choices=[{"index": 0, "message": {"role": "assistant", "content": " A"}, "finish_reason": "length",
+                                       "logprobs": {"content": content}}])
+        return self.reply(200, chat)
+
+    def reply(self, status: int, obj: dict):
+        data = json.dumps(obj).encode()
+        self.send_response(status)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def reader():
+    Reader.prompts = []
+    server = HTTPServer(("127.0.0.1", free_port()), Reader)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/v1"
+    server.shutdown()
+
+
+@pytest.mark.parametrize("merge_space", [False, True])
+def test_reads_after_a_prefix_are_token_exact_where_the_server_tokenizes(reader, merge_space):
+    """The space of "Score: " goes into the context or into the candidate token as the server's tokenizer puts it,
+    and candidates are read by token id (the local backends' rule)."""
+    Reader.tokenizes, Reader.merge_space = True, merge_space
+    Reader.top = {1004: -0.5, 1005: -1.5} if merge_space else {ord("4"): -0.5, ord("5"): -1.5, ord(" "): -0.1}
+    gen = make_generator(OpenAIBackendConfig(base_url=reader, max_retries=0), "m")
+    req = Request("a", [{"role": "user", "content": "Rate it."}])
+    out = gen.next_token_logprobs([req, req], ["4", "5", "3"], ["It is fine.\nScore: ", "Meh.\nScore: "])
+    assert out == [{"4": -0.5, "5": -1.5, "3": None}] * 2
+    context = Reader.encode("U:Rate it.A:It is fine.\nScore: ")
+    assert (context[:-1] if merge_space else context) in Reader.prompts and len(Reader.prompts) == 2  # requests run side by side
+
+
+def test_reads_match_token_text_where_the_server_does_not_tokenize(reader):
+    """No /tokenize: the chat endpoint's top tokens by text, " A" and "A" both read as A and the likelier one kept."""
+    Reader.tokenizes = False
+    gen = make_generator(OpenAIBackendConfig(base_url=reader, max_retries=0), "m")
+    out = gen.next_token_logprobs([Request("a", [{"role": "user", "content": "Which?"}])], ["A", "B", "C"], "Winner: Judgement ")
+    assert out == [{"A": -1.0, "B": -2.0, "C": None}] and Reader.prompts == []
+
+
 @pytest.fixture(scope="module")
 def vllm_server(builtin_model_path):
     """`vllm serve` on the builtin model (CPU: float32, eager), with an API key; skipped where vllm is absent."""
@@ -169,6 +254,15 @@ def test_against_vllm_serve(vllm_server, monkeypatch, tmp_path, builtin_model_pa
     assert served[0][" Paris"] > (served[0][" London"] or -1e9) and served[1][" London"] > (served[1][" Paris"] or -1e9)
     for a, b in zip(served, local):
         assert all(a[c] == pytest.approx(b[c], abs=0.05) for c in (" Paris", " London") if a[c] is not None)
+    # the judges' own prefixes end in a space ("Score: ", "Winner: Judgement "): read token-exact through /tokenize,
+    # the same tokens as the local backend (SmolLM2 writes "Score: 4" as ":", " ", "4" but " A" as one token)
+    for cands, prefixes in ((["1", "2", "3", "4", "5"], ["Fine answer.\nScore: ", "Wrong answer.\nScore: "]),
+                            (["A", "B"], ["Judgement A is better.\nWinner: Judgement ", "Both are weak.\nWinner: Judgement "])):
+        served = gen.next_token_logprobs(reqs[:2], cands, prefixes)
+        local = hf.next_token_logprobs(reqs[:2], cands, prefixes)
+        for a, b in zip(served, local):
+            assert sum(a[c] is not None for c in cands) >= 2, a
+            assert all(a[c] == pytest.approx(b[c], abs=0.05) for c in cands if a[c] is not None), (a, b)
     hf.close()
     bad = make_generator(backend.model_copy(update={"api_key_env": None}), "smol")
     with pytest.raises(ModelError, match="rejected the API key"):

@@ -67,7 +67,8 @@ def test_a_new_builder_and_scorer_reach_the_report(tmp_path, tiny_model_path):
     summary = run_pipeline(load_pipeline(p))
     it = next(i for i in summary["iterations"] if i["iteration"] == 1)
     assert it["stages"]["select"]["yield"] == {"skipped": {"odd_prompt": 3}, "audit": {"kept_share": 0.5},
-                                               "reasons": {"odd_prompt": "the prompt's position in the table is odd"}}
+                                               "reasons": {"odd_prompt": "the prompt's position in the table is odd"},
+                                               "units": {"odd_prompt": "prompts"}}
     assert "length_score" in it["stages"]["score"]["judge"]["scores"]
     html = (tmp_path / "runs" / "tiny" / "report.html").read_text()
     assert "odd_prompt 3" in html and "kept_share 0.500" in html  # the training-signal table

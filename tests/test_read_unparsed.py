@@ -11,7 +11,7 @@ from selfimprove.config import TaskConfig
 from selfimprove.errors import ConfigError
 from selfimprove.generation.base import Completion, Generator, GeneratorInfo, per_request
 from selfimprove.judging.diagnostics import summarize
-from selfimprove.pipeline.stages.score import warn_unparsed
+from selfimprove.pipeline.stages.score import unparsed_fixes, warn_unparsed
 from selfimprove.pipeline.stages.train import too_few_rows
 from selfimprove.prompts import PromptLibrary
 from selfimprove.scoring import make_scorer
@@ -112,15 +112,33 @@ def test_a_judge_whose_verdicts_do_not_parse_is_named_with_the_options_that_fix_
     with caplog.at_level(logging.WARNING):  # every unparsed one was read: nothing to say
         warn_unparsed(1, [judge], {"parse_failure_rate": {"pointwise_judge": 0.9}, "read_after_unparsed_rate": {"pointwise_judge": 0.9}})
     assert caplog.text == ""
+    # only options valid beside the ones already set, and none already set
+    on = make_scorer("pointwise_judge", task, {"read_unparsed": True})
+    assert unparsed_fixes(on.options) == ["mode: logprobs without read_unparsed (no text, the verdict from log-probs)"]
+    assert unparsed_fixes(make_scorer("pointwise_judge", task, {"mode": "logprobs"}).options) == []
 
 
 def test_no_rows_names_each_builders_reason_and_what_it_means():
+    """The error counts in each builder's unit, and the meta-judge's reasons say which of its cases it was: never
+    picked, nothing to compare, or every verdict unparsed (what `read_unparsed` is for)."""
+    from selfimprove.builders.meta_judge_pairs import MetaJudgePairs
+
+    base = {"prompt_id": "p", "model_ref": "m", "judge_prompt": [], "judge_raw": ["a", "b"], "judge_scores": [4, 2],
+            "meta_chosen": None, "meta_rejected": None}
+    samples = [dict(base, sample_id="s0", meta_battles=None), dict(base, sample_id="s1", meta_battles=0),
+               dict(base, sample_id="s2", meta_battles=2), dict(base, sample_id="s3", meta_battles=2)]
+    builder = MetaJudgePairs()
+    rows, counts = builder.build(samples, {})
+    assert rows == [] and (counts["not_meta_judged"], counts["no_battles"], counts["meta_unparsed"]) == (1, 1, 2)
+    meta = builder.yield_report(counts)
     manifest = {"counts": {"kept": 96, "rows": 0}, "yield": {
-        "skipped": {"judge_pairs: unscored": 24, "meta_judge_pairs: not_meta_judged": 96},
+        "skipped": {"judge_pairs: unscored": 24, **{f"meta_judge_pairs: {k}": v for k, v in meta["skipped"].items()}},
         "reasons": {"judge_pairs: unscored": "fewer than two samples have a score",
-                    "meta_judge_pairs: not_meta_judged": "the meta-judge ranked none of its judgments"}}}
+                    **{f"meta_judge_pairs: {k}": v for k, v in meta["reasons"].items()}},
+        "units": {"judge_pairs: unscored": "prompts", **{f"meta_judge_pairs: {k}": v for k, v in meta["units"].items()}}}}
     msg = too_few_rows(1, 0, 1, manifest)
-    assert "prompts without a row because: judge_pairs: unscored 24 (fewer than two samples have a score); meta_judge_pairs: not_meta_judged 96" in msg
+    assert "no row from: judge_pairs: unscored 24 prompts (fewer than two samples have a score); meta_judge_pairs: not_meta_judged 1 samples" in msg
+    assert "meta_unparsed 2 samples (meta-judged, but none of the meta-judge's verdicts parsed" in msg
     assert "read_unparsed" in msg and "'kept': 96" in msg
 
 
@@ -163,3 +181,23 @@ def test_a_meta_verdict_that_names_both_winners_is_not_read(task):
     _, prompts, rows = judged(task, gen, read_unparsed=True)
     res = make_scorer("meta_judge", task, {"read_unparsed": True}).use(gen).score(prompts, rows[:1]).columns
     assert res["meta_read"][0] == 0 and res["meta_parse_failures"][0] == 6 and res["meta_chosen"][0] is None
+
+
+def test_an_empty_judgment_is_completed_as_the_verdict_line_alone(task):
+    """No leading newline after the assistant header: the read is after `Score: ` itself."""
+
+    class WritesNothing(WritesWithoutFormat):
+        def generate(self, requests, params, progress=None):
+            return [[Completion("", 0, None, "stop")] * params.n for _ in requests]
+
+    gen = WritesNothing()
+    _, _, rows = judged(task, gen, read_unparsed=True)
+    assert rows[0]["judge_raw"] == ["Score: 2"] * 3 and rows[0]["judge_scores"] == [2.0] * 3
+    assert set(gen.prefixes) == {"Score: "}
+
+
+def test_a_judge_whose_columns_changed_is_hashed_into_the_stages_that_score_with_it(task):
+    from selfimprove.scoring.base import changed_versions
+
+    judge = make_scorer("pointwise_judge", task)
+    assert judge.version > 1 and changed_versions([{"name": "gold"}, {"name": "pointwise_judge"}], task) == {"pointwise_judge": judge.version}

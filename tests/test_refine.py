@@ -138,15 +138,22 @@ def test_gsm8k_gold_rows_train_on_the_datasets_worked_solution(tmp_path, shared_
     assert "<<" not in text and "####" not in text and text.endswith(f"The answer is {rows[0]['reference']}.")
 
 
-def test_rationalizations_that_only_state_the_hinted_answer_are_dropped(tiny_pipeline, tmp_path):
-    """`refine.require_working`: a refinement that derives nothing (the task's `shows_working`) never reaches scoring."""
+def test_rationalizations_that_only_state_the_hinted_answer_are_dropped(tiny_pipeline, tmp_path, monkeypatch):
+    """`refine.require_working`: a refinement that derives nothing (the task's `shows_working`) never reaches scoring;
+    the rule's version is hashed into the stage. (A random model's text seldom derives anything, so the rule here is a
+    stand-in that splits its texts: even length derives.)"""
+    from selfimprove.tasks.arithmetic import ArithmeticTask
+
+    monkeypatch.setattr(ArithmeticTask, "shows_working", lambda self, text: len(text) % 2 == 0)
+    monkeypatch.setattr(ArithmeticTask, "working_version", 7)
     sets = ["iterations=1", "score=[{name: gold}]", "stages=[generate, score, select]",
             "refine={template: star_rationalize, when: {prompt_without: correct}, context: question, hint: true, as: answer, n: 2, "
             "require_working: true}"]
     run_pipeline(load_pipeline(tiny_pipeline(), sets))
-    counts = json.loads((tmp_path / "runs" / "tiny" / "iter_1" / "refine" / "manifest.json").read_text())["counts"]
+    manifest = json.loads((tmp_path / "runs" / "tiny" / "iter_1" / "refine" / "manifest.json").read_text())
+    counts = manifest["counts"]
     assert counts["refinements"] + counts["refinements_without_working"] == 2 * counts["picked"] > 0
+    assert counts["refinements"] > 0 and counts["refinements_without_working"] > 0
     refined = [r for r in read_table(tmp_path / "runs" / "tiny" / "iter_1" / "refine" / "table.parquet") if r["refined"]]
-    from selfimprove.tasks.answers import shows_working
-
-    assert len(refined) == counts["refinements"] and all(shows_working(r["completion"]) for r in refined)
+    assert len(refined) == counts["refinements"] and all(len(r["completion"]) % 2 == 0 for r in refined)
+    assert manifest["config"]["working_version"] == 7

@@ -25,6 +25,7 @@ class RowBuilder(DeclaresColumns, ABC):
     # count keys of `build`'s counts: why a prompt (or sample) gave no row, and what is audited against gold (never a
     # selection criterion); the select stage reports them as `yield`, and the run report shows them as they are
     skip_reasons: ClassVar[dict[str, str]] = {}
+    skip_unit: ClassVar[str] = "prompts"  # what the skip counts count: "prompts", or "samples" for a per-sample builder
     audit: ClassVar[dict[str, str]] = {}
     # raised when the rows built from the same samples and options change, so a resumed run rebuilds them
     version: ClassVar[int] = 1
@@ -36,11 +37,11 @@ class RowBuilder(DeclaresColumns, ABC):
         return {"name": self.name, "options": opts, "version": self.version}
 
     def yield_report(self, counts: dict) -> dict:
-        """This build's yield as the run report shows it: `skipped` (reason -> count, the non-zero ones), `audit`, and
-        `reasons` (what each skip reason means, for the error when no row is left)."""
+        """This build's yield as the run report shows it: `skipped` (reason -> count, the non-zero ones), `audit`,
+        `reasons` (what each skip reason means, for the error when no row is left) and `units` (what each count counts)."""
         skipped = {k: counts[k] for k in self.skip_reasons if counts.get(k)}
         return {"skipped": skipped, "audit": {k: counts[k] for k in self.audit if counts.get(k) is not None},
-                "reasons": {k: self.skip_reasons[k] for k in skipped}}
+                "reasons": {k: self.skip_reasons[k] for k in skipped}, "units": {k: self.skip_unit for k in skipped}}
 
     def __init__(self, options: dict | BaseModel | None = None, where: str = "select.builder.options"):
         self.options = validate_options(self.Options, options, where)

@@ -32,9 +32,13 @@ class MetaJudgePairOptions(Options):
 class MetaJudgePairs(RowBuilder):
     name = "meta_judge_pairs"
     reads = ("prompt_id", "sample_id", "model_ref", "judge_prompt", "judge_raw", "judge_scores", "meta_chosen", "meta_rejected")
-    optional_reads = ("meta_elo",)
+    optional_reads = ("meta_elo", "meta_battles")
     writes = PAIR_COLUMNS + ("chosen_score", "rejected_score", "elo_gap")
+    skip_unit = "samples"
     skip_reasons = {"not_meta_judged": "not meta-judged (only each prompt's most disputed response is, by default)",
+                    "no_battles": "meta-judged, but its judgments gave no two different scores to compare",
+                    "meta_unparsed": "meta-judged, but none of the meta-judge's verdicts parsed (see its parse failures; "
+                                     "`read_unparsed` on meta_judge)",
                     "meta_tied": "the meta-judge's verdicts left every judgment at the same rating (it picked the same "
                                  "position in both orders, or its wins cancel out)",
                     "unscored": "a judgment's score did not parse",
@@ -44,13 +48,13 @@ class MetaJudgePairs(RowBuilder):
 
     def build(self, samples: list[dict], prompts: dict[str, dict]) -> tuple[list[dict], dict]:
         o = self.options
-        counts = {"samples_in": len(samples), "not_meta_judged": 0, "meta_tied": 0, "unscored": 0, "same_score": 0, "too_long": 0,
-                  "class_cap": 0}
+        counts = {"samples_in": len(samples), **{k: 0 for k in self.skip_reasons}}
         rows = []
         for s in samples:
             c, r = s.get("meta_chosen"), s.get("meta_rejected")
             if c is None or r is None:
-                counts["not_meta_judged"] += 1
+                battles = s.get("meta_battles")  # None: not picked; 0: nothing to compare; else every verdict unparsed
+                counts["not_meta_judged" if battles is None else "no_battles" if battles == 0 else "meta_unparsed"] += 1
                 continue
             if c == r:
                 counts["meta_tied"] += 1

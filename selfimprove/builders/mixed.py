@@ -98,13 +98,14 @@ class MixedRows(RowBuilder):
 
     def yield_report(self, counts: dict) -> dict:
         """Each source's own yield, its reasons and audit named by the source (`vote_pairs: below_tau`)."""
-        skipped, audit, reasons = {}, {}, {}
+        skipped, audit, reasons, units = {}, {}, {}, {}
         for label, b in zip(self.labels, self.builders):
             rep = b.yield_report(counts["sources"].get(label, {}))
             skipped.update({f"{label}: {k}": v for k, v in rep["skipped"].items()})
             audit.update({f"{label}.{k}": v for k, v in rep["audit"].items()})  # a stop rule names it select.<source>.<key>
             reasons.update({f"{label}: {k}": v for k, v in rep.get("reasons", {}).items()})
-        return {"skipped": skipped, "audit": audit, "reasons": reasons}
+            units.update({f"{label}: {k}": v for k, v in rep.get("units", {}).items()})
+        return {"skipped": skipped, "audit": audit, "reasons": reasons, "units": units}
 
 
 def make_select_builder(select, seed: int = 0) -> RowBuilder:

@@ -34,6 +34,7 @@ class SelfVerifyTrajectories(RowBuilder):
              "verify_instruction", "evaluation", "revise_instruction")
     writes = ("prompt_id", "prompt", "completion", "weight", "sample_id", "trajectory", "model_ref")
     Options = SelfVerifyOptions
+    skip_unit = "samples"
     skip_reasons = {"no_trajectory_wrong": "a wrong attempt with no evaluation saying wrong or no right revision after it",
                     "no_trajectory_right": "a right attempt with no evaluation saying correct, and no right revision after a 'wrong'",
                     "balanced_out": "right attempts' trajectories beyond the wrong attempts' count (balance)",

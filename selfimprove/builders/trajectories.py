@@ -46,13 +46,16 @@ class CorrectionTrajectories(RowBuilder):
     reads = ("prompt_id", "sample_id", "turn", "completion", "model_ref", "parent_id", "revise_instruction")
     writes = ("prompt_id", "prompt", "completion", "weight", "sample_id", "parent_id", "trajectory", "model_ref")
     Options = TrajectoryOptions
+    skip_unit = "samples"
     skip_reasons = {"unverified": "the first or the second turn has no value of the signal",
                     "no_first_turn": "the first attempt was dropped by a select filter"}
 
     def yield_report(self, counts: dict) -> dict:
         """Also the trajectory types that `keep` leaves out, as reasons a revision gave no row."""
         out = super().yield_report(counts)
-        out["skipped"].update({f"{t} (not kept)": counts[t] for t in TYPES if t not in self.options.keep and counts.get(t)})
+        not_kept = {f"{t} (not kept)": counts[t] for t in TYPES if t not in self.options.keep and counts.get(t)}
+        out["skipped"].update(not_kept)
+        out["units"].update({k: self.skip_unit for k in not_kept})
         return out
 
     def columns(self) -> Columns:

@@ -9,7 +9,10 @@ the expected score over low..high, or the likelier of A and B. Nothing is genera
 Between the two, `read_unparsed: true` keeps the written judgments and, for one that ends without a parsable score,
 appends `Score: ` to it and takes the likeliest digit as its score, the judgment's text completed with that line
 (counted in `judge_read`): a weak judge still writes the judgments a meta-judge compares and the judge is trained on,
-each ending in the format, and every judgment has an integer score as in the paper.
+each ending in the format, with an integer score as in the paper. Left unparsed: a judgment that wrote an
+out-of-range or conflicting score (a read would contradict it), and one where no in-range digit is among the
+backend's candidates (servers return the top 20). A judge that writes scores of 10 or more ("8/10") is read by its
+first digit: keep `high` below 10 and the rubric's scale.
 """
 
 from __future__ import annotations
@@ -161,14 +164,14 @@ class PointwiseJudge(ModelScorer):
         contradict it). Returns how many were read per item."""
         todo = [(i, j) for i, row in enumerate(scores) for j, v in enumerate(row) if v is None]
         digits = self.digits
-        lps = self.next_token_cached([msgs[i] for i, _ in todo], digits, [raws[i][j].rstrip() + "\nScore: " for i, j in todo])
+        lps = self.next_token_cached([msgs[i] for i, _ in todo], digits, [after(raws[i][j], "Score: ") for i, j in todo])
         read = [0] * len(scores)
         for (i, j), d in zip(todo, lps):
             got = {k: v for k, v in d.items() if v is not None}
             if not got:
                 continue
             digit = max(got, key=got.get)
-            completed = f"{raws[i][j].rstrip()}\nScore: {digit}"
+            completed = after(raws[i][j], f"Score: {digit}")
             if parse_score(completed, self.low, self.high).value == float(digit):
                 scores[i][j], raws[i][j] = float(digit), completed
                 read[i] += 1
@@ -219,6 +222,11 @@ def combine(ab: str | None, ba: str | None, rule: str) -> tuple[str | None, bool
 
 def swap(v: str | None) -> str | None:
     return {"A": "B", "B": "A"}.get(v, v) if v is not None else None
+
+
+def after(text: str, line: str) -> str:
+    """A written judgment with a verdict line appended on a line of its own (an empty judgment is the line alone)."""
+    return f"{text.rstrip()}\n{line}" if text.strip() else line
 
 
 def likelier(a: float | None, b: float | None) -> str:

@@ -21,7 +21,7 @@ from ..groups import indices_by_prompt
 from .base import ScoreResult
 from .elo import bradley_terry, elo
 from .judge_base import ModelScorer, response_of
-from .judges import SamplingOptions, likelier
+from .judges import SamplingOptions, after, likelier
 from .parsers import parse_meta
 
 
@@ -127,13 +127,13 @@ class MetaJudge(ModelScorer):
         verdict's own text and `Winner: Judgement `, where that line does not contradict the text (one that named both
         winners stays unparsed). Returns which were read."""
         todo = [k for k, v in enumerate(verdicts) if v is None]
-        lps = self.next_token_cached([msgs[k] for k in todo], ["A", "B"], [texts[k].rstrip() + "\nWinner: Judgement " for k in todo])
+        lps = self.next_token_cached([msgs[k] for k in todo], ["A", "B"], [after(texts[k], "Winner: Judgement ") for k in todo])
         read = [False] * len(verdicts)
         for k, d in zip(todo, lps):
             a, b = d.get("A"), d.get("B")
             if a is None and b is None:
                 continue
             winner = likelier(a, b)
-            if parse_meta(f"{texts[k].rstrip()}\nWinner: Judgement {winner}").value == winner:
+            if parse_meta(after(texts[k], f"Winner: Judgement {winner}")).value == winner:
                 verdicts[k], read[k] = winner, True
         return read

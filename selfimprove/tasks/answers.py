@@ -12,14 +12,24 @@ NUMBER_RE = re.compile(_NUMBER)
 ANSWER_IS_RE = re.compile(r"(?:final answer|the answer|answer)\s*(?:is|:|=)?\s*[:=]?\s*(?:\*\*)?\s*", re.IGNORECASE)
 
 
-# a computation between numbers: 26 + 43, 72 - 50 = 22, 3 \times 4, \frac{1}{2}, 4 * 5; "=" after a number or a closing
-# bracket. A text that only states a number ("The answer is 69.") has none.
-WORKING_RE = re.compile(r"\d\s*(?:[-+*/×÷x=]|\\times|\\cdot|\\div)\s*[-(\\$]?\s*\d|[\d)]\s*=|\\frac|\\sqrt")
+# a derivation: an equation with a number or a bracketed expression before "=" (26 + 43 = 69, 2x = 10, (3 + 4) = 7,
+# \frac{1}{2} = 0.5), or an operation between numbers that names its result (72 plus 50 is 122, 85 - 16, which is 69).
+# A text that only states a number ("The answer is 69."), restates the question's expression without a result ("the
+# sum of 0 + 8 + 7. The answer is 15."), or writes a fraction, a date or a range (\boxed{\frac{3}{4}}, 2024-05-01,
+# 3-4 hours) has none.
+_OP = r"(?:[-+*/×÷x]|\\times|\\cdot|\\div|plus|minus|times|divided\s+by|multiplied\s+by)"
+WORKING_RE = re.compile(
+    r"(?:\d[a-zA-Z]*|[)}])\s*=\s*[-\w(\\$.]"
+    rf"|\d\s*{_OP}\s*[-(\\$]?\s*\d[\d.,]*\)?\s*,?\s*(?:which\s+)?(?:is|equals|gives|makes|yields|results\s+in)\s+\$?-?\d",
+    re.IGNORECASE,
+)
+WORKING_VERSION = 2  # hashed into refine stages that drop refinements by it (`refine.require_working`)
 
 
 def shows_working(text: str) -> bool:
-    """Whether a math solution derives something (a computation between numbers) rather than only stating its answer:
-    STaR's rationalizations that copy the hinted answer ("The answer is 69.") teach a model to guess."""
+    """Whether a math solution derives something (an equation, or an operation that names its result) rather than
+    only stating its answer: STaR's rationalizations that copy the hinted answer ("The answer is 69.") teach a model
+    to guess."""
     return bool(WORKING_RE.search(text or ""))
 
 

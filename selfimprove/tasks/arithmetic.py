@@ -15,7 +15,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..config import ConfigError, SplitConfig
-from .answers import extract_answer, shows_working
+from .answers import WORKING_VERSION, extract_answer, shows_working
 from .base import Task
 
 OPS = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b}
@@ -137,6 +137,8 @@ class ArithmeticTask(Task):
 
     def extract_answer(self, completion: str) -> str | None:
         return extract_answer(completion)
+
+    working_version = WORKING_VERSION
 
     def shows_working(self, completion: str) -> bool:
         return shows_working(completion)

@@ -94,6 +94,8 @@ class Task(ABC):
     def extract_answer(self, completion: str) -> str | None:
         """The final answer stated in a completion, or None."""
 
+    working_version = 1  # of the `shows_working` rule; a new rule re-runs refine stages that drop by it
+
     def shows_working(self, completion: str) -> bool:
         """Whether a completion derives its answer rather than only stating it (`refine.require_working`); tasks that
         have no such notion (code, free-form answers) accept every completion."""

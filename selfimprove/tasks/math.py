@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..config import ConfigError, SplitConfig
-from .answers import extract_answer, gold_answer, last_boxed, shows_working
+from .answers import WORKING_VERSION, extract_answer, gold_answer, last_boxed, shows_working
 from .base import Task
 from .sources import field_value, load_split_rows
 
@@ -38,6 +38,8 @@ class DatasetTask(Task):
 
 class MathAnswerTask(DatasetTask):
     """A dataset of math problems with a final answer: a solution shows working when it computes something."""
+
+    working_version = WORKING_VERSION
 
     def shows_working(self, completion: str) -> bool:
         return shows_working(completion)

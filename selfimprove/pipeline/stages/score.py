@@ -18,6 +18,7 @@ from ...runtime.context import RunContext
 from ...runtime.runner import run_shards, run_stage
 from ...scoring import make_scorers
 from ...scoring.apply import score_samples
+from ...scoring.base import changed_versions
 from ...scoring.judge_base import bind_scorers
 from ...store import StageDir
 
@@ -52,6 +53,19 @@ class ScoreWork:
         return rows
 
 
+def unparsed_fixes(options) -> list[str]:
+    """The options of a judge, not already set, that give its unparsed judgments a verdict (each valid with the others
+    as they are: `read_unparsed` needs `mode: generate`, `mode: logprobs` needs it off)."""
+    fields = getattr(type(options), "model_fields", {})
+    mode, reads = getattr(options, "mode", None), getattr(options, "read_unparsed", False)
+    fixes = []
+    if "read_unparsed" in fields and not reads and mode in (None, "generate"):
+        fixes.append("read_unparsed: true (the verdict read after the written text)")
+    if "mode" in fields and mode != "logprobs":
+        fixes.append("mode: logprobs" + (" without read_unparsed" if reads else "") + " (no text, the verdict from log-probs)")
+    return fixes
+
+
 def warn_unparsed(iteration: int, scorers, report: dict) -> None:
     """Say so when most of a judge's written verdicts did not parse: its column is empty for them, so builders and
     rewards skip those samples, and the options that give every judgment a verdict."""
@@ -60,11 +74,7 @@ def warn_unparsed(iteration: int, scorers, report: dict) -> None:
         missing = (report.get("parse_failure_rate") or {}).get(sc.name, 0.0) - read.get(sc.name, 0.0)
         if missing < 0.5:
             continue
-        options = getattr(sc, "options", None)
-        fields = getattr(type(options), "model_fields", {})
-        fixes = [text for f, text in (("read_unparsed", "read_unparsed: true (the verdict read after the written text)"),
-                                      ("mode", "mode: logprobs (no text, the verdict from log-probs)"))
-                 if f in fields and not (f == "read_unparsed" and getattr(options, f, False))]
+        fixes = unparsed_fixes(getattr(sc, "options", None))
         log.warning("iter %d score: %.0f%% of %s's verdicts did not parse, so its columns are empty for those samples "
                     "(builders and rewards skip them)%s", iteration, 100 * missing, sc.name,
                     f"; set score[{k}].options.{' or '.join(fixes)}" if fixes else "")
@@ -78,8 +88,8 @@ def score_stage(ctx: RunContext, iteration: int, cfg: list[ScorerConfig], prompt
     scorers = make_scorers(cfg, task)
     judges = bind_scorers(scorers, ctx.models, policy)
     config = {"score": [s.model_dump() for s in cfg], "task": task.cfg.model_dump(), "shard_size": shard_size}
-    versions = {sc.name: sc.version for sc in scorers if sc.version != 1}
-    if versions:  # a scorer whose columns changed scores again on resume (left out at 1, so older runs keep their hashes)
+    versions = changed_versions(cfg, task)
+    if versions:
         config["versions"] = versions
     inputs = {"prompts": prompts_sd.fingerprint, "samples": samples_sd.fingerprint, **{f"judge:{k}": v for k, v in judges.items()}}
     sd = ctx.store.stage(iteration, "score", config, inputs)

@@ -58,6 +58,7 @@ def select_stage(ctx: RunContext, iteration: int, cfg: SelectConfig, seed: int, 
         report["skipped"] = {**{f"filter {k}": v for k, v in emptied.items()}, **report["skipped"]}
         report["reasons"] = {**{f"filter {k}": f"the select filter `{k}` removed every sample of the prompt" for k in emptied},
                              **report.get("reasons", {})}
+        report["units"] = {**{f"filter {k}": "prompts" for k in emptied}, **report.get("units", {})}
         if cfg.gold_rows is not None:
             gold = gold_sft_rows(ctx, cfg.gold_rows, prompts)
             counts["gold_rows"] = len(gold)

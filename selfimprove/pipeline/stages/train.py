@@ -59,11 +59,12 @@ def too_few_rows(iteration: int, n: int, min_rows: int, select_manifest: dict) -
     filters' reasons, with what each means) and what to change."""
     counts = select_manifest.get("counts", {})
     yld = select_manifest.get("yield") or {}
-    reasons = yld.get("reasons") or {}
-    why = "; ".join(f"{k} {v}" + (f" ({reasons[k]})" if k in reasons else "") for k, v in (yld.get("skipped") or {}).items())
+    reasons, units = yld.get("reasons") or {}, yld.get("units") or {}
+    why = "; ".join(f"{k} {v}" + (f" {units[k]}" if k in units else "") + (f" ({reasons[k]})" if k in reasons else "")
+                    for k, v in (yld.get("skipped") or {}).items())
     shown = {k: v for k, v in counts.items() if k not in ("rows", "rows_this_iteration")}
     return (f"iteration {iteration}: {n} training rows (train.min_rows = {min_rows}); the select stage counted {shown}"
-            + (f"; prompts without a row because: {why}" if why else "") + ". Relax the filter or builder option that dropped them (select.*, "
+            + (f"; no row from: {why}" if why else "") + ". Relax the filter or builder option that dropped them (select.*, "
             "select.builder.options), or sample more or cooler (generate.n, data.train.size, generate.temperature); where a "
             "judge's verdicts did not parse, see the score stage's judge report (parse_failure_rate) "
             "and the judge's `read_unparsed` or `mode: logprobs` option")
