@@ -257,7 +257,7 @@ def test_against_vllm_serve(vllm_server, monkeypatch, tmp_path, builtin_model_pa
     # the judges' own prefixes end in a space ("Score: ", "Winner: Judgement "): read token-exact through /tokenize,
     # the same tokens as the local backend (SmolLM2 writes "Score: 4" as ":", " ", "4" but " A" as one token)
     for cands, prefixes in ((["1", "2", "3", "4", "5"], ["Fine answer.\nScore: ", "Wrong answer.\nScore: "]),
-                            (["A", "B"], ["Judgement A is better.\nWinner: Judgement ", "Both are weak.\nWinner: Judgement "])):
+                            (["A", "B"], ["Judgement A is better.\nWinner: Judgement ", "Judgement B is better.\nWinner: Judgement "])):
         served = gen.next_token_logprobs(reqs[:2], cands, prefixes)
         local = hf.next_token_logprobs(reqs[:2], cands, prefixes)
         for a, b in zip(served, local):
