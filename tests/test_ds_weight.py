@@ -37,7 +37,7 @@ def test_ds_weight_on_the_tiny_model(tiny_model_path, tmp_path, task, monkeypatc
     valid = list((tmp_path / "cache" / "ds_valid").iterdir())
     assert len(valid) == 1 and (valid[0] / "model" / "config.json").exists() and (valid[0] / "adapter").exists()
     # L_valid from the cached valid-set model, recomputed with the self_loglik scorer on the same texts
-    loglik = make_scorer("self_loglik", task)
+    loglik = make_scorer("self_loglik", task, {"include_end": False})  # ds_weight scores the reply's tokens
     bind_scorers([loglik], models, model_ref(str(valid[0] / "model")))
     lv_rows = loglik.score({r: {"messages": rows[k]["prompt"]} for k, r in enumerate("ab")},
                            [{"prompt_id": r, "completion": rows[k]["completion"][0]["content"]} for k, r in enumerate("ab")])

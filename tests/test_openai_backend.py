@@ -245,6 +245,9 @@ def test_against_vllm_serve(vllm_server, monkeypatch, tmp_path, builtin_model_pa
     ref = hf.score_texts(reqs[:2], ["The answer is 0.", "2"])
     for a, b in zip(scored, ref):
         assert a.num_tokens == b.num_tokens and a.logprob_sum == pytest.approx(b.logprob_sum, abs=0.05)
+    ended = gen.score_texts(reqs[:3], ["The answer is 0.", "2", ""], end=True)  # with the end of turn after each reply
+    for a, b in zip(ended, hf.score_texts(reqs[:3], ["The answer is 0.", "2", ""], end=True)):
+        assert a.num_tokens == b.num_tokens and a.logprob_sum == pytest.approx(b.logprob_sum, abs=0.05)
     # a prefix per request (a judge's own text before its verdict), sent as partial assistant messages: as the local
     # model reads the same text (two prefixes whose next word the model knows, so both candidates are in the top 20)
     prefixes = ["The capital of France is", "The capital of England is"]

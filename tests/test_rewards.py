@@ -155,3 +155,44 @@ def test_reward_functions_pickle(task):
     assert sent.scorer.models is None and judge.models is not None  # the original keeps its binding
     with pytest.raises(RuntimeError, match="was not bound to a model"):
         trl_call(sent, {"p1": ["3"]})
+
+
+def test_a_reply_is_scored_with_its_end_of_turn_so_an_empty_one_is_not_the_likeliest(task, tiny_model_path):
+    """`self_loglik` (version 2) scores log p(reply, end of turn | prompt): an empty reply costs log p(end | prompt)
+    instead of scoring 0, the highest value there is (best-of-N and GRPO on it learned to say nothing)."""
+    from transformers import AutoTokenizer
+
+    from selfimprove.config import TransformersBackendConfig
+    from selfimprove.generation import Request, make_generator
+    from selfimprove.generation.base import end_of_turn_id
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_path)
+    end = end_of_turn_id(tok)
+    assert tok.convert_ids_to_tokens(end) == "<|im_end|>"
+    gen = make_generator(TransformersBackendConfig(), str(tiny_model_path))
+    req = [Request("p", [{"role": "user", "content": "2+2?"}])] * 2
+    plain, ended = gen.score_texts(req, ["", "The answer is 4."]), gen.score_texts(req, ["", "The answer is 4."], end=True)
+    as_text = gen.score_texts(req[:1], ["The answer is 4.<|im_end|>"])[0]  # the special token written out: the same ids
+    gen.close()
+    assert (plain[0].logprob_sum, plain[0].num_tokens) == (0.0, 0)
+    assert ended[0].num_tokens == 1 and ended[0].logprob_sum < 0
+    assert ended[1].num_tokens == plain[1].num_tokens + 1 and ended[1].logprob_sum < plain[1].logprob_sum
+    assert ended[1].logprob_sum == pytest.approx(as_text.logprob_sum, abs=1e-4) and ended[1].num_tokens == as_text.num_tokens
+    assert make_scorer("self_loglik", task).options.include_end and make_scorer("self_loglik", task).version == 2
+
+
+@pytest.mark.slow
+def test_the_builtin_model_does_not_find_an_empty_reply_likeliest(task, builtin_model_path):
+    """On the real model, as GRPO sees it: the reward of an empty reply and of one cut off mid-sentence is below a
+    finished answer's (without the end of turn, the empty reply scored 0 and won every group)."""
+    from selfimprove.models import model_ref
+    from selfimprove.scoring.judge_base import Models, bind_scorers
+
+    scorer = make_scorer("self_loglik", task)
+    models = Models({"batch_size": 4})
+    bind_scorers([scorer], models, model_ref(str(builtin_model_path)))
+    reward = as_reward_func(scorer, "loglik_sum")
+    prompt = [{"role": "user", "content": "What is 23 + 45?"}]
+    values = reward([prompt] * 3, ["", "23 + 45 = 68. The answer is", "23 + 45 = 68. The answer is 68."], prompt_id=["p"] * 3)
+    models.close()
+    assert values[2] > values[0] and values[2] > values[1], values

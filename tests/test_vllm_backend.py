@@ -30,6 +30,10 @@ def test_vllm_generates_n_samples_with_logprobs(builtin_model_path):
         hf = TransformersGenerator(builtin_model_path, TransformersBackendConfig())
         for a, b in zip(scored, hf.score_texts(reqs[:2], ["The answer is 0.", "2"])):
             assert a.num_tokens == b.num_tokens and abs(a.logprob_sum - b.logprob_sum) < 0.05
+        ended = gen.score_texts(reqs[:3], ["The answer is 0.", "2", ""], end=True)  # and the end of turn after each
+        for a, b in zip(ended, hf.score_texts(reqs[:3], ["The answer is 0.", "2", ""], end=True)):
+            assert a.num_tokens == b.num_tokens and abs(a.logprob_sum - b.logprob_sum) < 0.05
+        assert ended[2].num_tokens == 1 and ended[0].num_tokens == scored[0].num_tokens + 1
         lp = gen.next_token_logprobs(reqs[:2], ["0", "1", "2", "3", "4", "5"], prefix="Score: ")
         ref = hf.next_token_logprobs(reqs[:2], ["0", "1", "2", "3", "4", "5"], prefix="Score: ")
         for d, e in zip(lp, ref):

@@ -56,8 +56,10 @@ class Generator(ABC):
     def generate(self, requests: list[Request], params: SamplingParams, progress: ProgressFn | None = None) -> list[list[Completion]]:
         """Return `params.n` completions per request, in request order; call `progress(k)` as k requests finish."""
 
-    def score_texts(self, requests: list[Request], continuations: list[str]) -> list[TextScore]:
-        """Teacher-forced log-likelihood of each continuation as the assistant's reply to its request."""
+    def score_texts(self, requests: list[Request], continuations: list[str], end: bool = False) -> list[TextScore]:
+        """Teacher-forced log-likelihood of each continuation as the assistant's reply to its request; with `end`, of
+        the reply and then the end of the turn (`end_of_turn_id`): the probability of exactly this reply, so an
+        empty or cut-off reply is charged for ending there."""
         raise NotImplementedError(f"backend {self.info.backend} cannot score existing text (use transformers or vllm)")
 
     def next_token_logprobs(self, requests: list[Request], candidates: list[str], prefix: str | list[str] = "") -> list[dict[str, float | None]]:
@@ -108,6 +110,24 @@ def candidate_tokens(encode: Callable[[str], list[int]], text: str, candidates: 
     if len(set(cand.values())) < len(cand):
         raise ValueError(f"candidates {candidates} share a first token")
     return fulls[0][:n], cand
+
+
+def end_of_turn_id(tok) -> int:
+    """The token a chat model writes to end its reply: the first special token the chat template puts after an
+    assistant message's text (`<|im_end|>`, `<|eot_id|>`, `<end_of_turn>`), else the tokenizer's EOS."""
+    marker = "\u2063reply\u2063"
+    try:
+        text = tok.apply_chat_template([{"role": "user", "content": "q"}, {"role": "assistant", "content": marker}], tokenize=False)
+    except Exception:  # no chat template, or one that cannot end with an assistant message
+        text = ""
+    special = set(getattr(tok, "all_special_ids", []) or [])
+    if marker in text:
+        for t in tok(text.split(marker, 1)[1], add_special_tokens=False).input_ids:
+            if t in special:
+                return int(t)
+    if tok.eos_token_id is None:
+        raise ValueError("the tokenizer has no chat template end-of-turn token and no eos_token_id: cannot score the end of a reply")
+    return int(tok.eos_token_id)
 
 
 def cut_at_stop(text: str, stops: tuple[str, ...] | list[str]) -> tuple[str, bool]:

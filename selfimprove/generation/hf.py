@@ -13,7 +13,19 @@ import torch
 
 from ..devices import pick_device, pick_dtype
 from ..errors import ModelError
-from .base import Completion, Generator, GeneratorInfo, ProgressFn, Request, SamplingParams, TextScore, candidate_tokens, cut_at_stop, per_request
+from .base import (
+    Completion,
+    Generator,
+    GeneratorInfo,
+    ProgressFn,
+    Request,
+    SamplingParams,
+    TextScore,
+    candidate_tokens,
+    cut_at_stop,
+    end_of_turn_id,
+    per_request,
+)
 from .decode import decode_pruned
 
 log = logging.getLogger("selfimprove.generation")
@@ -194,9 +206,10 @@ class TransformersGenerator(Generator):
         for start in range(0, len(order), size):
             yield order[start : start + size]
 
-    def score_texts(self, requests: list[Request], continuations: list[str]) -> list[TextScore]:
+    def score_texts(self, requests: list[Request], continuations: list[str], end: bool = False) -> list[TextScore]:
         prompts = [self.tok(self.render(r.messages), add_special_tokens=False).input_ids for r in requests]
-        conts = [self.tok(c, add_special_tokens=False).input_ids for c in continuations]
+        tail = [end_of_turn_id(self.tok)] if end else []
+        conts = [self.tok(c, add_special_tokens=False).input_ids + tail for c in continuations]
         out: list[TextScore | None] = [None] * len(requests)
         for idx in self._batches([len(p) + len(c) for p, c in zip(prompts, conts)]):
             logits = self._forward_right_padded([prompts[i] + conts[i] for i in idx])

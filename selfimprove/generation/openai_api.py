@@ -168,18 +168,24 @@ class OpenAIGenerator(Generator):
             top[key] = max(t.logprob, top.get(key, float("-inf")))
         return {c: top.get(c.strip()) for c in candidates}
 
-    def score_texts(self, requests: list[Request], continuations: list[str]) -> list[TextScore]:
+    def score_texts(self, requests: list[Request], continuations: list[str], end: bool = False) -> list[TextScore]:
         def one(item) -> TextScore:
             req, cont = item
             base = self._call(self.client.chat.completions.create, messages=req.messages, max_tokens=1, temperature=0.0)
             prompt_len = base.usage.prompt_tokens
             msgs = list(req.messages) + [{"role": "assistant", "content": cont}]
-            extra = {"prompt_logprobs": 0, "add_generation_prompt": False, "continue_final_message": True}
-            resp = self._call(self.client.chat.completions.create, messages=msgs, max_tokens=1, temperature=0.0, extra_body=extra)
+            open_reply = {"add_generation_prompt": False, "continue_final_message": True}
+            stop = None
+            if end:  # the reply as a finished turn: its tokens and the first the template puts after them (end of turn)
+                stop = self._call(self.client.chat.completions.create, messages=msgs, max_tokens=1, temperature=0.0,
+                                  extra_body=open_reply).usage.prompt_tokens + 1
+                open_reply = {"add_generation_prompt": False, "continue_final_message": False}
+            resp = self._call(self.client.chat.completions.create, messages=msgs, max_tokens=1, temperature=0.0,
+                              extra_body={"prompt_logprobs": 0, **open_reply})
             plp = getattr(resp, "prompt_logprobs", None) or (resp.model_extra or {}).get("prompt_logprobs")
             if plp is None:
                 raise ModelError("openai backend: the server returned no prompt_logprobs (scoring existing text needs a vLLM server)")
-            values = [_actual(d) for d in plp[prompt_len:] if d]
+            values = [_actual(d) for d in plp[prompt_len:stop] if d]
             return TextScore(float(sum(values)), len(values))
 
         return self._map(one, list(zip(requests, continuations)))

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ..errors import BackendError
 from ..optional import require
-from .base import Completion, Generator, GeneratorInfo, ProgressFn, Request, SamplingParams, TextScore, candidate_tokens, per_request
+from .base import Completion, Generator, GeneratorInfo, ProgressFn, Request, SamplingParams, TextScore, candidate_tokens, end_of_turn_id, per_request
 from .vllm_hand_off import check_hand_off, resolve_hand_off, why_not_in_place
 from .vllm_worker import EXTENSION
 
@@ -115,13 +115,14 @@ class VLLMGenerator(Generator):
         tok = self.llm.get_tokenizer()
         return tok(tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True) + prefix, add_special_tokens=False).input_ids
 
-    def score_texts(self, requests: list[Request], continuations: list[str], lora=None) -> list[TextScore]:
-        """Teacher-forced log-probs through vLLM's `prompt_logprobs` on prompt + continuation tokens."""
+    def score_texts(self, requests: list[Request], continuations: list[str], end: bool = False, lora=None) -> list[TextScore]:
+        """Teacher-forced log-probs through vLLM's `prompt_logprobs` on prompt + continuation (+ end-of-turn) tokens."""
         from vllm import SamplingParams as VSamplingParams
 
         tok = self.llm.get_tokenizer()
         prompts = [self._prompt_ids(r.messages) for r in requests]
-        conts = [tok(c, add_special_tokens=False).input_ids for c in continuations]
+        tail = [end_of_turn_id(tok)] if end else []
+        conts = [tok(c, add_special_tokens=False).input_ids + tail for c in continuations]
         sp = VSamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0)
         outs = self.llm.generate([{"prompt_token_ids": p + c} for p, c in zip(prompts, conts)], sp, use_tqdm=False, lora_request=lora or self.lora)
         scores = []
@@ -239,8 +240,8 @@ class _AdapterView(Generator):
     def generate(self, requests, params, progress=None):
         return self.base.generate(requests, params, progress, lora=self.lora)
 
-    def score_texts(self, requests, continuations):
-        return self.base.score_texts(requests, continuations, lora=self.lora)
+    def score_texts(self, requests, continuations, end=False):
+        return self.base.score_texts(requests, continuations, end, lora=self.lora)
 
     def next_token_logprobs(self, requests, candidates, prefix=""):
         return self.base.next_token_logprobs(requests, candidates, prefix, lora=self.lora)

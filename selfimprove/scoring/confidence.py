@@ -73,15 +73,26 @@ class PTrue(ModelScorer):
         return ScoreResult({"p_true": values}, errors)
 
 
+class SelfLogLikelihoodOptions(JudgeOptions):
+    include_end: bool = Field(True, description="Score the end-of-turn token after the reply too: log p(reply, end | prompt), "
+                                                "the probability of exactly this reply. Without it an empty reply has "
+                                                "log-likelihood 0, the highest there is, and a cut-off one is never "
+                                                "charged for stopping there: best-of-N and RL on it learn to say nothing.")
+
+
 class SelfLogLikelihood(ModelScorer):
-    """Columns `loglik_sum`, `loglik_mean` (per token), `loglik_tokens`: log p(completion | prompt) under the judge model."""
+    """Columns `loglik_sum`, `loglik_mean` (per token), `loglik_tokens`: log p(completion, end of turn | prompt) under
+    the judge model (`include_end: false`: without the end of turn)."""
 
     name = "self_loglik"
     writes = ("loglik_sum", "loglik_mean", "loglik_tokens")
     summary = {"loglik_mean": SummaryColumn(length_bias=False)}
+    Options = SelfLogLikelihoodOptions
+    version = 2  # 2: the end of turn is scored (an empty reply was the likeliest)
 
     def score(self, prompts, samples, progress=None):
-        res = self.score_texts_cached([prompts[s["prompt_id"]]["messages"] for s in samples], [response_of(s) for s in samples])
+        res = self.score_texts_cached([prompts[s["prompt_id"]]["messages"] for s in samples], [response_of(s) for s in samples],
+                                      end=self.options.include_end)
         if progress:
             progress(len(samples))
         return ScoreResult(

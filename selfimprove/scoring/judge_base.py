@@ -172,11 +172,12 @@ class ModelScorer(Scorer):
         return self._cache().map(keys, lambda idx: self._gen().next_token_logprobs([Request(str(i), messages[i]) for i in idx], candidates,
                                                                                   [prefixes[i] for i in idx]))
 
-    def score_texts_cached(self, messages: list[list[dict]], texts: list[str]) -> list[dict]:
-        keys = [self._key("score_text", [m, t]) for m, t in zip(messages, texts)]
+    def score_texts_cached(self, messages: list[list[dict]], texts: list[str], end: bool = False) -> list[dict]:
+        """`score_texts` through the request cache (`end`: the end-of-turn token scored after each text)."""
+        keys = [self._key("score_text", [m, t] + (["end"] if end else [])) for m, t in zip(messages, texts)]
 
         def compute(idx: list[int]) -> list:
-            res = self._gen().score_texts([Request(str(i), messages[i]) for i in idx], [texts[i] for i in idx])
+            res = self._gen().score_texts([Request(str(i), messages[i]) for i in idx], [texts[i] for i in idx], end=end)
             return [{"logprob_sum": r.logprob_sum, "num_tokens": r.num_tokens} for r in res]
 
         return self._cache().map(keys, compute)
