@@ -85,7 +85,7 @@ def test_critique_refine_as_a_revision_and_gold_rows_on_the_tiny_model(tiny_pipe
     path = tiny_pipeline()
     sets = ["score=[{name: gold}, {name: critic, options: {max_tokens: 8}}]", "select.max_per_prompt=null",
             "refine={template: refine_with_critique, when: {column: correct, equals: false}, variables: [critique], as: revision, max_tokens: 8}",
-            "select.accumulate=true", "select.gold_rows={template: ds_valid_arithmetic, size: 4}"]
+            "select.accumulate=true", "select.gold_rows={template: arithmetic_solution, size: 4}"]
     run_pipeline(load_pipeline(path, sets))
     root = tmp_path / "runs" / "tiny"
     scored = read_table(root / "iter_1" / "refine" / "table.parquet")
@@ -99,7 +99,13 @@ def test_critique_refine_as_a_revision_and_gold_rows_on_the_tiny_model(tiny_pipe
     assert rev["prompt"][-2] == {"role": "assistant", "content": attempt["completion"]}
     assert "reviewer checked your solution" in rev["prompt"][-1]["content"]
     gold = [r for r in rows if r["model_ref"] == "gold"]
-    assert len(gold) == 4 and all(r["completion"][0]["content"].startswith("The answer is ") for r in gold)
+    assert len(gold) == 4
+    from selfimprove.tasks.answers import shows_working
+
+    prompts = {p["prompt_id"]: p for p in read_table(root / "data" / "train_prompts" / "table.parquet")}
+    for r in gold:  # worked: the problem's own expression and its result, then the answer line
+        problem, ref = json.loads(prompts[r["prompt_id"]]["meta"])["problem"], prompts[r["prompt_id"]]["reference"]
+        assert r["completion"][0]["content"] == f"{problem} = {ref}.\nThe answer is {ref}." and shows_working(r["completion"][0]["content"])
     second = read_table(root / "iter_2" / "select" / "table.parquet")
     assert sum(r["model_ref"] == "gold" for r in second) == 4  # accumulated: the gold rows once, not once per iteration
     m = json.loads((root / "iter_2" / "select" / "manifest.json").read_text())

@@ -47,8 +47,9 @@ class TopKPerPrompt(Strict):
 class GoldRows(Strict):
     """The task's own solutions as SFT rows, added to every iteration's train set (critique-refine's gold SFT set)."""
 
-    template: str = Field(description="Renders a solution from `question`, `reference` and `answer` (the gold answer), e.g. "
-                                      "ds_valid_arithmetic: 'The answer is <gold>.'")
+    template: str = Field(description="Renders a solution from `question`, `reference`, `answer` (the gold answer) and the "
+                                      "prompt's meta fields, e.g. arithmetic_solution: '<problem> = <gold>. The answer is "
+                                      "<gold>.', gsm8k_solution: GSM8K's worked solution")
     size: int | None = Field(None, gt=0, description="The first N train prompts (by id) with a gold answer; None: all of them.")
 
 
