@@ -34,6 +34,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def send_json(handler: BaseHTTPRequestHandler, status: int, obj: dict, headers: dict | None = None) -> None:
+    """A test server's JSON reply."""
+    data = json.dumps(obj).encode()
+    handler.send_response(status)
+    for k, v in {"content-type": "application/json", "content-length": str(len(data)), **(headers or {})}.items():
+        handler.send_header(k, v)
+    handler.end_headers()
+    handler.wfile.write(data)
+
+
 class Flaky(BaseHTTPRequestHandler):
     """Answers the first `fail` requests with `status`, then a valid chat completion."""
 
@@ -43,18 +53,8 @@ class Flaky(BaseHTTPRequestHandler):
         self.rfile.read(int(self.headers.get("content-length", 0)))
         type(self).seen.append(self.headers.get("authorization"))
         if len(type(self).seen) <= type(self).fail:
-            self.send_response(type(self).status)
-            self.send_header("content-type", "application/json")
-            self.send_header("retry-after-ms", "10")
-            self.end_headers()
-            self.wfile.write(b'{"error": {"message": "slow down"}}')
-            return
-        body = json.dumps(CHAT_OK).encode()
-        self.send_response(200)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+            return send_json(self, type(self).status, {"error": {"message": "slow down"}}, {"retry-after-ms": "10"})
+        send_json(self, 200, CHAT_OK)
 
     def log_message(self, *args):
         pass
@@ -127,29 +127,21 @@ class Reader(BaseHTTPRequestHandler):
         cls = type(self)
         if self.path == "/tokenize":
             if not cls.tokenizes:
-                return self.reply(404, {"error": {"message": "not found"}})
+                return send_json(self, 404, {"error": {"message": "not found"}})
             msgs = body["messages"]
-            return self.reply(200, {"tokens": cls.encode("U:" + msgs[0]["content"] + "A:" + msgs[-1]["content"])})
+            return send_json(self, 200, {"tokens": cls.encode("U:" + msgs[0]["content"] + "A:" + msgs[-1]["content"])})
         if self.path == "/v1/completions":
             cls.prompts.append(body["prompt"])
             assert body.get("return_tokens_as_token_ids") is True
             lp = {"tokens": ["x"], "token_logprobs": [-0.1], "top_logprobs": [{f"token_id:{k}": v for k, v in cls.top.items()}], "text_offset": [0]}
-            return self.reply(200, {"id": "c", "object": "text_completion", "created": 0, "model": "m",
+            return send_json(self, 200, {"id": "c", "object": "text_completion", "created": 0, "model": "m",
                                     "choices": [{"index": 0, "text": "x", "finish_reason": "length", "logprobs": lp}]})
         top = [{"token": " A", "logprob": -1.0, "bytes": None}, {"token": "A", "logprob": -3.0, "bytes": None},
                {"token": " B", "logprob": -2.0, "bytes": None}]
         content = [{"token": " A", "logprob": -1.0, "bytes": None, "top_logprobs": top}]
         chat = dict(CHAT_OK, choices=[{"index": 0, "message": {"role": "assistant", "content": " A"}, "finish_reason": "length",
                                        "logprobs": {"content": content}}])
-        return self.reply(200, chat)
-
-    def reply(self, status: int, obj: dict):
-        data = json.dumps(obj).encode()
-        self.send_response(status)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        return send_json(self, 200, chat)
 
     def log_message(self, *args):
         pass

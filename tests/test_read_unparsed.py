@@ -200,4 +200,4 @@ def test_a_judge_whose_columns_changed_is_hashed_into_the_stages_that_score_with
     from selfimprove.scoring.base import changed_versions
 
     judge = make_scorer("pointwise_judge", task)
-    assert judge.version > 1 and changed_versions([{"name": "gold"}, {"name": "pointwise_judge"}], task) == {"pointwise_judge": judge.version}
+    assert judge.version > 1 and changed_versions([make_scorer("gold", task), judge]) == {"pointwise_judge": judge.version}

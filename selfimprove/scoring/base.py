@@ -117,10 +117,10 @@ def make_scorers(configs, task: Task, where: str = "score") -> list[Scorer]:
     return out
 
 
-def changed_versions(configs, task: Task) -> dict[str, int]:
+def changed_versions(scorers: list[Scorer]) -> dict[str, int]:
     """{scorer name: version} for the scorers whose columns changed since version 1: hashed into the stages that score,
     so a resumed run scores again (left out at 1, so older runs keep their hashes)."""
-    return {sc.name: sc.version for sc in make_scorers(configs, task) if sc.version != 1}
+    return {sc.name: sc.version for sc in scorers if sc.version != 1}
 
 
 def describe_parse_failures(report: dict) -> str:

@@ -22,7 +22,7 @@ from ...runtime.context import RunContext
 from ...runtime.generate_shards import generate_sharded
 from ...runtime.runner import run_stage
 from ...scoring.apply import score_samples
-from ...scoring.base import changed_versions
+from ...scoring.base import changed_versions, make_scorers
 from ...store import StageDir
 
 REFINE_COLUMNS = ("refined", "parent_id")
@@ -59,7 +59,7 @@ def refine_stage(ctx: RunContext, iteration: int, cfg: RefineConfig, gen: Genera
         del dumped["require_working"]
     config = {"refine": dumped, "params": params.to_dict(), "score": [s.model_dump() for s in scorers],
               "backend": ctx.backend.identity()}
-    versions = changed_versions(scorers, ctx.task)
+    versions = changed_versions(make_scorers(scorers, ctx.task))
     if versions:
         config["versions"] = versions
     if cfg.require_working and ctx.task.working_version != 1:  # the rule that drops refinements changed

@@ -88,7 +88,7 @@ def score_stage(ctx: RunContext, iteration: int, cfg: list[ScorerConfig], prompt
     scorers = make_scorers(cfg, task)
     judges = bind_scorers(scorers, ctx.models, policy)
     config = {"score": [s.model_dump() for s in cfg], "task": task.cfg.model_dump(), "shard_size": shard_size}
-    versions = changed_versions(cfg, task)
+    versions = changed_versions(scorers)
     if versions:
         config["versions"] = versions
     inputs = {"prompts": prompts_sd.fingerprint, "samples": samples_sd.fingerprint, **{f"judge:{k}": v for k, v in judges.items()}}
