@@ -224,6 +224,8 @@ def test_in_training_evaluation_keeps_the_best_checkpoint(tiny_model_path, tmp_p
     trainer.control = TrainingControl(task, dev_rows=[{"prompt_id": f"d{i}"} for i in range(4)], every=1)
     stats = trainer.train(tiny_model_path, rows, tmp_path)
     assert [c["step"] for c in stats["dev_curve"]] == [0, 1, 2, 3, 4] and stats["best_step"] == 1 and stats["restored_best"]
+    logged = {s["step"]: s.get("dev/accuracy") for s in stats["per_step"]}  # each step's logs carry that step's dev accuracy
+    assert logged == {c["step"]: c["accuracy"] for c in stats["dev_curve"] if c["step"] > 0} == {1: 1.0, 2: 0.0, 3: 0.0, 4: 0.0}
     saved = load_file(tmp_path / "adapter" / "adapter_model.safetensors")
     best = {n.replace(".default", ""): v for n, v in snapshots[1].items()}
     last = {n.replace(".default", ""): v for n, v in snapshots[-1].items()}

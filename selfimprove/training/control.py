@@ -148,6 +148,9 @@ def control_callback(control: TrainingControl, tokenizer, stats: dict):
             logs = logs if logs is not None else {}
             if self.pending:
                 logs.update(self.pending)  # the trackers that come after this callback see the dev accuracy
+                last = state.log_history[-1] if state.log_history else None
+                if last is not None and last.get("step") == state.global_step == self.last_eval_step:
+                    last.update(self.pending)  # Trainer.log stored a copy before this call: the step's logs get it too
                 self.pending = {}
             values = {f"train.{k}": float(v) for k, v in logs.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
             self._stop(self.tracker.observe(state.global_step, values), control_flow)

@@ -91,8 +91,9 @@ def group_audit(task, audit_labels: bool):
     distinct answers, all agree, vote margin: `control.health`, over a majority vote of each group), and with
     `audit_labels` (a majority-vote reward) `pseudo_label_accuracy`, the share of groups (with a gold answer and a
     majority answer) whose majority answer is right, `majority_abstain`, the share without one, and `reward_accuracy`
-    (TTRL's), the share of completions whose majority reward equals the reward gold would give. Logged per step;
-    never a reward."""
+    (TTRL's), the share of completions whose majority reward equals the reward gold would give (over every voted
+    completion: with `trained_per_group` the untrained ones too, samples of the same policy; a cut-off one has no answer,
+    so both rewards are 0 and it counts as agreeing, as in TTRL). Logged per step; never a reward."""
     from ..control.health import health
     from ..scoring.consistency import MajorityVote
 
