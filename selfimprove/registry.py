@@ -118,6 +118,7 @@ SCORERS: Registry = Registry("scorer", "selfimprove.scoring.base:Scorer", {
     "ds_weight": "selfimprove.scoring.ds_weight:DSWeight",
     "critic": "selfimprove.scoring.critic:Critic",
     "prm": "selfimprove.scoring.prm:ProcessRewardModel",
+    "weighted_sum": "selfimprove.scoring.weighted_sum:WeightedSum",
 })
 
 ROW_BUILDERS: Registry = Registry("row builder", "selfimprove.builders.base:RowBuilder", {

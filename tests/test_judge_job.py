@@ -187,3 +187,12 @@ def test_meta_judge_ranks_judgments_and_picks_chosen_and_rejected(tmp_path):
     assert c["meta_chosen"][0] == 1 and c["meta_rejected"][0] == 2
     assert c["meta_elo"][0][1] > c["meta_elo"][0][0] > c["meta_elo"][0][2]
     assert c["meta_elo"][1] is None and c["meta_battles"][0] == 6
+    # judgments that give the same score are compared too (the paper's "all pairs"); skip_same_score leaves them out
+    same = [dict(samples[0], judge_raw=["J-mid Score: 3", "J-good Score: 3", "J-bad Score: 5"], judge_scores=[3.0, 3.0, 5.0])]
+    assert meta.score({"p": {"question": "q"}}, same).columns["meta_battles"] == [6]
+    (skip,) = make_scorers([ScorerConfig(name="meta_judge", options={"skip_same_score": True})], task)
+    skip.bind(Ctx(), ModelRef("policy", "x", "fp"))
+    assert skip.score({"p": {"question": "q"}}, same).columns["meta_battles"] == [4]
+    from selfimprove.scoring.meta_judge import hidden
+
+    assert hidden("J-good, helpful. Score: 4") == "J-good, helpful. " and hidden("points: 3/5 ok") == " ok"

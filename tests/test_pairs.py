@@ -227,10 +227,19 @@ def test_meta_judge_pairs_train_the_judge_on_its_best_and_worst_judgment():
         "same_score": 1, "too_long": 1, "not_meta_judged": 1, "meta_tied": 1, "pairs": 2}
     more = samples + [s(f"f{i}/0", [f"Score: {v}", "Score: 0"], [float(v), 0.0], 0, 1) for i, v in enumerate([4, 4, 2, 3])]
     capped, counts = MetaJudgePairs({"max_class_share": 0.4}).build(more, {})
-    # chosen scores 4, 4, 4, 4, 2, 3 (6 pairs): 4s at most 40% of what is kept -> 1 four, the 2, the 3 (each 1/3 <= 0.4)
-    assert sorted(r["chosen_score"] for r in capped) == [2.0, 3.0, 4.0] and counts["class_cap"] == 3
-    from selfimprove.builders.mixed import shared_counts
+    # chosen scores 4, 4, 4, 4, 2, 3 (6 pairs); NeMo's rule, in a seeded order: a pair is taken while its score's share
+    # of those taken so far is under 0.4, so the 4s keep at most 2 (the first taken, and one once 2 and 3 are in)
+    fours = sum(r["chosen_score"] == 4.0 for r in capped)
+    assert {2.0, 3.0} <= {r["chosen_score"] for r in capped} and 1 <= fours <= 2 and counts["class_cap"] == 4 - fours
+    from selfimprove.builders.meta_judge_pairs import class_capped
 
-    assert shared_counts([10, 1], [0.4, 0.4]) == [0, 0] and shared_counts([3, 3, 3], [0.4] * 3) == [3, 3, 3]
+    order = [{"chosen_score": v} for v in (4, 4, 2, 3, 4, 4)]
+    class Fixed:  # takes the pairs in the given order
+        def sample(self, xs, k):
+            return list(xs)[:k]
+
+    assert [r["chosen_score"] for r in class_capped(order, 0.4, Fixed())] == [4, 2, 3, 4]  # 4s at 0/0, 1/1, 1/3, 2/4
+    one_class = [{"chosen_score": 5.0}] * 10
+    assert len(class_capped(one_class, 0.4, Fixed())) == 1  # a lone class keeps one pair (the old exact cap kept none)
     unparsed = [s("g/0", ["Score: ?", "Score: 1"], [None, 1.0], 0, 1)]
     assert MetaJudgePairs().build(unparsed, {})[1]["unscored"] == 1

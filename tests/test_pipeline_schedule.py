@@ -80,6 +80,16 @@ def test_bstar_search_chooses_the_iterations_temperature_and_threshold(pipeline,
     assert again["iterations"][1]["stages"]["search"]["skipped_this_run"] and again["iterations"][1]["stages"]["generate"]["skipped_this_run"]
 
 
+def test_the_search_selects_with_the_select_stages_caps_unless_it_has_a_target_size(pipeline, tmp_path):
+    """Without search.target_size the grid's kept sets are capped as the iteration's select will cap them
+    (select.target_size 2 over 3 prompts: a cap of one per prompt), so the balance score is that of what the iteration keeps."""
+    run_pipeline(load_pipeline(pipeline, ["iterations=1", "stages=[generate, score, select]", "select.max_per_prompt=null",
+                                          "select.target_size=2",
+                                          "search={prompts: 3, n: 4, temperatures: [1.0], thresholds: [-0.5], n_star: 2}"]))
+    grid = read_table(tmp_path / "runs" / "tiny" / "iter_1" / "search" / "table.parquet")
+    assert grid[0]["samples"] == 12 and 0 < grid[0]["kept"] <= 3
+
+
 def test_search_needs_what_it_searches(pipeline):
     from selfimprove.errors import ConfigError
     from selfimprove.pipeline.loop import prepare

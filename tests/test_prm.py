@@ -28,3 +28,36 @@ def test_a_process_reward_model_scores_every_step_and_takes_the_worst(tmp_path, 
     with pytest.raises(ConfigError, match="step_tag"):
         bad.score(prompts, samples)
 
+
+
+def test_bstar_score_puts_every_right_answer_above_every_wrong_one(tmp_path, tiny_model_path):
+    """B-STaR's per-sample score, min-step PRM / 5 + 1[right], as `weighted_sum` over the gold and prm columns: the
+    right answer ranks first whatever the PRM says; a scorer reading a column no earlier scorer writes is refused
+    before any model loads, naming the scorer that would write it; a sample without a term gets no score and an error."""
+    from selfimprove.config import TaskConfig
+    from selfimprove.errors import ConfigError
+    from selfimprove.pipeline.contracts import check_chain
+    from selfimprove.prompts import PromptLibrary
+    from selfimprove.scoring import make_scorer, make_scorers
+    from selfimprove.scoring.apply import score_samples
+    from selfimprove.selection.filters import top_k_per_prompt
+    from selfimprove.tasks import make_task
+
+    task = make_task(TaskConfig(name="arithmetic"), PromptLibrary())
+    configs = [{"name": "gold"}, {"name": "prm", "options": {"model": str(tiny_model_path), "step_tag": "@"}},
+               {"name": "weighted_sum", "options": {"terms": {"correct": 1.0, "prm_score": 0.2}}}]
+    scorers = make_scorers(configs, task)
+    check_chain(scorers, ["generate", "score"])
+    prompts = {"p": {"prompt_id": "p", "question": "12 + 30", "reference": "42"}}
+    samples = [{"prompt_id": "p", "sample_id": f"s{i}", "completion": c} for i, c in enumerate(
+        ["The answer is 41.", "Ten plus thirty is forty.\n40 + 2 = 42.\nThe answer is 42.", "12 + 30 = 43.\nThe answer is 43."])]
+    rows = score_samples(scorers, task, prompts, samples)
+    assert [r["correct"] for r in rows] == [False, True, False]
+    assert [r["weighted_score"] for r in rows] == pytest.approx([float(r["correct"]) + 0.2 * r["prm_score"] for r in rows])
+    assert [r["sample_id"] for r in top_k_per_prompt(rows, "weighted_score", 1)] == ["s1"]
+    with pytest.raises(ConfigError, match=r"score\[0\] \(weighted_sum\) reads `correct` \(written by gold\), `prm_score` \(written by prm\)"):
+        check_chain(make_scorers(configs[2:], task), ["generate", "score"])
+    with pytest.raises(ConfigError, match="terms"):
+        make_scorer("weighted_sum", task, {"terms": {}})
+    res = make_scorer("weighted_sum", task, {"terms": {"correct": 1.0}}).score(prompts, [{"prompt_id": "p", "correct": None}])
+    assert res.columns["weighted_score"] == [None] and "no numeric correct" in res.errors[0]

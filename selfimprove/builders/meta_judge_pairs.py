@@ -3,8 +3,10 @@
 best-rated judgment is chosen and the worst rejected, so DPO trains the model as a judge. As in the paper, a pair
 whose judgments give the same score is dropped (`same_score`), and so is one with a judgment longer than
 `max_words` (`too_long`: long judgments are how a judge games a meta-judge); `max_class_share` caps the pairs whose
-chosen judgment gives any one score at that share of the pairs kept (NeMo's 0.4: the meta-judge prefers generous judgments, and the judge drifts
-to 5 otherwise). Mix them with actor pairs in `select.builders`, capped at a share (NeMo keeps judge pairs under 15%).
+chosen judgment gives any one score as NeMo's code does (its 0.4: the meta-judge prefers generous judgments, and the
+judge drifts to 5 otherwise): pairs are taken in a seeded random order, each only while its score's share of the
+pairs taken so far is below the cap (so the first pair is always taken, and a lone score class keeps one pair). Mix
+them with actor pairs in `select.builders`, capped at a share (NeMo keeps judge pairs under 15%).
 
 Rows: the pair columns plus `chosen_score`, `rejected_score` (the judgments' own scores) and `elo_gap`.
 """
@@ -18,14 +20,14 @@ from pydantic import Field
 from ..options import Options
 from ..stats import as_number
 from .base import RowBuilder
-from .mixed import shared_counts
 from .pair_rows import PAIR_COLUMNS
 
 
 class MetaJudgePairOptions(Options):
     max_words: int | None = Field(200, gt=0, description="Drop a pair with a judgment longer than this many words (None: keep).")
-    max_class_share: float | None = Field(None, gt=0, le=1, description="At most this share of the pairs may have a chosen "
-                                                                        "judgment giving one score (NeMo: 0.4); None: no cap.")
+    max_class_share: float | None = Field(None, gt=0, le=1, description="NeMo's cap (its 0.4): a pair is kept only while "
+                                                                        "its chosen score's share of the pairs kept so far "
+                                                                        "is below this; None: no cap.")
     seed: int = 0
 
 
@@ -78,14 +80,21 @@ class MetaJudgePairs(RowBuilder):
                          "label_correct": None, "rejected_correct": None, "model_ref": s["model_ref"],
                          "chosen_score": float(scores[c]), "rejected_score": as_number(scores[r]), "elo_gap": gap})
         if o.max_class_share is not None and rows:
-            classes = sorted({row["chosen_score"] for row in rows})
-            by = {k: [row for row in rows if row["chosen_score"] == k] for k in classes}
-            keep = shared_counts([len(by[k]) for k in classes], [o.max_class_share] * len(classes))  # 0 when no set can comply
-            rng = random.Random(o.seed)
-            kept = []
-            for k, n in zip(classes, keep):
-                kept.extend(by[k] if n >= len(by[k]) else rng.sample(by[k], n))
+            kept = class_capped(rows, o.max_class_share, random.Random(o.seed))
             counts["class_cap"] = len(rows) - len(kept)
             rows = kept
         counts["pairs"] = len(rows)
         return rows, counts
+
+
+def class_capped(rows: list[dict], share: float, rng: random.Random) -> list[dict]:
+    """NeMo's class cap (`meta_max_relative_pcnt`): in a seeded random order, a pair is taken while its chosen score's
+    share of the pairs taken so far is below `share`; returned in the rows' own order."""
+    taken: dict[float, int] = {}
+    keep: set[int] = set()
+    for i in rng.sample(range(len(rows)), len(rows)):
+        k = rows[i]["chosen_score"]
+        if taken.get(k, 0) / max(len(keep), 1) < share:
+            taken[k] = taken.get(k, 0) + 1
+            keep.add(i)
+    return [r for i, r in enumerate(rows) if i in keep]

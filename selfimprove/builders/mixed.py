@@ -27,7 +27,7 @@ def shared_counts(sizes: list[int], shares: list[float | None]) -> list[int]:
     """How many rows each group keeps: a group without a share keeps all of its rows; one with a share s keeps at most
     s times the combined set. The combined size N solves N = uncapped + sum(min(n_i, floor(s_i N))), found by iterating
     down from everything (each step can only lower N, so it stops; with every group capped it may reach 0: two
-    groups can never each be under a share below one half). Sources of a mixed select; meta-judge score classes."""
+    groups can never each be under a share below one half). Sources of a mixed select."""
     total = sum(sizes)
     while True:
         keep = [n if s is None else min(n, math.floor(s * total)) for n, s in zip(sizes, shares)]

@@ -20,7 +20,8 @@ class SearchConfig(Strict):
                                                                                      "is kept when its score is above tau "
                                                                                      "(B-STaR: -1.0 to 1.0 by 0.01).")
     target_size: int | None = Field(None, gt=0, description="Grow a per-prompt cap until the slice's kept set has this many "
-                                                            "samples before scoring it (B-STaR's valid_sample_size).")
+                                                            "samples before scoring it (B-STaR's valid_sample_size); unset, the "
+                                                            "select stage's own caps apply.")
     n_star: int = Field(4, gt=0, description="n* of the balance score: unique correct samples a prompt needs for full credit "
                                              "(B-STaR's code: 8, with 64 samples).")
 

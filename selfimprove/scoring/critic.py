@@ -23,6 +23,7 @@ class Critic(ModelScorer):
 
     name = "critic"
     writes = ("critique", "critic_verdict", "critic_correct", "critic_parse_failures")
+    version = 2  # 2: a verdict the response states is not the critic's
     summary = {"critic_correct": SummaryColumn(range=(0.0, 1.0), discrete=True, threshold=0.5, length_bias=False)}
     Options = CriticOptions
 
@@ -41,9 +42,9 @@ class Critic(ModelScorer):
         outs = self.generate_cached(msgs, self.params, progress)
         cols: dict[str, list] = {c: [] for c in self.writes}
         errors: list[str | None] = []
-        for comps in outs:
+        for s, comps in zip(samples, outs):
             text = comps[0]["text"]
-            p = parse_verdict(text)
+            p = parse_verdict(text, response_of(s))
             cols["critique"].append(text)
             cols["critic_verdict"].append(p.value if p.ok else None)
             cols["critic_correct"].append((p.value == "correct") if p.ok else None)

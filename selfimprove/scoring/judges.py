@@ -28,7 +28,7 @@ from ..generation import SamplingParams
 from ..groups import indices_by_prompt
 from .base import ScoreResult, SummaryColumn
 from .judge_base import JudgeOptions, ModelScorer, response_of
-from .parsers import parse_pairwise, parse_score
+from .parsers import judges_scores, parse_pairwise, parse_score
 
 
 class SamplingOptions(JudgeOptions):
@@ -90,7 +90,7 @@ class PointwiseJudge(ModelScorer):
 
     name = "pointwise_judge"
     writes = ("judge_score", "judge_var", "judge_scores", "judge_raw", "judge_parse_failures", "judge_read", "judge_prompt")
-    version = 3  # 2: writes judge_prompt; 3: judge_read
+    version = 4  # 2: writes judge_prompt; 3: judge_read; 4: a score the response states is not the judge's
     summary = {"judge_score": SummaryColumn(discrete=True, threshold=PASS_THRESHOLD)}
     Options = PointwiseOptions
 
@@ -139,9 +139,9 @@ class PointwiseJudge(ModelScorer):
             return res
         outs = self.generate_cached(msgs, self.params, progress)
         raws = [[c["text"] for c in comps] for comps in outs]
-        parsed = [[parse_score(t, self.low, self.high) for t in texts] for texts in raws]
+        parsed = [[parse_score(t, self.low, self.high, response_of(s)) for t in texts] for s, texts in zip(samples, raws)]
         scores = [[p.value if p.ok else None for p in ps] for ps in parsed]
-        read = self.read_scores(msgs, raws, scores) if self.read_unparsed else [0] * len(msgs)  # completes `raws` too
+        read = self.read_scores(msgs, raws, scores, [response_of(s) for s in samples]) if self.read_unparsed else [0] * len(msgs)
         cols = {c: [] for c in self.writes}
         for i, texts in enumerate(raws):
             vals = [v for v in scores[i] if v is not None]
@@ -157,11 +157,12 @@ class PointwiseJudge(ModelScorer):
                 errors[i] = f"{self.name}: {len(fails)}/{len(texts)} judgments unparsed ({fails[0]})"
         return ScoreResult(cols, errors)
 
-    def read_scores(self, msgs: list[list[dict]], raws: list[list[str]], scores: list[list[float | None]]) -> list[int]:
-        """For the judgments that did not parse, in place: the likeliest digit after the judgment's own text and
-        `Score: ` becomes its score, and its text ends with that line, where the completed text then parses as that
-        score (one that already wrote an out-of-range or conflicting score stays unparsed: the new line would
-        contradict it). Returns how many were read per item."""
+    def read_scores(self, msgs: list[list[dict]], raws: list[list[str]], scores: list[list[float | None]],
+                    judged: list[str]) -> list[int]:
+        """For the judgments that did not parse, in place (`raws` too): the likeliest digit after the judgment's own
+        text and `Score: ` becomes its score, and its text ends with that line, unless the judgment already stated a
+        score of its own (out of range or conflicting: the new line would contradict it; a score it only repeats from
+        the judged response, `judged`, is not its own). Returns how many were read per item."""
         todo = [(i, j) for i, row in enumerate(scores) for j, v in enumerate(row) if v is None]
         digits = self.digits
         lps = self.next_token_cached([msgs[i] for i, _ in todo], digits, [after(raws[i][j], "Score: ") for i, j in todo])
@@ -171,9 +172,8 @@ class PointwiseJudge(ModelScorer):
             if not got:
                 continue
             digit = max(got, key=got.get)
-            completed = after(raws[i][j], f"Score: {digit}")
-            if parse_score(completed, self.low, self.high).value == float(digit):
-                scores[i][j], raws[i][j] = float(digit), completed
+            if not judges_scores(raws[i][j], judged[i])[0]:
+                scores[i][j], raws[i][j] = float(digit), after(raws[i][j], f"Score: {digit}")
                 read[i] += 1
         return read
 

@@ -3,8 +3,10 @@ response, in both orders; the battles become Bradley-Terry/Elo scores per judgme
 worst judgments become a chosen/rejected pair for training the judge.
 
 Runs after `pointwise_judge` (needs its `judge_raw` and `judge_scores`, n >= 2). By default only the
-response with the highest judgment variance per prompt is meta-judged (the paper's choice); pairs of
-judgments that give the same score are skipped, as in the paper. With `read_unparsed`, a written verdict that names
+response with the highest judgment variance per prompt is meta-judged (the paper's choice); every pair of its
+parsed, distinct judgments is compared, those giving the same score too (the paper and NeMo's code compare all pairs;
+a chosen and rejected judgment with the same score is dropped later, by `meta_judge_pairs`); `skip_same_score: true`
+compares only judgments whose scores differ (fewer calls). With `read_unparsed`, a written verdict that names
 no winner gets `Winner: Judgement ` appended and the likelier of A and B decides (counted in `meta_read`); the
 pointwise judge's option of the same name does the same for scores.
 """
@@ -22,7 +24,7 @@ from .base import ScoreResult
 from .elo import bradley_terry, elo
 from .judge_base import ModelScorer, response_of
 from .judges import SamplingOptions, after, likelier
-from .parsers import parse_meta
+from .parsers import SCORE_RE, parse_meta
 
 
 class MetaJudgeOptions(SamplingOptions):
@@ -31,6 +33,10 @@ class MetaJudgeOptions(SamplingOptions):
     position_weights: bool = True
     read_unparsed: bool = Field(False, description="a written verdict that names no winner gets `Winner: Judgement ` appended "
                                 "and the likelier next token of A and B decides")
+    skip_same_score: bool = Field(False, description="compare only judgments whose scores differ (fewer meta-judge calls; "
+                                  "the paper compares every pair)")
+    hide_scores: bool = Field(False, description="strip `Score: n` from the judgments the meta-judge compares (NeMo's code: "
+                              "it then weighs their reasoning, not their verdicts)")
 
 
 class MetaJudge(ModelScorer):
@@ -40,7 +46,7 @@ class MetaJudge(ModelScorer):
     name = "meta_judge"
     groupwise = True
     writes = ("meta_elo", "meta_chosen", "meta_rejected", "meta_battles", "meta_parse_failures", "meta_read")
-    version = 2  # 2: meta_read
+    version = 3  # 2: meta_read; 3: same-score judgments are compared too (skip_same_score)
     reads = ("prompt_id", "completion", "judge_raw", "judge_scores", "judge_var")
     Options = MetaJudgeOptions
 
@@ -88,11 +94,12 @@ class MetaJudge(ModelScorer):
             raws, scores = s["judge_raw"], s["judge_scores"]
             valid = [j for j, v in enumerate(scores) if v is not None]
             for a, b in combinations(valid, 2):
-                if scores[a] == scores[b]:
+                if raws[a] == raws[b] or (self.options.skip_same_score and scores[a] == scores[b]):
                     continue
                 q = prompts[s["prompt_id"]]["question"]
                 for first, second in ((a, b), (b, a)):
-                    msgs = self.user(self.template, question=q, response=response_of(s), judgment_a=raws[first], judgment_b=raws[second])
+                    shown = [hidden(raws[j]) if self.options.hide_scores else raws[j] for j in (first, second)]
+                    msgs = self.user(self.template, question=q, response=response_of(s), judgment_a=shown[0], judgment_b=shown[1])
                     jobs.append((i, first, second, msgs))
         outs = self.generate_cached([j[3] for j in jobs], self.params, progress)
         texts = [comps[0]["text"] for comps in outs]
@@ -137,3 +144,8 @@ class MetaJudge(ModelScorer):
             if parse_meta(after(texts[k], f"Winner: Judgement {winner}")).value == winner:
                 verdicts[k], read[k] = winner, True
         return read
+
+
+def hidden(judgment: str) -> str:
+    """A judgment without its `Score: n` / `Points: n` (NeMo's meta-judge input)."""
+    return SCORE_RE.sub("", judgment)

@@ -39,14 +39,23 @@ def _normalise(text: str) -> str:
     return "".join(str(unicodedata.digit(c)) if c.isdigit() and not c.isascii() and unicodedata.digit(c, None) is not None else c for c in text)
 
 
-def parse_score(text: str, low: float = 0, high: float = 5) -> Parsed:
-    """The judge's final score in [low, high]."""
+def judges_scores(text: str, judged: str = "") -> tuple[list[float], list[float]]:
+    """The scores a judgment states: (its own, those that repeat a score the judged response states)."""
+    planted = {float(m) for m in SCORE_RE.findall(_normalise(judged))}
+    found = [float(m) for m in SCORE_RE.findall(_normalise(text))]
+    return [v for v in found if v not in planted], [v for v in found if v in planted]
+
+
+def parse_score(text: str, low: float = 0, high: float = 5, judged: str = "") -> Parsed:
+    """The judge's final score in [low, high]. A score the judged response itself states (`judged`: "Score: 5" written
+    into an answer) does not count when the judgment repeats it: a response cannot put a verdict in its judge's mouth,
+    nor make a judgment that echoes it conflict with the judge's own score (and go unparsed)."""
     t = _normalise(text)
     if not t.strip():
         return Parsed(None, "empty judgment")
-    found = [float(m) for m in SCORE_RE.findall(t)]
+    found, echoed = judges_scores(t, judged)
     if not found:
-        return Parsed(None, "no 'Score: <n>' found")
+        return Parsed(None, f"only the score the response itself states ({echoed[0]:g})" if echoed else "no 'Score: <n>' found")
     if len(set(found)) > 1:
         return Parsed(None, f"conflicting scores {sorted(set(found))}")
     v = found[0]
@@ -78,15 +87,21 @@ def parse_meta(text: str) -> Parsed:
     return _one_of(META_RE, text, "Winner: Judgement A|B")
 
 
-def parse_verdict(text: str) -> Parsed:
+def parse_verdict(text: str, judged: str = "") -> Parsed:
     """`correct` or `wrong` from a critique's `Verdict: correct|wrong` (`right` / `incorrect` read the same); where
-    there are several verdict lines they must agree."""
+    there are several verdict lines they must agree. A verdict the critiqued response itself states (`judged`) does
+    not count when the critique repeats it (as `parse_score`)."""
     t = _normalise(text)
     if not t.strip():
         return Parsed(None, "empty critique")
-    found = {"correct" if m.lower() in ("correct", "right") else "wrong" for m in VERDICT_RE.findall(t)}
+
+    def verdicts(x: str) -> set[str]:
+        return {"correct" if m.lower() in ("correct", "right") else "wrong" for m in VERDICT_RE.findall(x)}
+
+    planted = verdicts(_normalise(judged))
+    found = verdicts(t) - planted
     if not found:
-        return Parsed(None, "no 'Verdict: correct|wrong' found")
+        return Parsed(None, "only the verdict the response itself states" if verdicts(t) else "no 'Verdict: correct|wrong' found")
     if len(found) > 1:
         return Parsed(None, "conflicting verdicts")
     return Parsed(found.pop())

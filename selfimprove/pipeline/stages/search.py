@@ -1,9 +1,9 @@
 """Search stage (B-STaR): before an iteration samples its train prompts, choose its sampling temperature and reward
 threshold on a slice of them. At each temperature of `search.temperatures` sample `search.n` completions of the first
 `search.prompts` train prompts with the iteration's model, score them with the run's scorers, and for each threshold
-tau of `search.thresholds` select as the iteration would (its `select:` filters, plus `search.column` above tau, plus
-a per-prompt cap grown to `search.target_size`); the pair whose kept set has the highest balance score wins (ties:
-the first in grid order). The stage's table holds every (temperature, tau) with its balance score and kept counts;
+tau of `search.thresholds` select as the iteration would (its `select:` filters and caps, plus `search.column` above
+tau; with `search.target_size`, a per-prompt cap grown to it in place of select's caps); the pair whose kept set has
+the highest balance score wins (ties: the first in grid order). The stage's table holds every (temperature, tau) with its balance score and kept counts;
 its manifest's `chosen` holds the settings the iteration then runs with (`generate.temperature`,
 `select.min_score`), which the generate and select stages hash like any other setting."""
 
@@ -48,9 +48,9 @@ def search_stage(ctx: RunContext, iteration: int, cfg: PipelineConfig, prompts_s
             if not graded(scored):
                 raise ValueError("search: the balance score needs gold verdicts (`correct`) on the search slice: add the gold "
                                  "scorer, and train prompts with answers")
+            cap = {"target_size": s.target_size, "max_per_prompt": None} if s.target_size else {}  # else select's own caps
             for tau in s.thresholds:
-                sel = cfg.select.model_copy(update={"min_score": ScoreThreshold(column=s.column, tau=tau, strict=True),
-                                                    "target_size": s.target_size, "max_per_prompt": None if s.target_size else cfg.select.max_per_prompt})
+                sel = cfg.select.model_copy(update={"min_score": ScoreThreshold(column=s.column, tau=tau, strict=True), **cap})
                 kept, counts = select_samples(scored, sel, cfg.seed + iteration)
                 grid.append({"temperature": t, "tau": tau, "balance_score": round(balance_score(kept, ids, s.n_star), 4),
                              "kept": len(kept), "kept_correct": sum(r.get("correct") is True for r in kept),
