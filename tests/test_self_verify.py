@@ -72,8 +72,17 @@ def test_trajectories_follow_the_papers_three_types():
     assert d3["trajectory"] == "D3" and [m["content"] for m in d3["completion"]] == ["answer b/0", "Check it.", "eval 1 [VERIFY] correct"]
     assert d2["trajectory"] == "D2" and [m["content"] for m in d2["prompt"]][-2:] == ["eval 0 [VERIFY] wrong", "Fix it."]
     assert d2["completion"] == [{"role": "assistant", "content": "fix 0"}]
-    rows, counts = SelfVerifyTrajectories().build(samples, prompts)  # balance: 1 wrong-attempt trajectory, so 1 right one
-    assert [r["trajectory"] for r in rows] == ["D1", "D3"] and counts["balanced_out"] == 1
+    # balance: 1 wrong-attempt trajectory, so 1 right one, a seeded draw (both seeds' picks seen), applied after the cap
+    kept = set()
+    for seed in range(8):
+        rows, counts = SelfVerifyTrajectories({"seed": seed}).build(samples, prompts)
+        assert [r["trajectory"] for r in rows][0] == "D1" and len(rows) == 2 and counts["balanced_out"] == 1
+        assert counts["D1"] == 1 and counts["D2"] + counts["D3"] == 1 and counts["rows"] == 2
+        kept.add(rows[1]["trajectory"])
+    assert kept == {"D2", "D3"}
+    more = samples + [attempt("a/1", False, ["wrong"]), revision("a/1", 0, True, "eval 0 [VERIFY] wrong")]  # a 2nd D1, same problem
+    rows, counts = SelfVerifyTrajectories({"max_per_prompt": 1}).build(more, prompts)
+    assert counts["over_cap"] == 1 and counts["D1"] == 1 and counts["D2"] + counts["D3"] == 1  # balanced after the cap
 
 
 SCRIPTED = textwrap.dedent('''

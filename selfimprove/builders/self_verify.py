@@ -8,13 +8,16 @@ revisions, typed by gold; at most one per first attempt:
   revision; the loss on the revision only.
 The instructions are user turns, never trained (multi-turn SFT rows: `training/turn_masks.py`). With `balance`, the
 trajectories of right attempts are capped at the number of wrong attempts' (the paper roughly balances them: the
-self-evaluation is class-imbalanced otherwise), the first ones by sample id.
+self-evaluation is class-imbalanced otherwise), a seeded random draw of them, after `max_per_prompt` (so the cap
+cannot undo the balance).
 
 Rows: `prompt`, `completion` (chat lists), `weight` 1, `prompt_id`, `sample_id` (the attempt), `trajectory`
 (D1/D2/D3), `model_ref`. Counts: rows per type, attempts with no trajectory and why.
 """
 
 from __future__ import annotations
+
+import random
 
 from pydantic import Field
 
@@ -26,6 +29,7 @@ from .base import RowBuilder
 class SelfVerifyOptions(Options):
     balance: bool = Field(True, description="Cap right attempts' trajectories (D2, D3) at the number of wrong attempts' (D1).")
     max_per_prompt: int | None = Field(None, gt=0, description="Cap trajectories per problem (the first ones by sample id).")
+    seed: int = Field(0, description="Seeds the draw of right attempts' trajectories that `balance` keeps.")
 
 
 class SelfVerifyTrajectories(RowBuilder):
@@ -56,17 +60,22 @@ class SelfVerifyTrajectories(RowBuilder):
                 counts["no_trajectory_right" if a.get("correct") else "no_trajectory_wrong"] += 1
             else:
                 (right if a.get("correct") else wrong).append(row)
-        if o.balance and len(right) > len(wrong):
-            counts["balanced_out"] = len(right) - len(wrong)
-            right = right[: len(wrong)]
         rows, per_prompt = [], {}
         for r in sorted(wrong + right, key=lambda r: r["sample_id"]):
             if o.max_per_prompt is not None and per_prompt.get(r["prompt_id"], 0) >= o.max_per_prompt:
                 counts["over_cap"] += 1
                 continue
             per_prompt[r["prompt_id"]] = per_prompt.get(r["prompt_id"], 0) + 1
-            counts[r["trajectory"]] += 1
             rows.append(r)
+        is_right = [r["trajectory"] != "D1" for r in rows]
+        n_wrong = is_right.count(False)
+        if o.balance and is_right.count(True) > n_wrong:
+            right_at = [i for i, v in enumerate(is_right) if v]
+            keep = set(random.Random(o.seed).sample(right_at, n_wrong))
+            counts["balanced_out"] = len(right_at) - n_wrong
+            rows = [r for i, r in enumerate(rows) if not is_right[i] or i in keep]
+        for r in rows:
+            counts[r["trajectory"]] += 1
         counts["rows"] = len(rows)
         return rows, counts
 
