@@ -101,7 +101,8 @@ class TurnsConfig(Strict):
                                                           "revision follow only after '[VERIFY] wrong', r2 is the final answer's.")
     kl: tuple[float, float] | None = Field(None, description="KL coefficient per turn [attempt, revision] (SCoRe stage I: a "
                                                              "strong one on the attempt only, [0.1, 0.01]); default train.beta "
-                                                             "on both.")
+                                                             "on both. With `verify`, the self-evaluation is turn 2's: it takes "
+                                                             "the revision's coefficient and counts in kl_turn2.")
 
     @field_validator("kl")
     @classmethod
