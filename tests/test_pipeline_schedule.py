@@ -203,3 +203,13 @@ def test_a_refine_setting_can_be_scheduled_and_is_hashed_into_that_iterations_re
     assert n == [1, 2] and summary["iterations"][2]["schedule"] == {"refine.n": 2}
     with pytest.raises(Exception, match="control.keep.*stay fixed"):
         load_pipeline(pipeline, ["schedule={2: {control.keep: last}}"])
+
+
+def test_the_scorer_list_is_scheduled_as_a_whole(pipeline):
+    """`score` may be replaced as a whole from an iteration on (Meta-Rewarding drops its meta-judge once no judge pairs
+    are built); other sections are scheduled by key path only."""
+    cfg = load_pipeline(pipeline, ["schedule={2: {score: [{name: gold}]}}", "score=[{name: gold}, {name: majority_vote}]"])
+    assert [s.name for s in cfg.at_iteration(1).score] == ["gold", "majority_vote"]
+    assert [s.name for s in cfg.at_iteration(2).score] == ["gold"]
+    with pytest.raises(Exception, match="'train' is not a key path"):
+        load_pipeline(pipeline, ["schedule={2: {train: 3}}"])

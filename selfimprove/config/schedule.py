@@ -4,6 +4,7 @@ trains its judge in early iterations only). Two spellings, mixable:
     schedule:
       2: {select.builder.options.tau: 0.5}          # from iteration 2 on (until a later entry changes it)
       train.learning_rate: [2.0e-4, 1.0e-4]         # iterations 1, 2, ...; the last value holds for later ones
+      3: {score: [{name: pointwise_judge}, {name: gold}]}   # the scorer list as a whole (a scorer dropped)
 
 An entry for an iteration the run does not reach never applies (`--set iterations=1` on a recipe with a schedule
 for iteration 2 runs iteration 1 as scheduled). Every section an iteration's stages read may vary (propose, search,
@@ -51,9 +52,10 @@ def normalise(schedule: dict, iterations: int) -> dict[str, dict[int, Any]]:
 
     def put(path: str, k: int, value: Any, where: str) -> None:
         head = path.split(".", 1)[0]
-        if head not in SCHEDULABLE or "." not in path:
+        if head not in SCHEDULABLE or ("." not in path and path != "score"):
             raise ValueError(f"schedule: {where}: {path!r} is not a key path under {', '.join(SCHEDULABLE)} (e.g. "
-                             "select.builder.options.tau); the model, data, eval and control stay fixed across iterations")
+                             "select.builder.options.tau, or `score` for the whole scorer list); the model, data, eval and "
+                             "control stay fixed across iterations")
         if k < 1:
             raise ValueError(f"schedule: {where}: iteration {k}: iterations count from 1 (0 is the base model's evaluation)")
         if k in out.setdefault(path, {}):
