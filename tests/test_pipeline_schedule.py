@@ -82,7 +82,8 @@ def test_bstar_search_chooses_the_iterations_temperature_and_threshold(pipeline,
 
 def test_the_search_selects_with_the_select_stages_caps_unless_it_has_a_target_size(pipeline, tmp_path):
     """Without search.target_size the grid's kept sets are capped as the iteration's select will cap them
-    (select.target_size 2 over 3 prompts: a cap of one per prompt), so the balance score is that of what the iteration keeps."""
+    (select.target_size 2 of the iteration's 6 x 3 samples, scaled to the slice's 3 x 4: 1, so a cap of one per
+    prompt), so the balance score is that of what the iteration keeps."""
     run_pipeline(load_pipeline(pipeline, ["iterations=1", "stages=[generate, score, select]", "select.max_per_prompt=null",
                                           "select.target_size=2",
                                           "search={prompts: 3, n: 4, temperatures: [1.0], thresholds: [-0.5], n_star: 2}"]))
@@ -213,3 +214,22 @@ def test_the_scorer_list_is_scheduled_as_a_whole(pipeline):
     assert [s.name for s in cfg.at_iteration(2).score] == ["gold"]
     with pytest.raises(Exception, match="'train' is not a key path"):
         load_pipeline(pipeline, ["schedule={2: {train: 3}}"])
+    with pytest.raises(Exception, match="cannot both be scheduled"):
+        load_pipeline(pipeline, ["schedule={2: {score: [{name: gold}]}, score.0.options: [{}]}"])
+
+
+def test_the_eval_stage_hashes_the_versions_of_the_scorers_it_runs(pipeline, tmp_path):
+    """An eval whose best-of scorer changed its columns (self_loglik version 2 scores the end of turn) has the version
+    in its stage config, so a resumed run evaluates again; the scorer list of GRPO rewards and of a search is hashed
+    the same way (`versions_of`)."""
+    from selfimprove.config import TaskConfig
+    from selfimprove.prompts import PromptLibrary
+    from selfimprove.scoring.base import versions_of
+    from selfimprove.tasks import make_task
+
+    run_pipeline(load_pipeline(pipeline, ["iterations=1", "stages=[eval]", "eval.n=2", "eval.greedy=false",
+                                          "eval.best_of={scorer: self_loglik, column: loglik_sum}"]))
+    m = json.loads((tmp_path / "runs" / "tiny" / "iter_0" / "eval" / "manifest.json").read_text())
+    assert m["config"]["versions"] == {"self_loglik": 2}
+    task = make_task(TaskConfig(name="arithmetic"), PromptLibrary())
+    assert versions_of([("gold", {}), ("pointwise_judge", {"mode": "logprobs"}), ("critic", {})], task) == {"pointwise_judge": 4, "critic": 2}

@@ -59,5 +59,9 @@ def test_bstar_score_puts_every_right_answer_above_every_wrong_one(tmp_path, tin
         check_chain(make_scorers(configs[2:], task), ["generate", "score"])
     with pytest.raises(ConfigError, match="terms"):
         make_scorer("weighted_sum", task, {"terms": {}})
-    res = make_scorer("weighted_sum", task, {"terms": {"correct": 1.0}}).score(prompts, [{"prompt_id": "p", "correct": None}])
-    assert res.columns["weighted_score"] == [None] and "no numeric correct" in res.errors[0]
+    res = make_scorer("weighted_sum", task, {"terms": {"correct": 1.0}}).score(
+        prompts, [{"prompt_id": "p", "correct": v} for v in (None, float("nan"), float("inf"), True, 0.5)])
+    assert res.columns["weighted_score"] == [None, None, None, 1.0, 0.5] and "no finite number in correct" in res.errors[0]
+    assert all(res.errors[:3]) and not any(res.errors[3:])
+    with pytest.raises(ConfigError, match="finite"):
+        make_scorer("weighted_sum", task, {"terms": {"correct": float("nan")}})

@@ -83,6 +83,9 @@ def test_trajectories_follow_the_papers_three_types():
     more = samples + [attempt("a/1", False, ["wrong"]), revision("a/1", 0, True, "eval 0 [VERIFY] wrong")]  # a 2nd D1, same problem
     rows, counts = SelfVerifyTrajectories({"max_per_prompt": 1}).build(more, prompts)
     assert counts["over_cap"] == 1 and counts["D1"] == 1 and counts["D2"] + counts["D3"] == 1  # balanced after the cap
+    right_first = [attempt("b/1", True, ["correct"]), attempt("b/2", False, ["wrong"]), revision("b/2", 0, True, "eval 0 [VERIFY] wrong")]
+    rows, counts = SelfVerifyTrajectories({"max_per_prompt": 1, "balance": False}).build(right_first, prompts)
+    assert [r["sample_id"] for r in rows] == ["b/2"] and counts["over_cap"] == 1  # the cap keeps the D1 before an earlier D3
 
 
 SCRIPTED = textwrap.dedent('''

@@ -33,6 +33,7 @@ class MetaJudgePairOptions(Options):
 
 class MetaJudgePairs(RowBuilder):
     name = "meta_judge_pairs"
+    version = 2  # 2: the class cap is NeMo's rule (class_capped)
     reads = ("prompt_id", "sample_id", "model_ref", "judge_prompt", "judge_raw", "judge_scores", "meta_chosen", "meta_rejected")
     optional_reads = ("meta_elo", "meta_battles")
     writes = PAIR_COLUMNS + ("chosen_score", "rejected_score", "elo_gap")
@@ -89,7 +90,9 @@ class MetaJudgePairs(RowBuilder):
 
 def class_capped(rows: list[dict], share: float, rng: random.Random) -> list[dict]:
     """NeMo's class cap (`meta_max_relative_pcnt`): in a seeded random order, a pair is taken while its chosen score's
-    share of the pairs taken so far is below `share`; returned in the rows' own order."""
+    share of the pairs taken so far is below `share`; returned in the rows' own order. Unlike NeMo, the count is per
+    select stage (NeMo's runs over the whole training), and NeMo's second, absolute cap per class (steps x batch /
+    (score range)^2) is left out. With two classes and a share under one half at most two pairs stay."""
     taken: dict[float, int] = {}
     keep: set[int] = set()
     for i in rng.sample(range(len(rows)), len(rows)):

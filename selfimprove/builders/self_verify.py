@@ -28,12 +28,14 @@ from .base import RowBuilder
 
 class SelfVerifyOptions(Options):
     balance: bool = Field(True, description="Cap right attempts' trajectories (D2, D3) at the number of wrong attempts' (D1).")
-    max_per_prompt: int | None = Field(None, gt=0, description="Cap trajectories per problem (the first ones by sample id).")
+    max_per_prompt: int | None = Field(None, gt=0, description="Cap trajectories per problem (wrong attempts' D1 first, then by "
+                                                               "sample id).")
     seed: int = Field(0, description="Seeds the draw of right attempts' trajectories that `balance` keeps.")
 
 
 class SelfVerifyTrajectories(RowBuilder):
     name = "self_verify_trajectories"
+    version = 2  # 2: balance by a seeded draw after the per-problem cap
     reads = ("prompt_id", "sample_id", "turn", "completion", "model_ref", "parent_id", "correct", "verify_texts", "verify_verdicts",
              "verify_instruction", "evaluation", "revise_instruction")
     writes = ("prompt_id", "prompt", "completion", "weight", "sample_id", "trajectory", "model_ref")
@@ -61,7 +63,7 @@ class SelfVerifyTrajectories(RowBuilder):
             else:
                 (right if a.get("correct") else wrong).append(row)
         rows, per_prompt = [], {}
-        for r in sorted(wrong + right, key=lambda r: r["sample_id"]):
+        for r in sorted(wrong + right, key=lambda r: (r["trajectory"] != "D1", r["sample_id"])):  # the cap keeps the scarce D1 first
             if o.max_per_prompt is not None and per_prompt.get(r["prompt_id"], 0) >= o.max_per_prompt:
                 counts["over_cap"] += 1
                 continue
@@ -74,6 +76,7 @@ class SelfVerifyTrajectories(RowBuilder):
             keep = set(random.Random(o.seed).sample(right_at, n_wrong))
             counts["balanced_out"] = len(right_at) - n_wrong
             rows = [r for i, r in enumerate(rows) if not is_right[i] or i in keep]
+        rows.sort(key=lambda r: r["sample_id"])
         for r in rows:
             counts[r["trajectory"]] += 1
         counts["rows"] = len(rows)

@@ -75,6 +75,9 @@ def normalise(schedule: dict, iterations: int) -> dict[str, dict[int, Any]]:
         else:
             raise ValueError(f"schedule: {key!r}: give an iteration number with a mapping ({{2: {{{key}: ...}}}}) or a key path "
                              "with a list of values for iterations 1, 2, ...")
+    if "score" in out and any(p.startswith("score.") for p in out):
+        raise ValueError("schedule: `score` (the whole scorer list) and `score.<i>...` paths cannot both be scheduled: the "
+                         "list's indices change where it is replaced; give the whole list in each entry that changes it")
     return out
 
 

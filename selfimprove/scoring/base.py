@@ -123,6 +123,12 @@ def changed_versions(scorers: list[Scorer]) -> dict[str, int]:
     return {sc.name: sc.version for sc in scorers if sc.version != 1}
 
 
+def versions_of(named: list[tuple[str, dict | None]], task: Task) -> dict[str, int]:
+    """`changed_versions` of scorers given as (name, options), as a config names them (GRPO rewards, eval's best-of
+    and critic), for the stages that score with them; no model loads."""
+    return changed_versions([make_scorer(n, task, o) for n, o in named])
+
+
 def describe_parse_failures(report: dict) -> str:
     """`pointwise_judge 100.0% (100.0% read)`: each judge's written verdicts that did not parse and, with
     `read_unparsed`, the share read afterwards (those have a verdict)."""

@@ -28,7 +28,7 @@ from ..generation import SamplingParams
 from ..groups import indices_by_prompt
 from .base import ScoreResult, SummaryColumn
 from .judge_base import JudgeOptions, ModelScorer, response_of
-from .parsers import judges_scores, parse_pairwise, parse_score
+from .parsers import parse_pairwise, parse_score, stated_scores
 
 
 class SamplingOptions(JudgeOptions):
@@ -161,8 +161,8 @@ class PointwiseJudge(ModelScorer):
                     judged: list[str]) -> list[int]:
         """For the judgments that did not parse, in place (`raws` too): the likeliest digit after the judgment's own
         text and `Score: ` becomes its score, and its text ends with that line, unless the judgment already stated a
-        score of its own (out of range or conflicting: the new line would contradict it; a score it only repeats from
-        the judged response, `judged`, is not its own). Returns how many were read per item."""
+        score of its own (out of range or conflicting: the new line would contradict it; `judged`, the responses, for
+        `stated_scores`). Returns how many were read per item."""
         todo = [(i, j) for i, row in enumerate(scores) for j, v in enumerate(row) if v is None]
         digits = self.digits
         lps = self.next_token_cached([msgs[i] for i, _ in todo], digits, [after(raws[i][j], "Score: ") for i, j in todo])
@@ -172,7 +172,7 @@ class PointwiseJudge(ModelScorer):
             if not got:
                 continue
             digit = max(got, key=got.get)
-            if not judges_scores(raws[i][j], judged[i])[0]:
+            if not stated_scores(raws[i][j], judged[i]):
                 scores[i][j], raws[i][j] = float(digit), after(raws[i][j], f"Score: {digit}")
                 read[i] += 1
         return read

@@ -3,7 +3,8 @@ counted), never a zero score.
 
 Rules: the score is the number after `Score:` (or `Points:`), any case, Unicode digits accepted
 (NFKC: `Score: ４` is 4); `4/5` reads as 4; several `Score:` lines must agree; the value must lie in
-the rubric's range. Pairwise verdicts read `Winner: A|B|tie`; meta-judge verdicts `Winner: Judgement A|B`; a
+the rubric's range; a score or verdict the judged response writes itself counts only on the judgment's last line
+with one (`own_mentions`). Pairwise verdicts read `Winner: A|B|tie`; meta-judge verdicts `Winner: Judgement A|B`; a
 critic's `Verdict: correct|wrong`; a self-evaluation's last `[VERIFY] correct|wrong`.
 """
 
@@ -39,23 +40,34 @@ def _normalise(text: str) -> str:
     return "".join(str(unicodedata.digit(c)) if c.isdigit() and not c.isascii() and unicodedata.digit(c, None) is not None else c for c in text)
 
 
-def judges_scores(text: str, judged: str = "") -> tuple[list[float], list[float]]:
-    """The scores a judgment states: (its own, those that repeat a score the judged response states)."""
-    planted = {float(m) for m in SCORE_RE.findall(_normalise(judged))}
-    found = [float(m) for m in SCORE_RE.findall(_normalise(text))]
-    return [v for v in found if v not in planted], [v for v in found if v in planted]
+def own_mentions(regex: re.Pattern, text: str, judged: str, read) -> list:
+    """The verdicts (`read` of each `regex` match) a judgment states as its own: every one on its last line that has
+    one (the judge's conclusion, whatever the response wrote), and on earlier lines those the judged response does not
+    state itself (a quoted "Score: 5" the response planted is not the judge's, and cannot make the judgment conflict).
+    A response can therefore neither put a verdict in its judge's mouth nor silence the judge's own by writing it."""
+    lines = [line for line in _normalise(text).splitlines() if regex.search(line)]
+    planted = {read(m) for m in regex.findall(_normalise(judged))} if judged else set()
+    out = []
+    for i, line in enumerate(lines):
+        values = [read(m) for m in regex.findall(line)]
+        out += values if i == len(lines) - 1 else [v for v in values if v not in planted]
+    return out
+
+
+def stated_scores(text: str, judged: str = "") -> list[float]:
+    """The scores a judgment states as its own (`own_mentions`)."""
+    return own_mentions(SCORE_RE, text, judged, float)
 
 
 def parse_score(text: str, low: float = 0, high: float = 5, judged: str = "") -> Parsed:
-    """The judge's final score in [low, high]. A score the judged response itself states (`judged`: "Score: 5" written
-    into an answer) does not count when the judgment repeats it: a response cannot put a verdict in its judge's mouth,
-    nor make a judgment that echoes it conflict with the judge's own score (and go unparsed)."""
+    """The judge's final score in [low, high]; with the judged response (`judged`), scores it states itself and the
+    judgment only quotes do not count (`own_mentions`)."""
     t = _normalise(text)
     if not t.strip():
         return Parsed(None, "empty judgment")
-    found, echoed = judges_scores(t, judged)
+    found = stated_scores(t, judged)
     if not found:
-        return Parsed(None, f"only the score the response itself states ({echoed[0]:g})" if echoed else "no 'Score: <n>' found")
+        return Parsed(None, "no 'Score: <n>' found")
     if len(set(found)) > 1:
         return Parsed(None, f"conflicting scores {sorted(set(found))}")
     v = found[0]
@@ -89,23 +101,17 @@ def parse_meta(text: str) -> Parsed:
 
 def parse_verdict(text: str, judged: str = "") -> Parsed:
     """`correct` or `wrong` from a critique's `Verdict: correct|wrong` (`right` / `incorrect` read the same); where
-    there are several verdict lines they must agree. A verdict the critiqued response itself states (`judged`) does
-    not count when the critique repeats it (as `parse_score`)."""
+    there are several verdict lines they must agree; a verdict the critiqued response states itself and the critique
+    only quotes does not count (`own_mentions`)."""
     t = _normalise(text)
     if not t.strip():
         return Parsed(None, "empty critique")
-
-    def verdicts(x: str) -> set[str]:
-        return {"correct" if m.lower() in ("correct", "right") else "wrong" for m in VERDICT_RE.findall(x)}
-
-    planted = verdicts(_normalise(judged))
-    found = verdicts(t) - planted
+    found = set(own_mentions(VERDICT_RE, t, judged, lambda m: "correct" if m.lower() in ("correct", "right") else "wrong"))
     if not found:
-        return Parsed(None, "only the verdict the response itself states" if verdicts(t) else "no 'Verdict: correct|wrong' found")
+        return Parsed(None, "no 'Verdict: correct|wrong' found")
     if len(found) > 1:
         return Parsed(None, "conflicting verdicts")
     return Parsed(found.pop())
-
 
 
 def parse_self_verify(text: str) -> Parsed:

@@ -5,6 +5,7 @@ from ...evaluation.run import evaluate
 from ...models import ModelRef
 from ...runtime.context import RunContext
 from ...runtime.runner import run_stage
+from ...scoring.base import versions_of
 from ...store import StageDir, atomic_write_json
 
 
@@ -12,6 +13,11 @@ def eval_stage(ctx: RunContext, iteration: int, cfg: EvalConfig, prompts_sd: Sta
     """Reads the eval prompts (or, as the `dev` stage, the dev prompts); writes scored rows, `metrics.json` and
     `per_problem.json` (each metric's value per prompt id, for paired comparisons) for `model`."""
     config = {"eval": cfg.model_dump(), "backend": ctx.backend.identity(), "task": ctx.task.cfg.model_dump()}
+    named = ([(cfg.best_of.scorer, cfg.best_of.options)] if cfg.best_of is not None and cfg.best_of.scorer else []) + (
+        [("critic", cfg.critique_refine.critic_options)] if cfg.critique_refine is not None else [])
+    versions = versions_of(named, ctx.task)
+    if versions:  # a scorer whose columns changed: evaluate again
+        config["versions"] = versions
     sd = ctx.store.stage(iteration, name, config, {"prompts": prompts_sd.fingerprint, "model": model.fingerprint})
 
     def work(sd: StageDir):

@@ -2,7 +2,8 @@
 threshold on a slice of them. At each temperature of `search.temperatures` sample `search.n` completions of the first
 `search.prompts` train prompts with the iteration's model, score them with the run's scorers, and for each threshold
 tau of `search.thresholds` select as the iteration would (its `select:` filters and caps, plus `search.column` above
-tau; with `search.target_size`, a per-prompt cap grown to it in place of select's caps); the pair whose kept set has
+tau; with `search.target_size`, a per-prompt cap grown to it in place of select's caps; without it,
+`select.target_size` scaled by the slice's share of the iteration's samples); the pair whose kept set has
 the highest balance score wins (ties: the first in grid order). The stage's table holds every (temperature, tau) with its balance score and kept counts;
 its manifest's `chosen` holds the settings the iteration then runs with (`generate.temperature`,
 `select.min_score`), which the generate and select stages hash like any other setting."""
@@ -16,6 +17,7 @@ from ...runtime.context import RunContext
 from ...runtime.generate_shards import generate_sharded
 from ...runtime.runner import run_stage
 from ...scoring.apply import score_samples
+from ...scoring.base import versions_of
 from ...selection import select_samples
 from ...selection.filters import balance_score, graded
 from ...store import StageDir
@@ -31,10 +33,16 @@ def search_stage(ctx: RunContext, iteration: int, cfg: PipelineConfig, prompts_s
     s = cfg.search
     config = {"search": s.model_dump(), "generate": cfg.generate.model_dump(), "score": [c.model_dump() for c in cfg.score],
               "select": cfg.select.model_dump(), "backend": ctx.backend.identity(), "seed": cfg.seed}
+    versions = versions_of([(c.name, c.options) for c in cfg.score], ctx.task)
+    if versions:
+        config["versions"] = versions
+    if s.target_size is None and cfg.select.target_size is not None:  # select's target, scaled to the slice (it was dropped)
+        config["select_target"] = "scaled"
     sd = ctx.store.stage(iteration, "search", config, {"prompts": prompts_sd.fingerprint, "model": model.fingerprint})
 
     def work(sd: StageDir):
-        rows_in = prompts_sd.rows()[: s.prompts]
+        all_rows = prompts_sd.rows()
+        rows_in = all_rows[: s.prompts]
         prompts = {p["prompt_id"]: p for p in rows_in}
         ids = set(prompts)
         scorers = ctx.models.bound_scorers(list(cfg.score), reachable(model), "score")
@@ -48,7 +56,10 @@ def search_stage(ctx: RunContext, iteration: int, cfg: PipelineConfig, prompts_s
             if not graded(scored):
                 raise ValueError("search: the balance score needs gold verdicts (`correct`) on the search slice: add the gold "
                                  "scorer, and train prompts with answers")
-            cap = {"target_size": s.target_size, "max_per_prompt": None} if s.target_size else {}  # else select's own caps
+            cap = {"target_size": s.target_size, "max_per_prompt": None} if s.target_size else {}  # else select's own caps,
+            if not s.target_size and cfg.select.target_size is not None:  # its target scaled to the slice's samples
+                share = len(rows_in) * s.n / max(len(all_rows) * cfg.generate.n, 1)
+                cap = {"target_size": max(1, round(cfg.select.target_size * share))}
             for tau in s.thresholds:
                 sel = cfg.select.model_copy(update={"min_score": ScoreThreshold(column=s.column, tau=tau, strict=True), **cap})
                 kept, counts = select_samples(scored, sel, cfg.seed + iteration)

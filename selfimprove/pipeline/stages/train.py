@@ -9,6 +9,7 @@ from ...errors import StageError
 from ...models import ModelRef
 from ...runtime.context import RunContext
 from ...runtime.runner import run_stage
+from ...scoring.base import versions_of
 from ...store import StageDir, tree_digest
 from ...training.base import Trainer, make_trainer
 
@@ -80,6 +81,9 @@ def train_stage(ctx: RunContext, iteration: int, cfg: TrainBase, select_sd: Stag
     tc, control_config, control_inputs = training_control(ctx, control, dev_sd, eval_cfg)
     inputs = {"data": select_sd.fingerprint, "model": start.fingerprint, **control_inputs}
     config = {"train": cfg.model_dump(exclude={"report_to"}), **control_config}
+    versions = versions_of([(r.scorer, r.options) for r in getattr(cfg, "rewards", None) or []], ctx.task)
+    if versions:  # a reward scorer whose columns changed: train again
+        config["versions"] = versions
     reference = run_reference(ctx.models, iteration, getattr(cfg, "reference", "start"), previous)
     if reference is not None:  # a model of this run: its folder for the trainer, its fingerprint for the stage
         inputs["reference"] = reference.fingerprint
