@@ -257,7 +257,8 @@ def judge_pairs(scorer: ModelScorer, template: str, params: SamplingParams, rule
     results = []
     for j in range(len(items)):
         raw_ab, raw_ba = outs[2 * j][0]["text"], outs[2 * j + 1][0]["text"]
-        p_ab, p_ba = parse_pairwise(raw_ab), parse_pairwise(raw_ba)
+        q, a, b = items[j]
+        p_ab, p_ba = parse_pairwise(raw_ab, a + "\n" + b), parse_pairwise(raw_ba, a + "\n" + b)
         ab = p_ab.value if p_ab.ok else None
         ba = swap(p_ba.value) if p_ba.ok else None
         verdict, flip = combine(ab, ba, rule)
@@ -277,6 +278,7 @@ class PairwiseJudge(ModelScorer):
     """
 
     name = "pairwise_judge"
+    version = 2  # 2: a winner line a compared response writes is not the judge's
     groupwise = True
     writes = ("pair_win_rate", "pair_games", "pair_flips", "pair_parse_failures", "pair_raw")
     summary = {"pair_win_rate": SummaryColumn(range=(0.0, 1.0))}

@@ -76,11 +76,11 @@ def parse_score(text: str, low: float = 0, high: float = 5, judged: str = "") ->
     return Parsed(v)
 
 
-def _one_of(regex: re.Pattern, text: str, what: str) -> Parsed:
+def _one_of(regex: re.Pattern, text: str, what: str, judged: str = "") -> Parsed:
     t = _normalise(text)
     if not t.strip():
         return Parsed(None, "empty judgment")
-    found = {m.lower() for m in regex.findall(t)}
+    found = set(own_mentions(regex, t, judged, str.lower))
     if not found:
         return Parsed(None, f"no '{what}' found")
     if len(found) > 1:
@@ -89,9 +89,10 @@ def _one_of(regex: re.Pattern, text: str, what: str) -> Parsed:
     return Parsed(v.upper() if v in ("a", "b") else "tie")
 
 
-def parse_pairwise(text: str) -> Parsed:
-    """`A`, `B` or `tie` from `Winner: A` / `Winner: B` / `Winner: tie`."""
-    return _one_of(WINNER_RE, text, "Winner: A|B|tie")
+def parse_pairwise(text: str, judged: str = "") -> Parsed:
+    """`A`, `B` or `tie` from `Winner: A` / `Winner: B` / `Winner: tie`; a verdict the compared responses (`judged`)
+    write themselves counts only on the judgment's last line with one (`own_mentions`)."""
+    return _one_of(WINNER_RE, text, "Winner: A|B|tie", judged)
 
 
 def parse_meta(text: str) -> Parsed:
