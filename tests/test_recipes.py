@@ -47,6 +47,9 @@ def test_scheduled_recipes_change_what_their_papers_change():
     meta = load_pipeline(REPO / "pipelines" / "meta_rewarding.yaml")
     assert [b.name for b in meta.at_iteration(2).select.builders] == ["judge_pairs", "meta_judge_pairs"]
     assert [(b.name, b.options) for b in meta.at_iteration(3).select.builders] == [("judge_pairs", {"rho": 0.1})]
+    assert [c.name for c in meta.at_iteration(2).score] == ["pointwise_judge", "meta_judge", "gold"]
+    assert [c.name for c in meta.at_iteration(3).score] == ["pointwise_judge", "gold"]  # no judge pairs, no meta-judge
+    assert meta.at_iteration(3).score[0].options == meta.at_iteration(2).score[0].options  # the same judge throughout
 
 
 @pytest.mark.parametrize("recipe", RECIPES)
