@@ -138,6 +138,17 @@ def previous_rows(table: Path) -> dict[tuple[str, str], list[str]]:
     return rows
 
 
+def previous_turn_rows(table: Path) -> dict[tuple[str, str], list[list[str]]]:
+    """The rows of an earlier self-correction table, grouped by (recipe, variant)."""
+    rows: dict[tuple[str, str], list[list[str]]] = {}
+    if table.exists():
+        for line in table.read_text().splitlines()[2:]:
+            cells = [c.strip() for c in line.strip().strip("|").split("|")]
+            if len(cells) == len(TURN_KEYS) + 4:
+                rows.setdefault((cells[0], cells[1]), []).append(cells)
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--recipes", nargs="*", default=RECIPES)
@@ -169,14 +180,19 @@ def main() -> None:
             p = a.run_dir / f"{recipe}-{variant}" / "summary.json"
             if p.exists():
                 rows[(recipe, variant)] = row(recipe, variant, json.loads(p.read_text()), walls.get(f"{recipe}-{variant}"), p.parent)
-    turns = [r for recipe in RECIPES for variant in VARIANTS
-             if (p := a.run_dir / f"{recipe}-{variant}" / "summary.json").exists()
-             for r in turn_rows(recipe, variant, json.loads(p.read_text()), walls.get(f"{recipe}-{variant}"))]
+    turns = previous_turn_rows(a.out / "self_correction.md")  # cells whose run folders are gone keep their rows
+    for recipe in RECIPES:
+        for variant in VARIANTS:
+            p = a.run_dir / f"{recipe}-{variant}" / "summary.json"
+            if p.exists() and (cell := turn_rows(recipe, variant, json.loads(p.read_text()), walls.get(f"{recipe}-{variant}"))):
+                turns[(recipe, variant)] = cell
     if turns:  # the self-correction recipes side by side on the same problems (test set, %, 95% CI)
         a.out.mkdir(parents=True, exist_ok=True)
         head = ["recipe", "variant", "model", *(name for _, name in TURN_KEYS), "wall"]
+        order = {(r, v): (i, j) for i, r in enumerate(RECIPES) for j, v in enumerate(VARIANTS)}
+        body = [r for key in sorted(turns, key=lambda k: order.get(k, (99, 99))) for r in turns[key]]
         (a.out / "self_correction.md").write_text("\n".join(["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-                                                             + ["| " + " | ".join(r) + " |" for r in turns]) + "\n")
+                                                             + ["| " + " | ".join(r) + " |" for r in body]) + "\n")
     lines = ["| " + " | ".join(HEADERS) + " |", "|" + "---|" * len(HEADERS)]
     order = {(r, v): (i, j) for i, r in enumerate(RECIPES) for j, v in enumerate(VARIANTS)}
     lines += ["| " + " | ".join(cells) + " |" for _, cells in sorted(rows.items(), key=lambda kv: order.get(kv[0], (99, 99)))]
