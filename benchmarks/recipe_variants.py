@@ -180,6 +180,7 @@ def main() -> None:
             p = a.run_dir / f"{recipe}-{variant}" / "summary.json"
             if p.exists():
                 rows[(recipe, variant)] = row(recipe, variant, json.loads(p.read_text()), walls.get(f"{recipe}-{variant}"), p.parent)
+    order = {(r, v): (i, j) for i, r in enumerate(RECIPES) for j, v in enumerate(VARIANTS)}  # rows in RECIPES order
     turns = previous_turn_rows(a.out / "self_correction.md")  # cells whose run folders are gone keep their rows
     for recipe in RECIPES:
         for variant in VARIANTS:
@@ -189,12 +190,10 @@ def main() -> None:
     if turns:  # the self-correction recipes side by side on the same problems (test set, %, 95% CI)
         a.out.mkdir(parents=True, exist_ok=True)
         head = ["recipe", "variant", "model", *(name for _, name in TURN_KEYS), "wall"]
-        order = {(r, v): (i, j) for i, r in enumerate(RECIPES) for j, v in enumerate(VARIANTS)}
         body = [r for key in sorted(turns, key=lambda k: order.get(k, (99, 99))) for r in turns[key]]
         (a.out / "self_correction.md").write_text("\n".join(["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
                                                              + ["| " + " | ".join(r) + " |" for r in body]) + "\n")
     lines = ["| " + " | ".join(HEADERS) + " |", "|" + "---|" * len(HEADERS)]
-    order = {(r, v): (i, j) for i, r in enumerate(RECIPES) for j, v in enumerate(VARIANTS)}
     lines += ["| " + " | ".join(cells) + " |" for _, cells in sorted(rows.items(), key=lambda kv: order.get(kv[0], (99, 99)))]
     a.out.mkdir(parents=True, exist_ok=True)
     table.write_text("\n".join(lines) + "\n")
