@@ -139,9 +139,10 @@ class PointwiseJudge(ModelScorer):
             return res
         outs = self.generate_cached(msgs, self.params, progress)
         raws = [[c["text"] for c in comps] for comps in outs]
-        parsed = [[parse_score(t, self.low, self.high, response_of(s)) for t in texts] for s, texts in zip(samples, raws)]
+        judged = [response_of(s) for s in samples]
+        parsed = [[parse_score(t, self.low, self.high, r) for t in texts] for r, texts in zip(judged, raws)]
         scores = [[p.value if p.ok else None for p in ps] for ps in parsed]
-        read = self.read_scores(msgs, raws, scores, [response_of(s) for s in samples]) if self.read_unparsed else [0] * len(msgs)
+        read = self.read_scores(msgs, raws, scores, judged) if self.read_unparsed else [0] * len(msgs)  # completes `raws` too
         cols = {c: [] for c in self.writes}
         for i, texts in enumerate(raws):
             vals = [v for v in scores[i] if v is not None]
@@ -255,10 +256,10 @@ def judge_pairs(scorer: ModelScorer, template: str, params: SamplingParams, rule
         msgs.extend(pair_messages(scorer, template, q, a, b))
     outs = logprob_verdicts(scorer, msgs) if mode == "logprobs" else scorer.generate_cached(msgs, params, progress)
     results = []
-    for j in range(len(items)):
+    for j, (_, a, b) in enumerate(items):
         raw_ab, raw_ba = outs[2 * j][0]["text"], outs[2 * j + 1][0]["text"]
-        q, a, b = items[j]
-        p_ab, p_ba = parse_pairwise(raw_ab, a + "\n" + b), parse_pairwise(raw_ba, a + "\n" + b)
+        judged = a + "\n" + b  # the compared responses, whose own verdict lines are not the judge's
+        p_ab, p_ba = parse_pairwise(raw_ab, judged), parse_pairwise(raw_ba, judged)
         ab = p_ab.value if p_ab.ok else None
         ba = swap(p_ba.value) if p_ba.ok else None
         verdict, flip = combine(ab, ba, rule)

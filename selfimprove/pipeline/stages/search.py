@@ -56,10 +56,13 @@ def search_stage(ctx: RunContext, iteration: int, cfg: PipelineConfig, prompts_s
             if not graded(scored):
                 raise ValueError("search: the balance score needs gold verdicts (`correct`) on the search slice: add the gold "
                                  "scorer, and train prompts with answers")
-            cap = {"target_size": s.target_size, "max_per_prompt": None} if s.target_size else {}  # else select's own caps,
-            if not s.target_size and cfg.select.target_size is not None:  # its target scaled to the slice's samples
+            if s.target_size:  # a per-prompt cap grown to the search's own target, in place of select's caps
+                cap = {"target_size": s.target_size, "max_per_prompt": None}
+            elif cfg.select.target_size is not None:  # select's caps, its target scaled to the slice's samples
                 share = len(rows_in) * s.n / max(len(all_rows) * cfg.generate.n, 1)
                 cap = {"target_size": max(1, round(cfg.select.target_size * share))}
+            else:  # select's own caps
+                cap = {}
             for tau in s.thresholds:
                 sel = cfg.select.model_copy(update={"min_score": ScoreThreshold(column=s.column, tau=tau, strict=True), **cap})
                 kept, counts = select_samples(scored, sel, cfg.seed + iteration)
